@@ -1,0 +1,139 @@
+// Package recipes holds the recipe schema (what a node image must contain), its strict parser,
+// defaults, lint rules for the known cluster pitfalls, and the lock file that pins every input.
+//
+// Recipe is the in-memory form of the newest schema version. Older apiVersions are parsed by
+// their own version package and translated forward (compare Ignition's config/v3_x packages).
+package recipes
+
+// APIVersion is the newest recipe schema version; Kind is the document kind for recipes.
+const (
+	APIVersion = "kubebake.dev/v1alpha1"
+	KindRecipe = "Recipe"
+	KindLock   = "Lock"
+)
+
+// Recipe says what a Kubernetes node image holds. Field comments name the YAML keys.
+type Recipe struct {
+	APIVersion  string `yaml:"apiVersion" json:"apiVersion"`
+	Kind        string `yaml:"kind" json:"kind"`
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description,omitempty" json:"description,omitempty"`
+
+	Base       Base       `yaml:"base" json:"base"`
+	Kubernetes Kubernetes `yaml:"kubernetes" json:"kubernetes"`
+	Runtime    Runtime    `yaml:"runtime" json:"runtime"`
+	Etcd       Etcd       `yaml:"etcd" json:"etcd"`
+	CNI        CNI        `yaml:"cni" json:"cni"`
+	Storage    Storage    `yaml:"storage" json:"storage"`
+	Network    Network    `yaml:"network" json:"network"`
+	// Sysctls are written to /usr/lib/sysctl.d; values are strings as sysctl(8) takes them.
+	Sysctls map[string]string `yaml:"sysctls" json:"sysctls"`
+	// Modules are written to /usr/lib/modules-load.d.
+	Modules []string `yaml:"modules" json:"modules"`
+	Roles   []Role   `yaml:"roles" json:"roles"`
+	Image   Image    `yaml:"image" json:"image"`
+	// Mirrors rewrite artifact URLs by prefix (e.g. https://dl.k8s.io/ -> an internal mirror).
+	Mirrors []URLRewrite `yaml:"mirrors,omitempty" json:"mirrors,omitempty"`
+}
+
+// Base is the distribution the root filesystem is built from.
+type Base struct {
+	Distro  string `yaml:"distro" json:"distro"`   // "debian"
+	Release string `yaml:"release" json:"release"` // suite codename: "bookworm", "trixie"
+	// Mirror is the archive URL; empty means "the Debian mirror this machine's apt uses".
+	Mirror string `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+	// Suites searched for packages, newest version wins; default [release, release-updates].
+	Suites     []string `yaml:"suites,omitempty" json:"suites,omitempty"`
+	Components []string `yaml:"components,omitempty" json:"components,omitempty"` // default [main]
+	Arch       string   `yaml:"arch,omitempty" json:"arch,omitempty"`             // default amd64
+	Kernel     string   `yaml:"kernel,omitempty" json:"kernel,omitempty"`         // default linux-image-cloud-amd64
+	// Packages are the node's distro packages on top of the boot baseline (systemd, kernel,
+	// openssh-server, cloud-init): Kubernetes host tools (conntrack, socat, ebtables, iptables,
+	// ethtool) and anything else the operator wants. Each is pinned by the lock.
+	Packages []string `yaml:"packages" json:"packages"`
+}
+
+// Kubernetes selects the Kubernetes release and which of its binaries go on the node.
+type Kubernetes struct {
+	// Version is exact ("v1.35.4") or a minor track ("1.35") that the lock resolves to its
+	// newest patch. "latest", "stable" and majors alone are refused.
+	Version    string      `yaml:"version" json:"version"`
+	Source     Source      `yaml:"source" json:"source"`
+	Components []Component `yaml:"components" json:"components"`
+}
+
+// Component is one Kubernetes binary. Version, when set, must equal Kubernetes.Version: lint
+// refuses skew between kubelet, kubectl and the control plane.
+type Component struct {
+	Name    string `yaml:"name" json:"name"`
+	Version string `yaml:"version,omitempty" json:"version,omitempty"`
+}
+
+// Source says where a binary comes from.
+//   - gomod: build Module's main package(s) at the pinned version from the Go module proxy.
+//   - url:   download URL (a template with {version}, {name}, {arch}) and check its sha256.
+//   - deb:   take the binary out of a Debian package from the recipe's mirror.
+type Source struct {
+	Type   string `yaml:"type" json:"type"`
+	Module string `yaml:"module,omitempty" json:"module,omitempty"`
+	URL    string `yaml:"url,omitempty" json:"url,omitempty"`
+}
+
+// Runtime is the container runtime. containerd (default) or docker (with cri-dockerd).
+type Runtime struct {
+	Name string `yaml:"name" json:"name"`
+	// Packages are the Debian packages that provide the runtime and runc, pinned by the lock.
+	Packages []string `yaml:"packages" json:"packages"`
+	// SandboxImage is the pinned pod sandbox ("pause") image reference.
+	SandboxImage string `yaml:"sandboxImage" json:"sandboxImage"`
+	CgroupDriver string `yaml:"cgroupDriver,omitempty" json:"cgroupDriver,omitempty"` // default systemd
+}
+
+// Etcd is the control plane's key-value store.
+type Etcd struct {
+	Version string `yaml:"version" json:"version"`
+	Source  Source `yaml:"source" json:"source"`
+}
+
+// CNI selects the reference CNI plugins placed in /opt/cni/bin and the pod network config.
+type CNI struct {
+	Version string   `yaml:"version" json:"version"`
+	Source  Source   `yaml:"source" json:"source"`
+	Plugins []string `yaml:"plugins" json:"plugins"`
+}
+
+// Storage is the container storage driver: overlayfs (containerd) or overlay2 (docker).
+// devicemapper and loopback storage are refused.
+type Storage struct {
+	Driver string `yaml:"driver" json:"driver"`
+}
+
+// Network holds cluster address ranges and IPv6 enablement.
+type Network struct {
+	PodCIDR     string `yaml:"podCIDR" json:"podCIDR"`
+	ServiceCIDR string `yaml:"serviceCIDR" json:"serviceCIDR"`
+	IPv6        bool   `yaml:"ipv6" json:"ipv6"`
+}
+
+// Role is a node role. A role's units get a drop-in
+// ConditionPathExists=/etc/sysconfig/kubernetes-<name>.
+type Role struct {
+	Name  string   `yaml:"name" json:"name"`
+	Units []string `yaml:"units" json:"units"`
+}
+
+// Image is the disk image the builder writes.
+type Image struct {
+	Size       string   `yaml:"size" json:"size"`                                 // e.g. "4GiB"
+	Formats    []string `yaml:"formats" json:"formats"`                           // raw, qcow2, vhd, vmdk
+	Bootloader string   `yaml:"bootloader,omitempty" json:"bootloader,omitempty"` // systemd-boot (default) or grub
+}
+
+// URLRewrite maps URLs starting with Prefix to Replacement + the rest.
+type URLRewrite struct {
+	Prefix      string `yaml:"prefix" json:"prefix"`
+	Replacement string `yaml:"replacement" json:"replacement"`
+}
+
+// MarkerPath is the file whose existence selects a role at boot.
+func MarkerPath(role string) string { return "/etc/sysconfig/kubernetes-" + role }
