@@ -1,5 +1,12 @@
 package recipes
 
+import (
+	"path"
+	"slices"
+	"sort"
+	"strings"
+)
+
 // Input is one thing the lock must pin, derived from a recipe by Recipe.Inputs. The artifacts
 // package resolves inputs to LockedArtifacts; the lock's InputsDigest is a hash of them.
 type Input struct {
@@ -10,7 +17,9 @@ type Input struct {
 	// Package is the Go main package for gomod (k8s.io/kubernetes/cmd/kubelet), the file name
 	// for url (kubelet), or the Debian package name for deb (containerd).
 	Package string `json:"package"`
-	// Suites and Mirror say where deb inputs are looked up (Mirror empty: the machine's apt).
+	// Suites and Mirror say where deb inputs (and binaries from a deb source) are looked up
+	// (Mirror empty: the machine's apt). Arch is the Debian architecture, set on every input
+	// (GOARCH for gomod).
 	Suites []string `json:"suites,omitempty"`
 	Mirror string   `json:"mirror,omitempty"`
 	Arch   string   `json:"arch,omitempty"`
@@ -28,3 +37,73 @@ const (
 	SourceURL   = "url"
 	SourceDeb   = "deb"
 )
+
+// Inputs lists everything the lock must pin for this recipe, sorted by Name: one binary per
+// Kubernetes component, etcd and etcdctl, one per CNI plugin ("cni/<plugin>"), and one Debian
+// package per name in BootPackages, base.kernel, runtime.packages and base.packages
+// ("deb/<pkg>"). Versions are normalised constraints (v1.35.4 or 1.35); deb inputs carry no
+// version (the lock picks the newest in Suites). Arch is set on every input: GOARCH for gomod.
+// It is a pure function of the recipe, so InputsDigest of it detects any drift.
+func (r *Recipe) Inputs() []Input {
+	arch := r.Base.Arch
+	norm := func(v string) string {
+		if n, err := NormalizeVersion(v); err == nil {
+			return n
+		}
+		return v // lint refuses it; keep it visible rather than guess
+	}
+	var ins []Input
+	binary := func(name string, src Source, version, goPkg string) {
+		in := Input{Name: name, Kind: InputBinary, Source: src, Version: norm(version), Arch: arch}
+		switch src.Type {
+		case SourceGoMod:
+			in.Package = goPkg
+		case SourceURL:
+			in.Package = path.Base(name) // the file name: kubelet, etcd, bridge
+		case SourceDeb:
+			in.Package = src.Package
+			in.Suites, in.Mirror = slices.Clone(r.Base.Suites), r.Base.Mirror
+		}
+		ins = append(ins, in)
+	}
+
+	k := r.Kubernetes
+	for _, c := range k.Components {
+		binary(c.Name, k.Source, k.Version, k.Source.Module+"/cmd/"+c.Name)
+	}
+	e := r.Etcd
+	binary("etcd", e.Source, e.Version, e.Source.Module)
+	// etcdctl ships with etcd; from the module proxy it is its own module of the same release.
+	if e.Source.Type != SourceGoMod || e.Source.Module == EtcdModule {
+		ctl := e.Source
+		if ctl.Type == SourceGoMod {
+			ctl.Module = EtcdctlModule
+		}
+		binary("etcdctl", ctl, e.Version, EtcdctlModule)
+	}
+	c := r.CNI
+	for _, p := range c.Plugins {
+		binary("cni/"+p, c.Source, c.Version, c.Source.Module+"/"+CNIPlugins[p])
+	}
+
+	seen := map[string]bool{}
+	debs := append(append(append(BootPackages(), r.Base.Kernel), r.Runtime.Packages...), r.Base.Packages...)
+	for _, p := range debs {
+		if p == "" || seen[p] {
+			continue
+		}
+		seen[p] = true
+		ins = append(ins, Input{
+			Name: "deb/" + p, Kind: InputDeb, Source: Source{Type: SourceDeb}, Package: p,
+			Suites: slices.Clone(r.Base.Suites), Mirror: r.Base.Mirror, Arch: arch,
+		})
+	}
+	sort.SliceStable(ins, func(i, j int) bool { return ins[i].Name < ins[j].Name })
+	return ins
+}
+
+// ExpandURL fills a url source template: {version} (as locked, e.g. v1.35.4), {name} (the
+// input's file name) and {arch}.
+func ExpandURL(template, version, name, arch string) string {
+	return strings.NewReplacer("{version}", version, "{name}", name, "{arch}", arch).Replace(template)
+}

@@ -1,5 +1,22 @@
 package recipes
 
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/kubebake/kubebake/internal/atomicfile"
+)
+
 // Lock pins every input of a recipe to an exact version and sha256. It is written as
 // <recipe>.lock next to the recipe: sorted, stable JSON so that a diff shows what moved.
 type Lock struct {
@@ -28,8 +45,229 @@ type LockedArtifact struct {
 	Toolchain string `json:"toolchain,omitempty"`
 	// url: the upstream URL (before mirror rewrites). deb: the pool path relative to the
 	// mirror root (never a host name), and the suite it was found in.
-	URL   string `json:"url,omitempty"`
-	Suite string `json:"suite,omitempty"`
+	URL    string `json:"url,omitempty"`
+	Suite  string `json:"suite,omitempty"`
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
+}
+
+// LockPath is where a recipe's lock lives: "x.yaml" -> "x.lock" beside it. An embedded
+// recipe's name ("debian-12") maps to its file in the source tree, recipes/debian-12.lock.
+func LockPath(recipePath string) string {
+	for _, ext := range []string{".yaml", ".yml"} {
+		if s, ok := strings.CutSuffix(recipePath, ext); ok {
+			return s + ".lock"
+		}
+	}
+	if _, ok := embeddedName(recipePath); ok && !strings.ContainsRune(recipePath, '/') {
+		if _, err := os.Stat(recipePath); err != nil {
+			return path.Join(EmbeddedDir, recipePath+".lock")
+		}
+	}
+	return recipePath + ".lock"
+}
+
+// MarshalLock renders a lock the one way it is written: artifacts sorted by name, indented
+// JSON, no HTML escaping, trailing newline. Equal locks give equal bytes.
+func MarshalLock(l *Lock) ([]byte, error) {
+	c := *l
+	if c.APIVersion == "" {
+		c.APIVersion = APIVersion
+	}
+	if c.Kind == "" {
+		c.Kind = KindLock
+	}
+	c.Artifacts = slices.Clone(l.Artifacts)
+	if c.Artifacts == nil {
+		c.Artifacts = []LockedArtifact{}
+	}
+	sort.SliceStable(c.Artifacts, func(i, j int) bool { return c.Artifacts[i].Name < c.Artifacts[j].Name })
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(&c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteLock writes the lock atomically: a crash leaves the old lock or the new, never half.
+func WriteLock(path string, l *Lock) error {
+	data, err := MarshalLock(l)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, data, 0o644)
+}
+
+// ReadLock reads a lock file strictly (unknown fields are an error: a lock is only ever
+// written by kubebake).
+func ReadLock(path string) (*Lock, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no lock file; run \"kubebake lock\" on the recipe", path)
+		}
+		return nil, err
+	}
+	return parseLock(path, data)
+}
+
+// ReadRecipeLock reads the lock that belongs to r: LockPath(r.File) on disk, or for an
+// embedded recipe the lock embedded beside it when there is none on disk.
+func ReadRecipeLock(r *Recipe) (*Lock, error) {
+	p := LockPath(r.File)
+	l, err := ReadLock(p)
+	if err != nil && r.Embedded {
+		if _, statErr := os.Stat(p); errors.Is(statErr, fs.ErrNotExist) {
+			if data, embErr := EmbeddedFile(path.Base(p)); embErr == nil {
+				return parseLock(p, data)
+			}
+		}
+	}
+	return l, err
+}
+
+func parseLock(name string, data []byte) (*Lock, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var l Lock
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("%s: not a kubebake lock: %v; run \"kubebake lock\" to write it again", name, err)
+	}
+	if l.Kind != KindLock || l.APIVersion != APIVersion {
+		return nil, fmt.Errorf("%s: apiVersion %q kind %q: want %s %s; run \"kubebake lock\" to write it again", name, l.APIVersion, l.Kind, APIVersion, KindLock)
+	}
+	return &l, nil
+}
+
+// InputsDigest is "sha256:<hex>" of the inputs' canonical JSON (sorted by name). It is stored
+// in the lock so that any change to what the recipe asks for is seen, including ones no
+// artifact shows (suites, mirror, arch).
+func InputsDigest(inputs []Input) string {
+	in := slices.Clone(inputs)
+	sort.SliceStable(in, func(i, j int) bool { return in[i].Name < in[j].Name })
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(in); err != nil {
+		panic(err) // plain strings and slices always encode
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// LockHash is the hex sha256 of the lock's file bytes (MarshalLock). Image UUIDs and the
+// image's release file derive from it, so equal locks give equal images.
+func LockHash(l *Lock) string {
+	data, err := MarshalLock(l)
+	if err != nil {
+		panic(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// Drift is one way a lock no longer matches its recipe.
+type Drift struct {
+	Name   string `json:"name,omitempty"` // the input, "" for the lock as a whole
+	What   string `json:"what"`           // DriftAdded, DriftRemoved, DriftChanged, DriftDigest, DriftRecipe
+	Detail string `json:"detail"`
+}
+
+// Kinds of drift.
+const (
+	DriftAdded   = "added"   // the recipe has an input the lock lacks
+	DriftRemoved = "removed" // the lock pins something the recipe no longer asks for
+	DriftChanged = "changed" // same input, different kind, source or version constraint
+	DriftDigest  = "digest"  // no artifact differs, but the inputs do (suites, mirror, arch)
+	DriftRecipe  = "recipe"  // the lock belongs to another recipe
+)
+
+// DriftError says exactly what drifted between a recipe and its lock, on one line.
+type DriftError struct {
+	LockFile, RecipeFile string
+	Drifts               []Drift
+}
+
+func (e *DriftError) Error() string {
+	parts := make([]string, len(e.Drifts))
+	for i, d := range e.Drifts {
+		if d.Name != "" {
+			parts[i] = d.Name + " " + d.Detail
+		} else {
+			parts[i] = d.Detail
+		}
+	}
+	return fmt.Sprintf("%s does not match %s: %s; run \"kubebake lock %s\"", e.LockFile, e.RecipeFile, strings.Join(parts, "; "), e.RecipeFile)
+}
+
+// CheckLock reports whether l still pins what r asks for. It returns nil or a *DriftError
+// listing every difference, so `build --locked` can say exactly what moved.
+func CheckLock(r *Recipe, l *Lock) error {
+	var ds []Drift
+	if l.Recipe != r.Name {
+		ds = append(ds, Drift{What: DriftRecipe, Detail: fmt.Sprintf("the lock is for recipe %q, not %q", l.Recipe, r.Name)})
+	}
+	inputs := r.Inputs()
+	arts := map[string]LockedArtifact{}
+	for _, a := range l.Artifacts {
+		arts[a.Name] = a
+	}
+	items := 0
+	for _, in := range inputs {
+		a, ok := arts[in.Name]
+		if !ok {
+			ds = append(ds, Drift{Name: in.Name, What: DriftAdded, Detail: "added"})
+			items++
+			continue
+		}
+		delete(arts, in.Name)
+		if d := artifactDrift(in, a); d != "" {
+			ds = append(ds, Drift{Name: in.Name, What: DriftChanged, Detail: d})
+			items++
+		}
+	}
+	for _, name := range sortedKeys(arts) {
+		ds = append(ds, Drift{Name: name, What: DriftRemoved, Detail: "removed"})
+		items++
+	}
+	if items == 0 && l.InputsDigest != InputsDigest(inputs) {
+		ds = append(ds, Drift{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch or a source setting) since the lock was written"})
+	}
+	if len(ds) == 0 {
+		return nil
+	}
+	return &DriftError{LockFile: LockPath(r.File), RecipeFile: r.File, Drifts: ds}
+}
+
+// artifactDrift compares one input with its locked artifact; "" when they agree.
+func artifactDrift(in Input, a LockedArtifact) string {
+	switch {
+	case a.Kind != in.Kind:
+		return fmt.Sprintf("is a %s input, the lock has a %s", in.Kind, a.Kind)
+	case a.Source != in.Source.Type:
+		return fmt.Sprintf("source changed from %s to %s", a.Source, in.Source.Type)
+	case in.Version != "" && !Matches(in.Version, a.Version):
+		return fmt.Sprintf("version %s is outside %s", a.Version, in.Version)
+	}
+	switch in.Source.Type {
+	case SourceGoMod:
+		if mod, _, _ := strings.Cut(a.Module, "@"); mod != in.Source.Module {
+			return fmt.Sprintf("module changed from %s to %s", mod, in.Source.Module)
+		}
+		if a.Package != in.Package {
+			return fmt.Sprintf("package changed from %s to %s", a.Package, in.Package)
+		}
+	case SourceURL:
+		if want := ExpandURL(in.Source.URL, a.Version, in.Package, in.Arch); a.URL != want {
+			return fmt.Sprintf("url changed from %s to %s", a.URL, want)
+		}
+	case SourceDeb:
+		if a.Suite != "" && !slices.Contains(in.Suites, a.Suite) {
+			return fmt.Sprintf("suite %s is no longer in %s", a.Suite, strings.Join(in.Suites, ", "))
+		}
+	}
+	return ""
 }

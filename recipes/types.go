@@ -13,17 +13,20 @@ const (
 )
 
 // Recipe says what a Kubernetes node image holds. Field comments name the YAML keys.
+//
+// Fields tagged kubebake:"required" must be written in the YAML; the strict parser reports a
+// missing one at its parent mapping. Other empty fields get defaults (see SetDefaults).
 type Recipe struct {
-	APIVersion  string `yaml:"apiVersion" json:"apiVersion"`
-	Kind        string `yaml:"kind" json:"kind"`
-	Name        string `yaml:"name" json:"name"`
+	APIVersion  string `yaml:"apiVersion" json:"apiVersion" kubebake:"required"`
+	Kind        string `yaml:"kind" json:"kind" kubebake:"required"`
+	Name        string `yaml:"name" json:"name" kubebake:"required"`
 	Description string `yaml:"description,omitempty" json:"description,omitempty"`
 
-	Base       Base       `yaml:"base" json:"base"`
-	Kubernetes Kubernetes `yaml:"kubernetes" json:"kubernetes"`
+	Base       Base       `yaml:"base" json:"base" kubebake:"required"`
+	Kubernetes Kubernetes `yaml:"kubernetes" json:"kubernetes" kubebake:"required"`
 	Runtime    Runtime    `yaml:"runtime" json:"runtime"`
-	Etcd       Etcd       `yaml:"etcd" json:"etcd"`
-	CNI        CNI        `yaml:"cni" json:"cni"`
+	Etcd       Etcd       `yaml:"etcd" json:"etcd" kubebake:"required"`
+	CNI        CNI        `yaml:"cni" json:"cni" kubebake:"required"`
 	Storage    Storage    `yaml:"storage" json:"storage"`
 	Network    Network    `yaml:"network" json:"network"`
 	// Sysctls are written to /usr/lib/sysctl.d; values are strings as sysctl(8) takes them.
@@ -34,12 +37,20 @@ type Recipe struct {
 	Image   Image    `yaml:"image" json:"image"`
 	// Mirrors rewrite artifact URLs by prefix (e.g. https://dl.k8s.io/ -> an internal mirror).
 	Mirrors []URLRewrite `yaml:"mirrors,omitempty" json:"mirrors,omitempty"`
+
+	// File is where the recipe came from, as shown in messages ("recipes/debian-12.yaml" for
+	// an embedded recipe). Embedded says it was read from the binary, not from disk.
+	File     string `yaml:"-" json:"-"`
+	Embedded bool   `yaml:"-" json:"-"`
+	// Positions maps field paths to the user's line:col so that lint findings and errors of
+	// later stages can point at the YAML. Empty for recipes built in Go.
+	Positions Positions `yaml:"-" json:"-"`
 }
 
 // Base is the distribution the root filesystem is built from.
 type Base struct {
-	Distro  string `yaml:"distro" json:"distro"`   // "debian"
-	Release string `yaml:"release" json:"release"` // suite codename: "bookworm", "trixie"
+	Distro  string `yaml:"distro" json:"distro" kubebake:"required"`   // "debian"
+	Release string `yaml:"release" json:"release" kubebake:"required"` // suite codename: "bookworm", "trixie"
 	// Mirror is the archive URL; empty means "the Debian mirror this machine's apt uses".
 	Mirror string `yaml:"mirror,omitempty" json:"mirror,omitempty"`
 	// Suites searched for packages, newest version wins; default [release, release-updates].
@@ -57,15 +68,15 @@ type Base struct {
 type Kubernetes struct {
 	// Version is exact ("v1.35.4") or a minor track ("1.35") that the lock resolves to its
 	// newest patch. "latest", "stable" and majors alone are refused.
-	Version    string      `yaml:"version" json:"version"`
+	Version    string      `yaml:"version" json:"version" kubebake:"required"`
 	Source     Source      `yaml:"source" json:"source"`
-	Components []Component `yaml:"components" json:"components"`
+	Components []Component `yaml:"components" json:"components" kubebake:"required"`
 }
 
 // Component is one Kubernetes binary. Version, when set, must equal Kubernetes.Version: lint
 // refuses skew between kubelet, kubectl and the control plane.
 type Component struct {
-	Name    string `yaml:"name" json:"name"`
+	Name    string `yaml:"name" json:"name" kubebake:"required"`
 	Version string `yaml:"version,omitempty" json:"version,omitempty"`
 }
 
@@ -74,9 +85,12 @@ type Component struct {
 //   - url:   download URL (a template with {version}, {name}, {arch}) and check its sha256.
 //   - deb:   take the binary out of a Debian package from the recipe's mirror.
 type Source struct {
-	Type   string `yaml:"type" json:"type"`
+	Type   string `yaml:"type" json:"type" kubebake:"required"`
 	Module string `yaml:"module,omitempty" json:"module,omitempty"`
 	URL    string `yaml:"url,omitempty" json:"url,omitempty"`
+	// Package is the Debian package that carries the binaries (deb only), e.g.
+	// containernetworking-plugins.
+	Package string `yaml:"package,omitempty" json:"package,omitempty"`
 }
 
 // Runtime is the container runtime. containerd (default) or docker (with cri-dockerd).
@@ -91,13 +105,13 @@ type Runtime struct {
 
 // Etcd is the control plane's key-value store.
 type Etcd struct {
-	Version string `yaml:"version" json:"version"`
+	Version string `yaml:"version" json:"version" kubebake:"required"`
 	Source  Source `yaml:"source" json:"source"`
 }
 
 // CNI selects the reference CNI plugins placed in /opt/cni/bin and the pod network config.
 type CNI struct {
-	Version string   `yaml:"version" json:"version"`
+	Version string   `yaml:"version" json:"version" kubebake:"required"`
 	Source  Source   `yaml:"source" json:"source"`
 	Plugins []string `yaml:"plugins" json:"plugins"`
 }
@@ -118,8 +132,8 @@ type Network struct {
 // Role is a node role. A role's units get a drop-in
 // ConditionPathExists=/etc/sysconfig/kubernetes-<name>.
 type Role struct {
-	Name  string   `yaml:"name" json:"name"`
-	Units []string `yaml:"units" json:"units"`
+	Name  string   `yaml:"name" json:"name" kubebake:"required"`
+	Units []string `yaml:"units" json:"units" kubebake:"required"`
 }
 
 // Image is the disk image the builder writes.
@@ -131,8 +145,8 @@ type Image struct {
 
 // URLRewrite maps URLs starting with Prefix to Replacement + the rest.
 type URLRewrite struct {
-	Prefix      string `yaml:"prefix" json:"prefix"`
-	Replacement string `yaml:"replacement" json:"replacement"`
+	Prefix      string `yaml:"prefix" json:"prefix" kubebake:"required"`
+	Replacement string `yaml:"replacement" json:"replacement" kubebake:"required"`
 }
 
 // MarkerPath is the file whose existence selects a role at boot.

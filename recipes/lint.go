@@ -1,0 +1,597 @@
+package recipes
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Severity of a finding: errors make lint (and build) fail, warnings are advice.
+type Severity string
+
+const (
+	SeverityError   Severity = "error"
+	SeverityWarning Severity = "warning"
+)
+
+// Finding is one lint result: where (the user's line:col, from the recipe's Positions), which
+// field, what is wrong, and why it breaks clusters.
+type Finding struct {
+	File string `json:"file"`
+	Pos
+	Field    string   `json:"field"`
+	Message  string   `json:"message"`
+	Why      string   `json:"why"`
+	Severity Severity `json:"severity"`
+}
+
+// String is one line: `file:line:col: field: message (why)`.
+func (f Finding) String() string {
+	var b strings.Builder
+	if loc := location(f.File, f.Pos); loc != "" {
+		b.WriteString(loc)
+		b.WriteString(": ")
+	}
+	if f.Severity == SeverityWarning {
+		b.WriteString("warning: ")
+	}
+	if f.Field != "" {
+		b.WriteString(f.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(f.Message)
+	if f.Why != "" {
+		b.WriteString(" (")
+		b.WriteString(f.Why)
+		b.WriteString(")")
+	}
+	return oneLine(b.String())
+}
+
+// LintError turns the error findings into an error (one per line, warnings left out), or nil
+// when there are none. Build refuses a recipe with it.
+func LintError(fs []Finding) error {
+	var lines []string
+	for _, f := range fs {
+		if f.Severity != SeverityWarning {
+			lines = append(lines, f.String())
+		}
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	return &LintErrors{Findings: fs, text: strings.Join(lines, "\n")}
+}
+
+// LintErrors is the error LintError returns; Findings holds every finding, warnings too.
+type LintErrors struct {
+	Findings []Finding
+	text     string
+}
+
+func (e *LintErrors) Error() string { return e.text }
+
+// Lint checks a parsed, defaulted recipe for the pitfalls that make clusters fail (DESIGN.md)
+// and for names kubebake does not know. Findings are sorted by position.
+func Lint(r *Recipe) []Finding {
+	l := &linter{r: r}
+	l.name()
+	l.base()
+	l.kubernetes()
+	l.runtime()
+	l.etcd()
+	l.cni()
+	l.storage()
+	l.network()
+	l.sysctls()
+	l.modules()
+	l.roles()
+	l.image()
+	l.mirrors()
+	sort.SliceStable(l.fs, func(i, j int) bool {
+		a, b := l.fs[i], l.fs[j]
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Col < b.Col
+	})
+	return l.fs
+}
+
+type linter struct {
+	r  *Recipe
+	fs []Finding
+}
+
+// at reports a problem with the value at path (or its parent when the field is absent).
+func (l *linter) at(path, msg, why string) {
+	l.add(l.r.Positions.Of(path), SeverityError, path, msg, why)
+}
+
+// atKey reports a problem with a whole section, at its key.
+func (l *linter) atKey(path, msg, why string) {
+	l.add(l.r.Positions.KeyOf(path), SeverityError, path, msg, why)
+}
+
+func (l *linter) warn(path, msg, why string) {
+	l.add(l.r.Positions.Of(path), SeverityWarning, path, msg, why)
+}
+
+func (l *linter) add(p Pos, sev Severity, path, msg, why string) {
+	l.fs = append(l.fs, Finding{File: l.r.File, Pos: p, Field: path, Message: msg, Why: why, Severity: sev})
+}
+
+var (
+	nameRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+	roleRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+	debPkgRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	moduleRE   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	sysctlRE   = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_-]+)+$`)
+	suiteRE    = regexp.MustCompile(`^[a-z]+(-[a-z]+)*$`)
+	goModRE    = regexp.MustCompile(`^[a-z0-9.-]+\.[a-z]+(/[A-Za-z0-9._~-]+)*$`)
+	imageTagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+)
+
+const (
+	whyUnpinned = "an unpinned version makes two builds of one recipe differ, so nodes of one cluster drift apart"
+	whyDup      = "a repeated entry is a copy-paste slip that hides what was meant"
+)
+
+func (l *linter) name() {
+	if !nameRE.MatchString(l.r.Name) {
+		l.at("name", fmt.Sprintf("%q is not a valid name: use lower-case letters, digits, '.' and '-', at most 63", l.r.Name),
+			"the name becomes file names, the image name and cloud image names")
+	}
+}
+
+// duplicates reports every repeated string in a list, at the repeat.
+func (l *linter) duplicates(path string, items []string, what string) {
+	seen := map[string]int{}
+	for i, s := range items {
+		if j, ok := seen[s]; ok {
+			l.at(indexPath(path, i), fmt.Sprintf("duplicate %s %q (also item %d)", what, s, j), whyDup)
+			continue
+		}
+		seen[s] = i
+	}
+}
+
+func (l *linter) base() {
+	b := l.r.Base
+	if b.Distro != "debian" {
+		l.at("base.distro", fmt.Sprintf("distro %q is not supported: use debian", b.Distro),
+			"the root filesystem is built with mmdebstrap from a Debian archive")
+	}
+	switch {
+	case b.Release == "":
+		l.at("base.release", "is empty: name a Debian suite codename such as bookworm or trixie", "the release decides every package version")
+	case !suiteRE.MatchString(b.Release):
+		l.at("base.release", fmt.Sprintf("%q is not a suite codename (bookworm, trixie)", b.Release), "the release decides every package version")
+	case b.Release != "bookworm" && b.Release != "trixie":
+		l.warn("base.release", fmt.Sprintf("release %q is untested; bookworm and trixie are", b.Release), "package names and versions differ between releases")
+	}
+	if b.Arch != "amd64" && b.Arch != "arm64" {
+		l.at("base.arch", fmt.Sprintf("arch %q is not supported: use amd64 or arm64", b.Arch), "every binary and package is built or fetched for this architecture")
+	}
+	if len(b.Components) == 0 {
+		l.atKey("base.components", "is empty: use [main]", "no archive component means no packages")
+	}
+	for i, c := range b.Components {
+		if !slices.Contains([]string{"main", "contrib", "non-free", "non-free-firmware"}, c) {
+			l.at(indexPath("base.components", i), fmt.Sprintf("unknown archive component %q: use main, contrib, non-free or non-free-firmware", c), "apt finds no packages in a component that does not exist")
+		}
+	}
+	l.duplicates("base.components", b.Components, "component")
+	if len(b.Suites) == 0 {
+		l.atKey("base.suites", fmt.Sprintf("is empty: use [%s, %s-updates]", b.Release, b.Release), "no suite means no packages")
+	}
+	for i, s := range b.Suites {
+		if b.Release != "" && s != b.Release && !strings.HasPrefix(s, b.Release+"-") {
+			l.at(indexPath("base.suites", i), fmt.Sprintf("suite %q is not of release %q", s, b.Release),
+				"packages from two releases make a system that is neither and break on upgrade")
+		}
+	}
+	l.duplicates("base.suites", b.Suites, "suite")
+	if !strings.HasPrefix(b.Kernel, "linux-image-") {
+		l.at("base.kernel", fmt.Sprintf("%q is not a kernel package: use %s", b.Kernel, DefaultKernel(b.Arch)), "without a kernel package the image does not boot")
+	}
+	if b.Mirror != "" {
+		if u, err := url.Parse(b.Mirror); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == "") {
+			l.at("base.mirror", fmt.Sprintf("%q is not an http(s) or file URL of a Debian archive; leave it out to use this machine's apt mirror", b.Mirror), "packages are fetched from it")
+		}
+	}
+	l.packages("base.packages", b.Packages)
+	have := map[string]bool{}
+	for _, p := range b.Packages {
+		have[p] = true
+	}
+	for _, p := range sortedKeys(RequiredPackages) {
+		if !have[p] {
+			l.atKey("base.packages", "missing "+p, RequiredPackages[p])
+		}
+	}
+	for _, p := range sortedKeys(RecommendedPackages) {
+		if !have[p] {
+			l.add(l.r.Positions.KeyOf("base.packages"), SeverityWarning, "base.packages", "missing "+p+" (recommended)", RecommendedPackages[p])
+		}
+	}
+}
+
+// packages checks a list of Debian package names.
+func (l *linter) packages(path string, pkgs []string) {
+	for i, p := range pkgs {
+		if !debPkgRE.MatchString(p) {
+			l.at(indexPath(path, i), fmt.Sprintf("%q is not a Debian package name (no versions or spaces: the lock pins versions)", p), "apt cannot resolve it")
+		}
+	}
+	l.duplicates(path, pkgs, "package")
+}
+
+// version checks a version constraint field.
+func (l *linter) version(path, v string) {
+	if _, err := ParseConstraint(v); err != nil {
+		l.at(path, "version "+err.Error()+": write an exact version (v1.35.4) or a minor track (\"1.35\")", whyUnpinned)
+	}
+}
+
+// source checks a binary source.
+func (l *linter) source(path string, s Source, example string) {
+	switch s.Type {
+	case SourceGoMod:
+		if s.Module == "" {
+			l.at(path+".module", "gomod needs a module, e.g. "+example, "there is nothing to build")
+		} else if !goModRE.MatchString(s.Module) {
+			l.at(path+".module", fmt.Sprintf("%q is not a Go module path", s.Module), "the module proxy cannot resolve it")
+		}
+	case SourceURL:
+		u, err := url.Parse(s.URL)
+		switch {
+		case s.URL == "":
+			l.at(path+".url", "url source needs a url template with {version}, {name} and {arch}", "there is nothing to download")
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http"):
+			l.at(path+".url", fmt.Sprintf("%q is not an http(s) URL", s.URL), "there is nothing to download")
+		case !strings.Contains(s.URL, "{version}"):
+			l.at(path+".url", "url has no {version}: it names one release whatever the recipe's version says", whyUnpinned)
+		}
+	case SourceDeb:
+		if !debPkgRE.MatchString(s.Package) {
+			l.at(path+".package", "deb source needs the Debian package that carries the binaries", "there is nothing to unpack")
+		}
+	default:
+		l.at(path+".type", fmt.Sprintf("unknown source type %q: use gomod, url or deb", s.Type), "kubebake cannot fetch it")
+		return
+	}
+	if s.Type != SourceGoMod && s.Module != "" {
+		l.at(path+".module", "module is only for type gomod", "a setting that is ignored misleads the reader")
+	}
+	if s.Type != SourceURL && s.URL != "" {
+		l.at(path+".url", "url is only for type url", "a setting that is ignored misleads the reader")
+	}
+	if s.Type != SourceDeb && s.Package != "" {
+		l.at(path+".package", "package is only for type deb", "a setting that is ignored misleads the reader")
+	}
+}
+
+// unitNeeds says which Kubernetes component a unit runs; a role unit without its binary fails.
+var unitNeeds = map[string]string{
+	"kube-apiserver.service":            "kube-apiserver",
+	"kube-controller-manager.service":   "kube-controller-manager",
+	"kube-scheduler.service":            "kube-scheduler",
+	"kubelet.service":                   "kubelet",
+	"kube-proxy.service":                "kube-proxy",
+	"kubebake-master-bootstrap.service": "kubeadm",
+	"kubebake-minion-join.service":      "kubeadm",
+}
+
+func (l *linter) kubernetes() {
+	k := l.r.Kubernetes
+	l.version("kubernetes.version", k.Version)
+	want, _ := NormalizeVersion(k.Version)
+	l.source("kubernetes.source", k.Source, KubernetesModule)
+	if len(k.Components) == 0 {
+		l.atKey("kubernetes.components", "is empty: list kubelet, kubeadm, kubectl, kube-proxy and the control plane", "a node without kubelet never joins a cluster")
+	}
+	seen := map[string]int{}
+	for i, c := range k.Components {
+		p := indexPath("kubernetes.components", i)
+		if !slices.Contains(KubernetesComponents, c.Name) {
+			l.at(p+".name", fmt.Sprintf("unknown component %q: %s", c.Name, suggestName(c.Name, KubernetesComponents)), "kubebake cannot build or run it")
+		}
+		if j, ok := seen[c.Name]; ok {
+			l.at(p+".name", fmt.Sprintf("duplicate component %q (also item %d)", c.Name, j), whyDup)
+		}
+		seen[c.Name] = i
+		if c.Version == "" {
+			continue
+		}
+		got, err := NormalizeVersion(c.Version)
+		switch {
+		case err != nil:
+			l.version(p+".version", c.Version)
+		case want != "" && got != want:
+			l.at(p+".version", fmt.Sprintf("%s %s differs from kubernetes.version %s: remove it or make it equal", c.Name, got, want),
+				"kubelet, kubectl and the control plane must be at one version; skewed components fail in ways the version skew policy does not cover")
+		}
+	}
+}
+
+func (l *linter) runtime() {
+	rt := l.r.Runtime
+	switch rt.Name {
+	case RuntimeContainerd, RuntimeDocker:
+	default:
+		l.at("runtime.name", fmt.Sprintf("unknown runtime %q: use containerd or docker", rt.Name), "kubelet needs a CRI runtime it can talk to")
+		return
+	}
+	if len(rt.Packages) == 0 {
+		l.atKey("runtime.packages", "is empty: list the runtime's Debian packages and runc", "without them no container starts")
+	} else {
+		need := map[string][]string{RuntimeContainerd: {"containerd", "containerd.io"}, RuntimeDocker: {"docker.io", "docker-ce"}}[rt.Name]
+		if !slices.ContainsFunc(rt.Packages, func(p string) bool { return slices.Contains(need, p) }) {
+			l.atKey("runtime.packages", fmt.Sprintf("missing the %s package (%s)", rt.Name, need[0]), "without it no container starts")
+		}
+		if !slices.Contains(rt.Packages, "runc") && !slices.Contains(rt.Packages, "containerd.io") {
+			l.atKey("runtime.packages", "missing runc", "the runtime starts every container through runc, and the lock must pin its version")
+		}
+	}
+	l.packages("runtime.packages", rt.Packages)
+	switch img := rt.SandboxImage; {
+	case img == "":
+		l.atKey("runtime.sandboxImage", "is empty: use "+DefaultSandboxImage, "the runtime falls back to its own pause image, which kubelet then garbage-collects or pulls from the network")
+	default:
+		if !pinnedImage(img) {
+			l.at("runtime.sandboxImage", fmt.Sprintf("%q is not pinned: give a tag other than latest, or a digest, e.g. %s", img, DefaultSandboxImage), whyUnpinned)
+		}
+	}
+	if rt.CgroupDriver != DefaultCgroupDriver {
+		l.at("runtime.cgroupDriver", fmt.Sprintf("cgroup driver %q is refused: use systemd", rt.CgroupDriver),
+			"systemd is PID 1 and owns the cgroup tree; a second manager (cgroupfs) makes kubelet and the runtime disagree under resource pressure")
+	}
+}
+
+// pinnedImage reports whether an image reference names a fixed tag or a digest.
+func pinnedImage(ref string) bool {
+	if name, digest, ok := strings.Cut(ref, "@"); ok {
+		return name != "" && strings.HasPrefix(digest, "sha256:") && len(digest) == 71
+	}
+	slash := strings.LastIndexByte(ref, '/')
+	colon := strings.LastIndexByte(ref, ':')
+	if colon <= slash {
+		return false
+	}
+	tag := ref[colon+1:]
+	return tag != "latest" && imageTagRE.MatchString(tag)
+}
+
+func (l *linter) etcd() {
+	l.version("etcd.version", l.r.Etcd.Version)
+	l.source("etcd.source", l.r.Etcd.Source, EtcdModule)
+}
+
+func (l *linter) cni() {
+	c := l.r.CNI
+	l.version("cni.version", c.Version)
+	l.source("cni.source", c.Source, CNIModule)
+	for i, p := range c.Plugins {
+		if _, ok := CNIPlugins[p]; !ok {
+			l.at(indexPath("cni.plugins", i), fmt.Sprintf("unknown CNI plugin %q: %s", p, suggestName(p, sortedKeys(CNIPlugins))), "kubebake cannot build it")
+		}
+	}
+	l.duplicates("cni.plugins", c.Plugins, "plugin")
+	for _, p := range RequiredCNIPlugins {
+		if !slices.Contains(c.Plugins, p) {
+			l.atKey("cni.plugins", "missing "+p, "kubelet and the pod network call the "+p+" plugin from /opt/cni/bin; without it pods stay in ContainerCreating")
+		}
+	}
+}
+
+func (l *linter) storage() {
+	d := l.r.Storage.Driver
+	want := StorageDriverFor(l.r.Runtime.Name)
+	lower := strings.ToLower(d)
+	switch {
+	case lower == "devicemapper" || strings.Contains(lower, "devmapper") || strings.Contains(lower, "device-mapper"):
+		l.at("storage.driver", fmt.Sprintf("%q is refused: use %s", d, want),
+			"devicemapper on loopback files is slow, leaks space and corrupts images under load; it is deprecated and removed from current runtimes")
+	case strings.Contains(lower, "loop"):
+		l.at("storage.driver", fmt.Sprintf("%q is refused: loopback-backed storage, use %s", d, want),
+			"storage on loopback files is slow and fills the root disk behind the kubelet's back, so image garbage collection never triggers")
+	case d == "overlayfs" || d == "overlay2":
+		if d != want {
+			l.at("storage.driver", fmt.Sprintf("%q is the other runtime's name for overlay: %s calls it %s", d, l.r.Runtime.Name, want),
+				"the runtime does not know the other's driver name and fails to start")
+		}
+	default:
+		l.at("storage.driver", fmt.Sprintf("%q is refused: only overlay storage is supported, use %s", d, want),
+			"kubelet's image garbage collection and the runtime's snapshotter are only tested on overlay")
+	}
+}
+
+func (l *linter) network() {
+	n := l.r.Network
+	why := "kubelet, kube-proxy and the CNI config derive pod and Service addresses from it"
+	var prefixes []netip.Prefix
+	for _, f := range []struct{ path, v string }{{"network.podCIDR", n.PodCIDR}, {"network.serviceCIDR", n.ServiceCIDR}} {
+		p, err := netip.ParsePrefix(f.v)
+		switch {
+		case f.v == "":
+			l.at(f.path, "is empty: write a CIDR such as "+map[string]string{"network.podCIDR": DefaultPodCIDR, "network.serviceCIDR": DefaultServiceCIDR}[f.path], why)
+			continue
+		case err != nil:
+			l.at(f.path, fmt.Sprintf("%q is not a CIDR such as 10.244.0.0/16", f.v), why)
+			continue
+		case p.Masked() != p:
+			l.at(f.path, fmt.Sprintf("%q has host bits set: did you mean %s?", f.v, p.Masked()), why)
+		case p.Addr().Is6() && !n.IPv6:
+			l.at(f.path, fmt.Sprintf("%q is an IPv6 range but network.ipv6 is false", f.v), "IPv6 forwarding and ip6tables are only set up when ipv6 is true")
+		}
+		prefixes = append(prefixes, p.Masked())
+	}
+	if len(prefixes) == 2 && prefixes[0].Overlaps(prefixes[1]) {
+		l.at("network.serviceCIDR", fmt.Sprintf("%s overlaps network.podCIDR %s", n.ServiceCIDR, n.PodCIDR),
+			"Service virtual IPs and pod IPs must not collide, or traffic goes to the wrong place")
+	}
+	if n.IPv6 {
+		if l.r.Sysctls[IPv6ForwardingSysctl] != "1" {
+			l.atKey("sysctls", IPv6ForwardingSysctl+" must be \"1\" when network.ipv6 is true",
+				"without IPv6 forwarding the node drops IPv6 pod traffic it should route")
+		}
+		if !slices.Contains(l.r.Base.Packages, "iptables") {
+			l.atKey("base.packages", "network.ipv6 is true but iptables (which carries ip6tables) is missing",
+				"kube-proxy programs IPv6 Services with ip6tables")
+		}
+	}
+}
+
+func (l *linter) sysctls() {
+	s := l.r.Sysctls
+	for _, k := range sortedKeys(RequiredSysctls) {
+		v, ok := s[k]
+		switch {
+		case !ok:
+			l.atKey("sysctls", k+" is not set: add "+strconv.Quote(k)+": \"1\"", RequiredSysctls[k])
+		case v != "1":
+			l.at(keyPath("sysctls", k), fmt.Sprintf("%s is %q: set it to \"1\"", k, v), RequiredSysctls[k])
+		}
+	}
+	for _, k := range sortedKeys(s) {
+		if !sysctlRE.MatchString(k) {
+			l.at(keyPath("sysctls", k), fmt.Sprintf("%q is not a sysctl name such as net.ipv4.ip_forward", k), "systemd-sysctl skips it at boot")
+		} else if s[k] == "" {
+			l.at(keyPath("sysctls", k), "has no value", "systemd-sysctl skips it at boot")
+		}
+	}
+}
+
+func (l *linter) modules() {
+	for i, m := range l.r.Modules {
+		if !moduleRE.MatchString(m) {
+			l.at(indexPath("modules", i), fmt.Sprintf("%q is not a kernel module name", m), "systemd-modules-load fails on it at boot")
+		}
+	}
+	l.duplicates("modules", l.r.Modules, "module")
+	for _, m := range sortedKeys(RequiredModules) {
+		if !slices.Contains(l.r.Modules, m) {
+			l.atKey("modules", "missing "+m, RequiredModules[m])
+		}
+	}
+}
+
+func (l *linter) roles() {
+	rt := l.r.Runtime.Name
+	known := KnownUnits(rt)
+	if len(l.r.Roles) == 0 {
+		l.atKey("roles", "is empty: list roles or leave the section out for master and minion", "with no role no unit ever starts")
+	}
+	comps := map[string]bool{}
+	for _, c := range l.r.Kubernetes.Components {
+		comps[c.Name] = true
+	}
+	seen := map[string]int{}
+	for i, role := range l.r.Roles {
+		p := indexPath("roles", i)
+		if !roleRE.MatchString(role.Name) {
+			l.at(p+".name", fmt.Sprintf("%q is not a role name: lower-case letters, digits and '-', at most 32", role.Name),
+				"the role becomes the marker file "+MarkerPath("<role>"))
+		}
+		if j, ok := seen[role.Name]; ok {
+			l.at(p+".name", fmt.Sprintf("duplicate role %q (also item %d)", role.Name, j), "two roles with one marker: the second silently replaces the first")
+		}
+		seen[role.Name] = i
+		if len(role.Units) == 0 {
+			l.atKey(p+".units", "is empty", "a role with no units selects nothing: the node boots and does nothing")
+		}
+		for j, u := range role.Units {
+			up := indexPath(p+".units", j)
+			switch {
+			case slices.Contains(known, u):
+				if c := unitNeeds[u]; c != "" && !comps[c] {
+					l.at(up, fmt.Sprintf("%s needs component %s, which kubernetes.components lacks", u, c), "the unit fails to start: its binary is not in the image")
+				}
+			case allRuntimeUnits[u] != "":
+				l.at(up, fmt.Sprintf("%s belongs to runtime %s, but runtime.name is %s: use %s", u, allRuntimeUnits[u], rt, fmtList(RuntimeUnits(rt))),
+					"the unit is not in the image, so the role never comes up")
+			default:
+				l.at(up, fmt.Sprintf("unknown unit %q: %s", u, suggestName(u, known)), "kubebake ships no such unit, so the role never comes up")
+			}
+		}
+		l.duplicates(p+".units", role.Units, "unit")
+	}
+}
+
+func (l *linter) image() {
+	im := l.r.Image
+	if size, err := ParseSize(im.Size); err != nil {
+		l.at("image.size", err.Error(), "the builder cannot size the disk")
+	} else if size < MinImageSize {
+		l.at("image.size", fmt.Sprintf("%s is too small: use at least 2GiB", im.Size), "the root filesystem, Kubernetes binaries and images do not fit; kubelet evicts pods on a full disk")
+	}
+	if len(im.Formats) == 0 {
+		l.atKey("image.formats", "is empty: use [raw, qcow2]", "the build would produce no image")
+	}
+	for i, f := range im.Formats {
+		if !slices.Contains(ImageFormats, f) {
+			l.at(indexPath("image.formats", i), fmt.Sprintf("unknown image format %q: use %s", f, fmtList(ImageFormats)), "the builder cannot write it")
+		}
+	}
+	l.duplicates("image.formats", im.Formats, "format")
+	if !slices.Contains(Bootloaders, im.Bootloader) {
+		l.at("image.bootloader", fmt.Sprintf("unknown bootloader %q: use systemd-boot or grub", im.Bootloader), "the image does not boot")
+	}
+}
+
+func (l *linter) mirrors() {
+	seen := map[string]int{}
+	for i, m := range l.r.Mirrors {
+		p := indexPath("mirrors", i)
+		for _, f := range []struct{ name, v string }{{"prefix", m.Prefix}, {"replacement", m.Replacement}} {
+			if u, err := url.Parse(f.v); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") {
+				l.at(p+"."+f.name, fmt.Sprintf("%q is not an http(s) or file URL", f.v), "downloads would go to a wrong place")
+			}
+		}
+		if j, ok := seen[m.Prefix]; ok {
+			l.at(p+".prefix", fmt.Sprintf("duplicate prefix (also item %d)", j), "only the first rewrite would ever apply")
+		}
+		seen[m.Prefix] = i
+	}
+}
+
+// suggestName proposes a close known name, or lists them.
+func suggestName(got string, known []string) string {
+	s := suggest(got, known)
+	return strings.Replace(s, "known fields here: ", "known: ", 1)
+}
+
+// MinImageSize is the smallest disk lint accepts.
+const MinImageSize = 2 << 30
+
+// ParseSize reads a disk size: a number of bytes, or with a binary suffix K/KiB, M/MiB,
+// G/GiB, T/TiB (powers of 1024, as qemu-img reads them). It must be a whole number of MiB,
+// because partitions are aligned to 1 MiB.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	num := strings.TrimRightFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToUpper(strings.TrimSpace(t[len(num):]))
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q is not a size such as 4GiB", s)
+	}
+	shift := map[string]uint{"": 0, "B": 0, "K": 10, "KIB": 10, "M": 20, "MIB": 20, "G": 30, "GIB": 30, "T": 40, "TIB": 40}
+	sh, ok := shift[unit]
+	if !ok {
+		return 0, fmt.Errorf("size %q has an unknown unit: use MiB, GiB or TiB", s)
+	}
+	if n > (1<<62)>>sh {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	size := n << sh
+	if size%(1<<20) != 0 {
+		return 0, fmt.Errorf("size %q is not a whole number of MiB", s)
+	}
+	return size, nil
+}
