@@ -138,20 +138,20 @@ func DialRetry(ctx context.Context, addr, user string, signer ssh.Signer) (*Sess
 	}
 }
 
-// Result is the outcome of one remote command.
-type Result struct {
+// CmdResult is the outcome of one remote command.
+type CmdResult struct {
 	Stdout []byte
 	Stderr []byte
 	Exit   int
 }
 
-// Run runs a shell command line in the guest. A non-zero exit status is a Result, not an
+// Run runs a shell command line in the guest. A non-zero exit status is a CmdResult, not an
 // error; errors are for a broken connection or ctx ending (the remote command is then
 // signalled and the session closed).
-func (s *Session) Run(ctx context.Context, cmdline string) (Result, error) {
+func (s *Session) Run(ctx context.Context, cmdline string) (CmdResult, error) {
 	sess, err := s.client.NewSession()
 	if err != nil {
-		return Result{}, fmt.Errorf("ssh %s: %w", s.Addr, err)
+		return CmdResult{}, fmt.Errorf("ssh %s: %w", s.Addr, err)
 	}
 	defer sess.Close()
 	var out, errb bytes.Buffer
@@ -159,7 +159,7 @@ func (s *Session) Run(ctx context.Context, cmdline string) (Result, error) {
 	sess.Stderr = &errb
 	done := make(chan error, 1)
 	if err := sess.Start(cmdline); err != nil {
-		return Result{}, fmt.Errorf("ssh %s: %w", s.Addr, err)
+		return CmdResult{}, fmt.Errorf("ssh %s: %w", s.Addr, err)
 	}
 	go func() { done <- sess.Wait() }()
 	select {
@@ -167,9 +167,9 @@ func (s *Session) Run(ctx context.Context, cmdline string) (Result, error) {
 	case <-ctx.Done():
 		sess.Signal(ssh.SIGKILL)
 		sess.Close()
-		return Result{Stdout: out.Bytes(), Stderr: errb.Bytes(), Exit: -1}, fmt.Errorf("guest command %q: %w", short(cmdline), ctx.Err())
+		return CmdResult{Stdout: out.Bytes(), Stderr: errb.Bytes(), Exit: -1}, fmt.Errorf("guest command %q: %w", short(cmdline), ctx.Err())
 	}
-	res := Result{Stdout: out.Bytes(), Stderr: errb.Bytes()}
+	res := CmdResult{Stdout: out.Bytes(), Stderr: errb.Bytes()}
 	var ee *ssh.ExitError
 	switch {
 	case err == nil:

@@ -1,0 +1,376 @@
+package verify
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Spec is what one booted node must show: everything comes from the image's manifest and the
+// user-data given to the node, never from a list kept here.
+type Spec struct {
+	// Role is the role this node was given; Roles are every role's units, by role.
+	Role  string
+	Roles map[string][]string
+	// UserData is "cloud-init" or "ignition".
+	UserData string
+	// LoneMinion: a minion with no master to join; its join (and the kubelet waiting for it)
+	// may be retrying, never failed.
+	LoneMinion bool
+
+	Binaries []Binary
+	Packages []Package
+	Sysctls  map[string]string
+	Modules  []string
+	// Runtime is containerd or docker; StorageDriver its storage (overlayfs, overlay2).
+	Runtime       string
+	StorageDriver string
+	CNIPlugins    []string
+	HostTools     []string
+
+	// UserDataPaths are the files the user-data wrote; Secrets are strings from the user-data
+	// (token, CA key) that must appear nowhere else on disk or in the journal.
+	UserDataPaths []string
+	Secrets       []string
+}
+
+// Binary is a file the image carries whose content is pinned by the lock.
+type Binary struct {
+	Name    string `json:"name"`
+	Path    string `json:"path"`
+	SHA256  string `json:"sha256"`
+	Version string `json:"version,omitempty"`
+	// VersionArgs, when set, print the binary's version ("--version"); the output must
+	// contain Version.
+	VersionArgs string `json:"versionArgs,omitempty"`
+}
+
+// Package is a Debian package at its locked version.
+type Package struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// RequiredHostTools are the tools Kubernetes needs on every node (kubeadm's preflight and
+// kube-proxy): the product's promise, whatever the recipe says.
+var RequiredHostTools = []string{"conntrack", "socat", "ebtables", "iptables", "ip6tables"}
+
+// RequiredCNIPlugins are the reference plugins every node's pod network needs.
+var RequiredCNIPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
+
+// Probes turns a Spec into the node's checks, in report order.
+func Probes(s Spec) []Probe {
+	var ps []Probe
+	ps = append(ps, markerProbe(s))
+	switch s.UserData {
+	case UserDataCloudInit:
+		ps = append(ps, cloudInitProbe())
+	case UserDataIgnition:
+		ps = append(ps, ignitionProbe())
+	}
+	for _, b := range s.Binaries {
+		ps = append(ps, binaryProbes(b)...)
+	}
+	if len(s.Packages) > 0 {
+		ps = append(ps, packagesProbe(s.Packages))
+	}
+	for _, k := range sortedKeys(s.Sysctls) {
+		ps = append(ps, sysctlProbe(k, s.Sysctls[k]))
+	}
+	for _, m := range s.Modules {
+		ps = append(ps, moduleProbes(m)...)
+	}
+	if s.Runtime != "" {
+		ps = append(ps, storageProbe(s.Runtime, s.StorageDriver))
+	}
+	for _, p := range union(RequiredCNIPlugins, s.CNIPlugins) {
+		ps = append(ps, cniProbe(p))
+	}
+	for _, t := range union(RequiredHostTools, s.HostTools) {
+		ps = append(ps, toolProbe(t))
+	}
+	ps = append(ps, unitProbes(s)...)
+	ps = append(ps, failedUnitsProbe())
+	if s.Role == RoleMaster {
+		ps = append(ps, readyzProbe())
+	}
+	ps = append(ps, machineIDProbe(), hostKeysProbe(), secretsProbe(s), bootTimeProbe())
+	return ps
+}
+
+// Well-known roles and user-data kinds.
+const (
+	RoleMaster = "master"
+	RoleMinion = "minion"
+
+	UserDataCloudInit = "cloud-init"
+	UserDataIgnition  = "ignition"
+)
+
+func markerProbe(s Spec) Probe {
+	roles := sortedKeys(s.Roles)
+	if !slices.Contains(roles, s.Role) {
+		roles = append(roles, s.Role)
+	}
+	var sb strings.Builder
+	for _, r := range roles {
+		fmt.Fprintf(&sb, "if [ -e /etc/sysconfig/kubernetes-%[1]s ]; then echo %[1]s=present; else echo %[1]s=absent; fi\n", r)
+	}
+	return Probe{
+		Name:     "role/marker",
+		Expected: "/etc/sysconfig/kubernetes-" + s.Role + " only",
+		Script:   sb.String(),
+		Eval: func(o Output) (string, bool) {
+			kv := o.KV()
+			var present []string
+			for _, r := range roles {
+				if kv[r] == "present" {
+					present = append(present, "kubernetes-"+r)
+				}
+			}
+			if len(present) == 0 {
+				return "no role marker", false
+			}
+			return strings.Join(present, ", "), len(present) == 1 && present[0] == "kubernetes-"+s.Role
+		},
+	}
+}
+
+func cloudInitProbe() Probe {
+	return Probe{
+		Name:     "userdata/cloud-init",
+		Expected: "status: done, no errors",
+		Script:   "cloud-init status --long 2>&1",
+		Units:    []string{"cloud-init.service", "cloud-config.service", "cloud-final.service"},
+		Eval: func(o Output) (string, bool) {
+			var status string
+			errs := ""
+			lines := o.Lines()
+			for i, l := range lines {
+				if v, ok := strings.CutPrefix(l, "status:"); ok {
+					status = strings.TrimSpace(v)
+				}
+				if v, ok := strings.CutPrefix(l, "errors:"); ok {
+					v = strings.TrimSpace(v)
+					if v != "[]" && v != "" {
+						errs = v
+					} else if v == "" && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "-") {
+						errs = strings.TrimSpace(strings.TrimPrefix(lines[i+1], "-"))
+					}
+				}
+			}
+			if status == "" {
+				return "no status: " + firstLineOf(o.Text), false
+			}
+			got := "status: " + status
+			if errs != "" {
+				got += ", errors: " + errs
+			}
+			return got, status == "done" && errs == ""
+		},
+	}
+}
+
+func ignitionProbe() Probe {
+	return Probe{
+		Name:     "userdata/ignition",
+		Expected: "kubebake-ignition.service ran and succeeded",
+		Script:   "systemctl show -p ActiveState -p SubState -p Result -p ExecMainStatus -p ConditionResult kubebake-ignition.service; test -e /var/lib/kubebake/ignition.done && echo stamp=yes || echo stamp=no",
+		Units:    []string{"kubebake-ignition.service"},
+		Eval: func(o Output) (string, bool) {
+			kv := o.KV()
+			got := fmt.Sprintf("%s/%s result=%s status=%s stamp=%s", kv["ActiveState"], kv["SubState"], kv["Result"], kv["ExecMainStatus"], kv["stamp"])
+			ok := kv["Result"] == "success" && kv["ExecMainStatus"] == "0" && kv["ConditionResult"] == "yes" &&
+				(kv["ActiveState"] == "active" || kv["ActiveState"] == "inactive") && kv["stamp"] == "yes"
+			return got, ok
+		},
+	}
+}
+
+func binaryProbes(b Binary) []Probe {
+	ps := []Probe{{
+		Name:     "binary/" + b.Name + "/sha256",
+		Expected: b.SHA256,
+		Script:   "sha256sum " + shellQuote(b.Path),
+		Eval: func(o Output) (string, bool) {
+			if o.Exit != 0 {
+				return "missing: " + firstLineOf(o.Text), false
+			}
+			f := strings.Fields(o.Text)
+			if len(f) == 0 {
+				return "no output", false
+			}
+			return f[0], strings.EqualFold(f[0], b.SHA256)
+		},
+	}}
+	if b.Version != "" && b.VersionArgs != "" {
+		want := strings.TrimPrefix(b.Version, "v")
+		ps = append(ps, Probe{
+			Name:     "binary/" + b.Name + "/version",
+			Expected: b.Version,
+			Script:   "timeout 60 " + shellQuote(b.Path) + " " + b.VersionArgs,
+			Eval: func(o Output) (string, bool) {
+				got := firstLineOf(o.Text)
+				if o.Exit != 0 {
+					return fmt.Sprintf("exit %d: %s", o.Exit, got), false
+				}
+				return got, versionIn(o.Text, want)
+			},
+		})
+	}
+	return ps
+}
+
+// versionIn reports whether text carries version want as a whole token (1.35.4 is not found
+// in 1.35.40).
+func versionIn(text, want string) bool {
+	re := regexp.MustCompile(`(^|[^0-9.])v?` + regexp.QuoteMeta(want) + `($|[^0-9.])`)
+	return re.MatchString(text)
+}
+
+func packagesProbe(pkgs []Package) Probe {
+	names := make([]string, 0, len(pkgs))
+	for _, p := range pkgs {
+		names = append(names, shellQuote(p.Name))
+	}
+	return Probe{
+		Name:     "packages/versions",
+		Expected: fmt.Sprintf("%d packages at their locked versions", len(pkgs)),
+		Script:   "dpkg-query -W -f '${Package}=${Version} ${db:Status-Status}\\n' " + strings.Join(names, " ") + " 2>&1",
+		Eval: func(o Output) (string, bool) {
+			got := map[string]string{}
+			for _, l := range o.Lines() {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok {
+					continue
+				}
+				ver, status, _ := strings.Cut(v, " ")
+				if status != "installed" {
+					ver = "not installed"
+				}
+				got[k] = ver
+			}
+			var bad []string
+			for _, p := range pkgs {
+				if g := got[p.Name]; g != p.Version {
+					if g == "" {
+						g = "missing"
+					}
+					bad = append(bad, fmt.Sprintf("%s %s (want %s)", p.Name, g, p.Version))
+				}
+			}
+			if len(bad) > 0 {
+				return strings.Join(bad, "; "), false
+			}
+			return fmt.Sprintf("%d packages match", len(pkgs)), true
+		},
+	}
+}
+
+// sysctlDirs are where systemd-sysctl reads drop-ins, in precedence order.
+var sysctlDirs = []string{"/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d"}
+
+func sysctlProbe(key, want string) Probe {
+	slash := strings.ReplaceAll(key, ".", "/")
+	re := `^[[:space:]]*-?(` + regexp.QuoteMeta(key) + `|` + regexp.QuoteMeta(slash) + `)[[:space:]]*=`
+	return Probe{
+		Name:     "sysctl/" + key,
+		Expected: normalizeSpace(want) + " (from /usr/lib/sysctl.d)",
+		Script: fmt.Sprintf("printf 'runtime=%%s\\n' \"$(sysctl -n %s 2>&1 | tr '\\t' ' ')\"\ngrep -HE '%s' %s /etc/sysctl.conf 2>/dev/null | sed 's/^/def=/'\ntrue",
+			shellQuote(key), re, strings.Join(globs(sysctlDirs, "*.conf"), " ")),
+		Units: []string{"systemd-sysctl.service"},
+		Eval: func(o Output) (string, bool) {
+			var runtime string
+			var defs []string // "file=value"
+			for _, l := range o.Lines() {
+				if v, ok := strings.CutPrefix(l, "runtime="); ok {
+					runtime = normalizeSpace(v)
+				}
+				if v, ok := strings.CutPrefix(l, "def="); ok {
+					file, rest, _ := strings.Cut(v, ":")
+					_, val, _ := strings.Cut(rest, "=")
+					defs = append(defs, file+"="+normalizeSpace(val))
+				}
+			}
+			w := normalizeSpace(want)
+			var fromUsr string
+			for _, d := range defs {
+				f, v, _ := strings.Cut(d, "=")
+				if strings.HasPrefix(f, "/usr/lib/sysctl.d/") && v == w {
+					fromUsr = f
+				}
+			}
+			got := orNone(runtime)
+			if fromUsr != "" {
+				got += " (from " + fromUsr + ")"
+			} else {
+				got += " (not set to " + w + " in /usr/lib/sysctl.d)"
+			}
+			return got, runtime == w && fromUsr != ""
+		},
+	}
+}
+
+func bootTimeProbe() Probe {
+	return Probe{
+		Name:     "info/first-boot-time",
+		Expected: "reported",
+		Script:   "systemd-analyze 2>&1 | head -n 1",
+		Info:     true,
+		Eval: func(o Output) (string, bool) {
+			return firstLineOf(o.Text), true
+		},
+	}
+}
+
+func firstLineOf(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			if len(l) > 200 {
+				l = l[:197] + "..."
+			}
+			return l
+		}
+	}
+	return "(no output)"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func normalizeSpace(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func globs(dirs []string, pat string) []string {
+	out := make([]string, len(dirs))
+	for i, d := range dirs {
+		out[i] = d + "/" + pat
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func union(a, b []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range append(slices.Clone(a), b...) {
+		if x != "" && !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}

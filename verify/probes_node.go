@@ -1,0 +1,285 @@
+package verify
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+func moduleProbes(m string) []Probe {
+	loaded := Probe{
+		Name:     "module/" + m + "/loaded",
+		Expected: "loaded, listed in /usr/lib/modules-load.d",
+		Script: fmt.Sprintf(`if [ -d /sys/module/%[1]s ]; then echo loaded=yes; else echo loaded=no; fi
+for f in /usr/lib/modules-load.d/*.conf /etc/modules-load.d/*.conf /run/modules-load.d/*.conf; do
+  [ -f "$f" ] && grep -qxE '[[:space:]]*%[1]s[[:space:]]*' "$f" && echo "conf=$f"
+done
+true`, m),
+		Units: []string{"systemd-modules-load.service"},
+		Eval: func(o Output) (string, bool) {
+			kv := o.KV()
+			var usr []string
+			for _, l := range o.Lines() {
+				if f, ok := strings.CutPrefix(l, "conf="); ok && strings.HasPrefix(f, "/usr/lib/modules-load.d/") {
+					usr = append(usr, f)
+				}
+			}
+			got := "not loaded"
+			if kv["loaded"] == "yes" {
+				got = "loaded"
+			}
+			if len(usr) > 0 {
+				got += ", listed in " + strings.Join(usr, ", ")
+			} else {
+				got += ", not in /usr/lib/modules-load.d"
+			}
+			return got, kv["loaded"] == "yes" && len(usr) > 0
+		},
+	}
+	before := Probe{
+		Name:     "module/" + m + "/before-sysctl",
+		Expected: "inserted by systemd-modules-load before systemd-sysctl started",
+		Script: fmt.Sprintf(`echo "modload=$(systemctl show -p ActiveEnterTimestampMonotonic --value systemd-modules-load.service)"
+echo "modresult=$(systemctl show -p Result --value systemd-modules-load.service)"
+echo "sysctl=$(systemctl show -p ExecMainStartTimestampMonotonic --value systemd-sysctl.service)"
+if [ -d /sys/module/%[1]s ] && ! grep -q '^%[1]s ' /proc/modules; then echo builtin=yes; fi
+journalctl -b --no-pager -q -o cat -u systemd-modules-load.service | grep -E "(Inserted module|already loaded|built.?in).*'%[1]s'" | sed 's/^/journal=/'
+true`, m),
+		Units: []string{"systemd-modules-load.service", "systemd-sysctl.service"},
+		Eval: func(o Output) (string, bool) {
+			kv := o.KV()
+			modload, _ := strconv.ParseInt(kv["modload"], 10, 64)
+			sysctl, _ := strconv.ParseInt(kv["sysctl"], 10, 64)
+			var journal []string
+			for _, l := range o.Lines() {
+				if v, ok := strings.CutPrefix(l, "journal="); ok {
+					journal = append(journal, v)
+				}
+			}
+			if kv["builtin"] == "yes" {
+				return "built into the kernel", true
+			}
+			if len(journal) == 0 {
+				return "not loaded by systemd-modules-load (no journal entry)", false
+			}
+			if kv["modresult"] != "success" {
+				return "systemd-modules-load result " + orNone(kv["modresult"]), false
+			}
+			if modload == 0 || sysctl == 0 {
+				return fmt.Sprintf("no timestamps (modules-load %d, sysctl %d)", modload, sysctl), false
+			}
+			got := fmt.Sprintf("%s; modules-load done at %.3fs, sysctl started at %.3fs", journal[0], float64(modload)/1e6, float64(sysctl)/1e6)
+			return got, modload <= sysctl
+		},
+	}
+	return []Probe{loaded, before}
+}
+
+func storageProbe(runtime, driver string) Probe {
+	if runtime == "docker" {
+		if driver == "" {
+			driver = "overlay2"
+		}
+		return Probe{
+			Name:     "runtime/storage",
+			Expected: "docker storage driver " + driver,
+			Script:   "timeout 60 docker info --format 'driver={{.Driver}}'",
+			Units:    []string{"docker.service"},
+			Eval: func(o Output) (string, bool) {
+				d := o.KV()["driver"]
+				if d == "" {
+					return "no answer: " + firstLineOf(o.Text), false
+				}
+				return d, d == driver
+			},
+		}
+	}
+	if driver == "" {
+		driver = "overlayfs"
+	}
+	return Probe{
+		Name:     "runtime/storage",
+		Expected: "containerd snapshotter " + driver + " (plugin ok, CRI uses it)",
+		Script: `timeout 60 ctr plugins ls 2>&1 | awk '$1 ~ /snapshotter/ {print "plugin_" $2 "=" $NF}'
+timeout 60 containerd config dump 2>/dev/null | grep -E '^[[:space:]]*snapshotter[[:space:]]*=' | tr -d ' "' | sort -u | sed 's/^/cfg_/'
+true`,
+		Units: []string{"containerd.service"},
+		Eval: func(o Output) (string, bool) {
+			kv := o.KV()
+			plugin := kv["plugin_"+driver]
+			var cfg []string
+			for _, l := range o.Lines() {
+				if v, ok := strings.CutPrefix(l, "cfg_snapshotter="); ok {
+					cfg = append(cfg, v)
+				}
+			}
+			got := fmt.Sprintf("plugin %s: %s; configured: %s", driver, orNone(plugin), orNone(strings.Join(cfg, ",")))
+			ok := plugin == "ok" && len(cfg) > 0
+			for _, c := range cfg {
+				if c != driver {
+					ok = false
+				}
+			}
+			return got, ok
+		},
+	}
+}
+
+func cniProbe(p string) Probe {
+	path := "/opt/cni/bin/" + p
+	return Probe{
+		Name:     "cni/" + p,
+		Expected: path + " executable",
+		Script:   fmt.Sprintf("if [ -x %[1]s ] && [ -f %[1]s ]; then echo present; else echo missing; fi", path),
+		Eval: func(o Output) (string, bool) {
+			g := strings.TrimSpace(o.Text)
+			return g, g == "present"
+		},
+	}
+}
+
+func toolProbe(t string) Probe {
+	return Probe{
+		Name:     "tool/" + t,
+		Expected: "on the services' PATH",
+		Script:   "command -v " + shellQuote(t),
+		Eval: func(o Output) (string, bool) {
+			g := strings.TrimSpace(o.Text)
+			if o.Exit != 0 || g == "" {
+				return "missing", false
+			}
+			return g, true
+		},
+	}
+}
+
+// unitProps are the properties the unit checks read.
+const unitProps = "-p Id -p LoadState -p ActiveState -p SubState -p Result -p Type -p ConditionResult -p ExecMainStatus -p ExecMainExitTimestampMonotonic -p NRestarts"
+
+func unitProbes(s Spec) []Probe {
+	mine := map[string]bool{}
+	for _, u := range s.Roles[s.Role] {
+		mine[u] = true
+	}
+	mayWait := s.LoneMinion && s.Role == RoleMinion
+	var ps []Probe
+	for _, u := range sortedKeys(mine) {
+		exp := "active (oneshot: exited successfully)"
+		if mayWait {
+			exp = "active, exited successfully, or waiting for a master (activating/auto-restart); never failed"
+		}
+		ps = append(ps, Probe{
+			Name:     "unit/" + u + "/active",
+			Expected: exp,
+			Script:   "systemctl show " + unitProps + " " + shellQuote(u),
+			Units:    []string{u},
+			Eval: func(o Output) (string, bool) {
+				return judgeOwnUnit(o.KV(), mayWait)
+			},
+		})
+	}
+	others := map[string]bool{}
+	for r, us := range s.Roles {
+		if r == s.Role {
+			continue
+		}
+		for _, u := range us {
+			if !mine[u] {
+				others[u] = true
+			}
+		}
+	}
+	for _, u := range sortedKeys(others) {
+		ps = append(ps, Probe{
+			Name:     "unit/" + u + "/skipped",
+			Expected: "skipped by its role condition (ConditionResult=no), not failed",
+			Script:   "systemctl show " + unitProps + " " + shellQuote(u),
+			Units:    []string{u},
+			Eval: func(o Output) (string, bool) {
+				kv := o.KV()
+				return unitState(kv), kv["LoadState"] == "loaded" && kv["ConditionResult"] == "no" &&
+					kv["ActiveState"] == "inactive" && kv["Result"] == "success"
+			},
+		})
+	}
+	return ps
+}
+
+func unitState(kv map[string]string) string {
+	got := fmt.Sprintf("%s/%s", orNone(kv["ActiveState"]), orNone(kv["SubState"]))
+	if kv["LoadState"] != "loaded" {
+		got = "load state " + orNone(kv["LoadState"]) + ", " + got
+	}
+	got += " result=" + orNone(kv["Result"]) + " condition=" + orNone(kv["ConditionResult"])
+	if kv["NRestarts"] != "" && kv["NRestarts"] != "0" {
+		got += " restarts=" + kv["NRestarts"]
+	}
+	return got
+}
+
+// judgeOwnUnit: a unit of the node's own role must have run: active (running, or a oneshot
+// with RemainAfterExit), or a oneshot that exited 0; on a lone minion it may still be trying.
+func judgeOwnUnit(kv map[string]string, mayWait bool) (string, bool) {
+	got := unitState(kv)
+	if kv["LoadState"] != "loaded" {
+		return got, false
+	}
+	if kv["ConditionResult"] == "no" {
+		return got + " (its condition failed: skipped on its own role)", false
+	}
+	switch kv["ActiveState"] {
+	case "active":
+		return got, true
+	case "inactive":
+		ran := kv["ExecMainExitTimestampMonotonic"] != "" && kv["ExecMainExitTimestampMonotonic"] != "0"
+		return got, kv["Type"] == "oneshot" && kv["Result"] == "success" && kv["ExecMainStatus"] == "0" && ran
+	case "activating", "reloading":
+		return got + " (still starting)", mayWait
+	}
+	return got, false
+}
+
+func failedUnitsProbe() Probe {
+	return Probe{
+		Name:     "systemd/failed-units",
+		Expected: "none",
+		Script:   "systemctl list-units --failed --plain --no-legend --no-pager | awk '{print $1}'",
+		Eval: func(o Output) (string, bool) {
+			ls := o.Lines()
+			if len(ls) == 0 {
+				return "none", true
+			}
+			return strings.Join(ls, " "), false
+		},
+	}
+}
+
+// FailedUnitsIn returns the unit names the failed-units check reported.
+func FailedUnitsIn(c Check) []string {
+	if c.Name != "systemd/failed-units" || c.Pass {
+		return nil
+	}
+	return strings.Fields(c.Got)
+}
+
+// AdminKubeconfig is where the master bootstrap writes the admin kubeconfig.
+const AdminKubeconfig = "/etc/kubernetes/admin.conf"
+
+// ReadyzCommand asks the API server whether it is ready, with the admin kubeconfig.
+const ReadyzCommand = "timeout 30 kubectl --kubeconfig " + AdminKubeconfig + " get --raw /readyz"
+
+func readyzProbe() Probe {
+	return Probe{
+		Name:     "master/apiserver-readyz",
+		Expected: "ok",
+		Script:   ReadyzCommand + " 2>&1",
+		Units:    []string{"kubelet.service"},
+		Eval: func(o Output) (string, bool) {
+			g := strings.TrimSpace(o.Text)
+			if len(g) > 200 {
+				g = "..." + g[len(g)-200:]
+			}
+			return orNone(g), o.Exit == 0 && g == "ok"
+		},
+	}
+}

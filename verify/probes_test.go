@@ -1,0 +1,196 @@
+package verify
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func testSpec() Spec {
+	return Spec{
+		Role:     RoleMaster,
+		UserData: UserDataCloudInit,
+		Roles: map[string][]string{
+			RoleMaster: {"kubebake-master.service", "kubelet.service"},
+			RoleMinion: {"kubebake-join.service", "kubelet.service"},
+		},
+		Binaries: []Binary{{Name: "kubelet", Path: "/usr/bin/kubelet", SHA256: "aa11", Version: "v1.35.4", VersionArgs: "--version"}},
+		Sysctls:  map[string]string{"net.ipv4.ip_forward": "1"},
+		Modules:  []string{"br_netfilter"},
+		Runtime:  "containerd",
+		Secrets:  []string{"abcdef.0123456789abcdef"},
+	}
+}
+
+func probeByName(t *testing.T, ps []Probe, name string) Probe {
+	t.Helper()
+	for _, p := range ps {
+		if p.Name == name {
+			return p
+		}
+	}
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+	}
+	t.Fatalf("no probe %q in %v", name, names)
+	return Probe{}
+}
+
+// TestProbeEvaluation feeds canned guest outputs to each check and asserts the verdict.
+func TestProbeEvaluation(t *testing.T) {
+	ps := Probes(testSpec())
+	cases := []struct {
+		probe string
+		out   Output
+		pass  bool
+		got   string // substring of Got
+	}{
+		{"role/marker", Output{Text: "master=present\nminion=absent"}, true, "kubernetes-master"},
+		{"role/marker", Output{Text: "master=present\nminion=present"}, false, "kubernetes-minion"},
+		{"role/marker", Output{Text: "master=absent\nminion=absent"}, false, "no role marker"},
+		{"userdata/cloud-init", Output{Text: "status: done\nextended_status: done\nboot_status_code: enabled-by-generator\ndetail:\nDataSourceNoCloud\nerrors: []\n"}, true, "done"},
+		{"userdata/cloud-init", Output{Text: "status: error\nerrors:\n\t- ('write_files', KeyError())\n", Exit: 1}, false, "write_files"},
+		{"binary/kubelet/sha256", Output{Text: "aa11  /usr/bin/kubelet"}, true, "aa11"},
+		{"binary/kubelet/sha256", Output{Text: "bb22  /usr/bin/kubelet"}, false, "bb22"},
+		{"binary/kubelet/sha256", Output{Text: "sha256sum: /usr/bin/kubelet: No such file or directory", Exit: 1}, false, "missing"},
+		{"binary/kubelet/version", Output{Text: "Kubernetes v1.35.4"}, true, "v1.35.4"},
+		{"binary/kubelet/version", Output{Text: "Kubernetes v1.35.40"}, false, "v1.35.40"},
+		{"binary/kubelet/version", Output{Text: "Kubernetes v0.0.0-master+$Format:%H$"}, false, "v0.0.0"},
+		{"sysctl/net.ipv4.ip_forward", Output{Text: "runtime=1\ndef=/usr/lib/sysctl.d/90-kubebake.conf:net.ipv4.ip_forward = 1"}, true, "90-kubebake.conf"},
+		{"sysctl/net.ipv4.ip_forward", Output{Text: "runtime=1\n"}, false, "not set to 1 in /usr/lib/sysctl.d"},
+		{"sysctl/net.ipv4.ip_forward", Output{Text: "runtime=0\ndef=/usr/lib/sysctl.d/90-kubebake.conf:net.ipv4.ip_forward=1"}, false, "0 (from"},
+		{"sysctl/net.ipv4.ip_forward", Output{Text: "runtime=1\ndef=/etc/sysctl.d/99.conf:net.ipv4.ip_forward=1"}, false, "not set"},
+		{"module/br_netfilter/loaded", Output{Text: "loaded=yes\nconf=/usr/lib/modules-load.d/kubebake.conf"}, true, "listed"},
+		{"module/br_netfilter/loaded", Output{Text: "loaded=yes\nconf=/etc/modules-load.d/k8s.conf"}, false, "not in /usr/lib"},
+		{"module/br_netfilter/loaded", Output{Text: "loaded=no"}, false, "not loaded"},
+		{"module/br_netfilter/before-sysctl", Output{Text: "modload=2100000\nmodresult=success\nsysctl=2200000\njournal=Inserted module 'br_netfilter'"}, true, "2.100s"},
+		{"module/br_netfilter/before-sysctl", Output{Text: "modload=2300000\nmodresult=success\nsysctl=2200000\njournal=Inserted module 'br_netfilter'"}, false, "2.300s"},
+		{"module/br_netfilter/before-sysctl", Output{Text: "modload=2100000\nmodresult=success\nsysctl=2200000"}, false, "no journal entry"},
+		{"module/br_netfilter/before-sysctl", Output{Text: "modload=0\nsysctl=1\nbuiltin=yes"}, true, "built into"},
+		{"runtime/storage", Output{Text: "plugin_overlayfs=ok\nplugin_native=ok\ncfg_snapshotter=overlayfs"}, true, "overlayfs"},
+		{"runtime/storage", Output{Text: "plugin_overlayfs=ok\ncfg_snapshotter=devmapper"}, false, "devmapper"},
+		{"runtime/storage", Output{Text: "plugin_overlayfs=skip\ncfg_snapshotter=overlayfs"}, false, "skip"},
+		{"cni/bridge", Output{Text: "present"}, true, "present"},
+		{"cni/portmap", Output{Text: "missing"}, false, "missing"},
+		{"tool/conntrack", Output{Text: "/usr/sbin/conntrack"}, true, "/usr/sbin/conntrack"},
+		{"tool/socat", Output{Exit: 1}, false, "missing"},
+		{"unit/kubebake-master.service/active", Output{Text: "LoadState=loaded\nActiveState=active\nSubState=exited\nResult=success\nType=oneshot\nConditionResult=yes"}, true, "active/exited"},
+		{"unit/kubebake-master.service/active", Output{Text: "LoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nType=oneshot\nConditionResult=yes\nExecMainStatus=0\nExecMainExitTimestampMonotonic=123"}, true, "inactive/dead"},
+		{"unit/kubebake-master.service/active", Output{Text: "LoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nType=oneshot\nConditionResult=no\nExecMainExitTimestampMonotonic=0"}, false, "condition failed"},
+		{"unit/kubebake-master.service/active", Output{Text: "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nType=oneshot\nConditionResult=yes"}, false, "failed/failed"},
+		{"unit/kubebake-master.service/active", Output{Text: "LoadState=loaded\nActiveState=activating\nSubState=auto-restart\nResult=exit-code\nConditionResult=yes"}, false, "still starting"},
+		{"unit/kubebake-master.service/active", Output{Text: "LoadState=not-found\nActiveState=inactive"}, false, "not-found"},
+		{"unit/kubebake-join.service/skipped", Output{Text: "LoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nConditionResult=no"}, true, "condition=no"},
+		{"unit/kubebake-join.service/skipped", Output{Text: "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nConditionResult=yes"}, false, "failed"},
+		{"unit/kubebake-join.service/skipped", Output{Text: "LoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nConditionResult=yes"}, false, "active/running"},
+		{"systemd/failed-units", Output{}, true, "none"},
+		{"systemd/failed-units", Output{Text: "containerd.service\nkubelet.service"}, false, "containerd.service kubelet.service"},
+		{"master/apiserver-readyz", Output{Text: "ok"}, true, "ok"},
+		{"master/apiserver-readyz", Output{Text: "The connection to the server 10.0.2.15:6443 was refused", Exit: 1}, false, "refused"},
+		{"hygiene/machine-id", Output{Text: "id=0123456789abcdef0123456789abcdef\nfirstboot=yes"}, true, "first boot"},
+		{"hygiene/machine-id", Output{Text: "id=0123456789abcdef0123456789abcdef\nfirstboot=no"}, false, "baked"},
+		{"hygiene/machine-id", Output{Text: "id=\nfirstboot=yes"}, false, "(none)"},
+		{"hygiene/ssh-host-keys", Output{Text: "btime=1700000000\nkey=1700000030 /etc/ssh/ssh_host_ed25519_key"}, true, "1 keys"},
+		{"hygiene/ssh-host-keys", Output{Text: "btime=1700000000\nkey=1600000000 /etc/ssh/ssh_host_rsa_key\nkey=1700000030 /etc/ssh/ssh_host_ed25519_key"}, false, "ssh_host_rsa_key"},
+		{"hygiene/ssh-host-keys", Output{Text: "btime=1700000000"}, false, "no host keys"},
+		{"hygiene/no-secrets", Output{Text: "btime=1700000000\nfile=1700000100 key\t/etc/ssh/ssh_host_ed25519_key\nfile=1700000100 secret0\t/etc/kubebake/cluster.env\nfile=1700000100 key\t/etc/kubernetes/pki/ca.key\njournal=0"}, false, "cluster.env"},
+		{"hygiene/no-secrets", Output{Text: "btime=1700000000\nfile=1700000100 key\t/etc/ssh/ssh_host_ed25519_key\nfile=1700000100 key\t/etc/kubernetes/pki/apiserver.key\njournal=0"}, true, "none found"},
+		{"hygiene/no-secrets", Output{Text: "btime=1700000000\nfile=1600000000 key\t/etc/ssl/private/ssl-cert-snakeoil.key\njournal=0"}, false, "baked into the image: /etc/ssl/private/ssl-cert-snakeoil.key"},
+		{"hygiene/no-secrets", Output{Text: "btime=1700000000\nfile=1700000100 secret0\t/var/log/cloud-init.log\njournal=2"}, false, "2 journal lines"},
+		{"info/first-boot-time", Output{Text: "Startup finished in 3.1s (kernel) + 40s (userspace) = 43.1s"}, true, "43.1s"},
+	}
+	for i, c := range cases {
+		t.Run(fmt.Sprintf("%02d-%s", i, c.probe), func(t *testing.T) {
+			p := probeByName(t, ps, c.probe)
+			got, pass := p.Eval(c.out)
+			if pass != c.pass || !strings.Contains(got, c.got) {
+				t.Errorf("Eval(%q) = %q, %v; want pass=%v and got containing %q", c.out.Text, got, pass, c.pass, c.got)
+			}
+		})
+	}
+}
+
+// TestSecretsAllowsUserDataPaths: the user-data's own files may carry its secrets.
+func TestSecretsAllowsUserDataPaths(t *testing.T) {
+	s := testSpec()
+	s.UserDataPaths = []string{"/etc/kubebake/cluster.env"}
+	p := secretsProbe(s)
+	got, pass := p.Eval(Output{Text: "btime=1700000000\nfile=1700000100 secret0\t/etc/kubebake/cluster.env\njournal=0"})
+	if !pass {
+		t.Errorf("got %q, want pass", got)
+	}
+}
+
+// TestLoneMinionMayWait: a minion with no master may keep retrying its join, never fail it.
+func TestLoneMinionMayWait(t *testing.T) {
+	s := testSpec()
+	s.Role, s.LoneMinion = RoleMinion, true
+	p := probeByName(t, Probes(s), "unit/kubebake-join.service/active")
+	if _, pass := p.Eval(Output{Text: "LoadState=loaded\nActiveState=activating\nSubState=auto-restart\nResult=exit-code\nConditionResult=yes\nNRestarts=3"}); !pass {
+		t.Error("auto-restart on a lone minion should pass")
+	}
+	if _, pass := p.Eval(Output{Text: "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=start-limit-hit\nConditionResult=yes"}); pass {
+		t.Error("a failed join unit must fail")
+	}
+	// The master's units are skipped on the minion; kubelet is shared and checked active only.
+	ps := Probes(s)
+	probeByName(t, ps, "unit/kubebake-master.service/skipped")
+	for _, p := range ps {
+		if p.Name == "unit/kubelet.service/skipped" || p.Name == "master/apiserver-readyz" {
+			t.Errorf("unexpected probe %s on a minion", p.Name)
+		}
+	}
+}
+
+// TestScriptRoundTrip runs the generated script with a real shell and parses it back: every
+// probe's output and exit status arrive under its own name.
+func TestScriptRoundTrip(t *testing.T) {
+	ps := []Probe{
+		{Name: "a", Script: "echo one; echo two"},
+		{Name: "b", Script: "printf 'no newline'; exit 3"},
+		{Name: "c", Script: "echo to-stderr >&2"},
+		{Name: "d", Script: "true"},
+	}
+	out, err := exec.Command("sh", "-c", BuildScript(ps)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v\n%s", err, out)
+	}
+	got := ParseScriptOutput(ps, string(out))
+	want := map[string]Output{
+		"a": {Text: "one\ntwo", Exit: 0},
+		"b": {Text: "no newline", Exit: 3},
+		"c": {Text: "to-stderr", Exit: 0},
+		"d": {Text: "", Exit: 0},
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: got %+v, want %+v", k, got[k], w)
+		}
+	}
+	// A probe the script never reached fails as such.
+	checks := Evaluate([]Probe{{Name: "z", Eval: func(Output) (string, bool) { return "", true }}}, got)
+	if checks[0].Pass || !strings.Contains(checks[0].Got, "not run") {
+		t.Errorf("missing output: %+v", checks[0])
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"/usr/bin/kubelet": "/usr/bin/kubelet",
+		"a b":              "'a b'",
+		"it's":             `'it'\''s'`,
+		"":                 "''",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+		if in != "" {
+			out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(in)).Output()
+			if err != nil || string(out) != in {
+				t.Errorf("sh printf %s = %q, %v", shellQuote(in), out, err)
+			}
+		}
+	}
+}
