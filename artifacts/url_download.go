@@ -230,7 +230,7 @@ func (d *Downloader) Fetch(ctx context.Context, c *Cache, upstream, sha256hex st
 		}
 		defer resp.Body.Close()
 		if size > 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
-			return permanentError{fmt.Errorf("GET %s: the server sends %d bytes, the lock expects %d; the file changed upstream: run \"kubebake lock --update\" if that is intended", d.Rewrite(upstream), resp.ContentLength, size)}
+			return permanentError{fmt.Errorf("GET %s: the server sends %d bytes, %d are pinned; the file changed at its source: if that is intended, re-pin it (kubebake lock --update), otherwise the mirror serves bad content", d.Rewrite(upstream), resp.ContentLength, size)}
 		}
 		cr := &countingReader{r: resp.Body}
 		path, err = c.Put(sha256hex, cr)
@@ -240,7 +240,7 @@ func (d *Downloader) Fetch(ctx context.Context, c *Cache, upstream, sha256hex st
 			if size > 0 && ce.Size < size {
 				return fmt.Errorf("GET %s: truncated body (%d of %d bytes)", d.Rewrite(upstream), ce.Size, size)
 			}
-			return permanentError{fmt.Errorf("GET %s: %w; the file does not match the pinned checksum: if it changed upstream on purpose run \"kubebake lock --update\", otherwise the mirror serves bad content", d.Rewrite(upstream), err)}
+			return permanentError{fmt.Errorf("GET %s: %w; the file does not match its pinned checksum: if it changed at its source on purpose, re-pin it (kubebake lock --update), otherwise the mirror serves bad content", d.Rewrite(upstream), err)}
 		case err != nil:
 			return fmt.Errorf("GET %s: after %d bytes: %w", d.Rewrite(upstream), cr.n, err)
 		}

@@ -27,10 +27,16 @@ type releaseServer struct {
 	fail map[string][]string
 }
 
-func newReleaseServer(t *testing.T) *releaseServer {
+// newFileServer serves files (by URL path) on 127.0.0.1, counting GETs.
+func newFileServer(t *testing.T) *releaseServer {
 	rs := &releaseServer{files: map[string][]byte{}, hits: map[string]int{}, fail: map[string][]string{}}
 	rs.Server = httptest.NewServer(http.HandlerFunc(rs.serve))
 	t.Cleanup(rs.Close)
+	return rs
+}
+
+func newReleaseServer(t *testing.T) *releaseServer {
+	rs := newFileServer(t)
 	rs.files["/release/stable-1.35.txt"] = []byte("v1.35.4\n")
 	rs.files["/release/stable-1.34.txt"] = []byte("v1.34.9\n")
 	for _, v := range []string{"v1.35.3", "v1.35.4", "v1.34.9"} {
@@ -92,6 +98,22 @@ func (rs *releaseServer) failNext(path string, modes ...string) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	rs.fail[path] = append(rs.fail[path], modes...)
+}
+
+func (rs *releaseServer) set(path string, data []byte) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.files[path] = data
+}
+
+func (rs *releaseServer) totalGets() int {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	n := 0
+	for _, c := range rs.hits {
+		n += c
+	}
+	return n
 }
 
 func (rs *releaseServer) gets(path string) int {
@@ -364,7 +386,7 @@ func TestURLFetchSizeChanged(t *testing.T) {
 	a := lockedKubelet(t, rs, s, "v1.35.4")
 	rs.files[kubeletPath] = append(rs.files[kubeletPath], "more"...)
 	_, err := s.Fetch(context.Background(), []recipes.LockedArtifact{a})
-	if err == nil || !strings.Contains(err.Error(), "lock expects") {
+	if err == nil || !strings.Contains(err.Error(), "are pinned") {
 		t.Fatalf("err %v", err)
 	}
 	assertBlobDirEmpty(t, s.Cache)
