@@ -180,7 +180,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string, key, 
 		byName[f.name] = f
 	}
 	seen := map[string]bool{}
-	d.eachPair(n, path, func(k *yaml.Node, val *yaml.Node) {
+	merged := d.eachPair(n, path, func(k *yaml.Node, val *yaml.Node) {
 		fp := fieldPath(path, k.Value)
 		f, ok := byName[k.Value]
 		if !ok {
@@ -194,7 +194,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string, key, 
 		seen[k.Value] = true
 		d.decode(val, v.Field(f.index), fp, nodePos(k))
 	})
-	d.missing(v.Type(), seen, path, key)
+	if !merged { // a refused merge key already explains the fields it would have brought
+		d.missing(v.Type(), seen, path, key)
+	}
 }
 
 // missing reports required fields that were not written, at the parent mapping's key.
@@ -204,7 +206,7 @@ func (d *decoder) missing(t reflect.Type, seen map[string]bool, path string, at 
 			fp := fieldPath(path, f.name)
 			fix := "add " + f.name + ":"
 			if ex, ok := fieldExamples[schemaPath(fp)]; ok {
-				fix = "add " + strconv.Quote(f.name+": "+ex)
+				fix = "add " + f.name + ": " + ex
 			}
 			if path != "" {
 				fix += " under " + path
@@ -301,7 +303,8 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string, valPos P
 
 // eachPair calls fn for each key/value of a mapping, refusing duplicate keys, merge keys and
 // keys that are not plain scalars (yaml.v3 accepts all three into a Node without a word).
-func (d *decoder) eachPair(n *yaml.Node, path string, fn func(k, v *yaml.Node)) {
+// It reports whether the mapping had a merge key.
+func (d *decoder) eachPair(n *yaml.Node, path string, fn func(k, v *yaml.Node)) (merged bool) {
 	first := map[string]Pos{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := d.resolve(n.Content[i]), n.Content[i+1]
@@ -312,6 +315,7 @@ func (d *decoder) eachPair(n *yaml.Node, path string, fn func(k, v *yaml.Node)) 
 		}
 		if k.ShortTag() == "!!merge" {
 			d.problem(kpos, fieldPath(path, "<<"), "merge keys (<<) are not supported in recipes", "write the fields out")
+			merged = true
 			continue
 		}
 		if p, dup := first[k.Value]; dup {
@@ -321,6 +325,7 @@ func (d *decoder) eachPair(n *yaml.Node, path string, fn func(k, v *yaml.Node)) 
 		first[k.Value] = kpos
 		fn(k, val)
 	}
+	return merged
 }
 
 func describeKey(n *yaml.Node) string {

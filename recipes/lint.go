@@ -277,15 +277,15 @@ func (l *linter) source(path string, s Source, example string) {
 	}
 }
 
-// unitNeeds says which Kubernetes component a unit runs; a role unit without its binary fails.
-var unitNeeds = map[string]string{
-	"kube-apiserver.service":            "kube-apiserver",
-	"kube-controller-manager.service":   "kube-controller-manager",
-	"kube-scheduler.service":            "kube-scheduler",
-	"kubelet.service":                   "kubelet",
-	"kube-proxy.service":                "kube-proxy",
-	"kubebake-master-bootstrap.service": "kubeadm",
-	"kubebake-minion-join.service":      "kubeadm",
+// unitNeeds says which Kubernetes components a unit runs (as roles/ renders them); a role
+// unit without its binaries fails to start.
+var unitNeeds = map[string][]string{
+	"kube-apiserver.service":            {"kube-apiserver"},
+	"kube-controller-manager.service":   {"kube-controller-manager"},
+	"kube-scheduler.service":            {"kube-scheduler"},
+	"kubelet.service":                   {"kubelet"},
+	"kube-proxy.service":                {"kube-proxy"},
+	"kubebake-master-bootstrap.service": {"kubeadm", "kubectl"},
 }
 
 func (l *linter) kubernetes() {
@@ -496,7 +496,7 @@ func (l *linter) roles() {
 	for i, role := range l.r.Roles {
 		p := indexPath("roles", i)
 		if !roleRE.MatchString(role.Name) {
-			l.at(p+".name", fmt.Sprintf("%q is not a role name: lower-case letters, digits and '-', at most 32", role.Name),
+			l.at(p+".name", fmt.Sprintf("%q is not a role name: lower-case letters, digits and '-', at most 63", role.Name),
 				"the role becomes the marker file "+MarkerPath("<role>"))
 		}
 		if j, ok := seen[role.Name]; ok {
@@ -510,8 +510,10 @@ func (l *linter) roles() {
 			up := indexPath(p+".units", j)
 			switch {
 			case slices.Contains(known, u):
-				if c := unitNeeds[u]; c != "" && !comps[c] {
-					l.at(up, fmt.Sprintf("%s needs component %s, which kubernetes.components lacks", u, c), "the unit fails to start: its binary is not in the image")
+				for _, c := range unitNeeds[u] {
+					if !comps[c] {
+						l.at(up, fmt.Sprintf("%s needs component %s, which kubernetes.components lacks", u, c), "the unit fails to start: its binary is not in the image")
+					}
 				}
 			case allRuntimeUnits[u] != "":
 				l.at(up, fmt.Sprintf("%s belongs to runtime %s, but runtime.name is %s: use %s", u, allRuntimeUnits[u], rt, fmtList(RuntimeUnits(rt))),

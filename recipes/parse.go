@@ -90,7 +90,7 @@ func parse(file string, data []byte) (*Recipe, ErrorList) {
 		root = root.Alias
 	}
 	if isNull(root) {
-		return nil, fail(nodePos(root), "", "empty document", emptyFix)
+		return nil, fail(Pos{1, 1}, "", "empty document", emptyFix)
 	}
 	if root.Kind != yaml.MappingNode {
 		return nil, fail(nodePos(root), "", "want a mapping of recipe fields, got "+describe(root), emptyFix)
@@ -118,13 +118,14 @@ func parse(file string, data []byte) (*Recipe, ErrorList) {
 	var sch *schema
 	switch {
 	case apiV == nil:
-		fix := "add \"apiVersion: " + APIVersion + "\" as the first line"
-		for _, k := range keys {
+		p := Problem{File: file, Pos: nodePos(root), Field: "apiVersion", Msg: "missing required field", Fix: "add \"apiVersion: " + APIVersion + "\" as the first line"}
+		for i, k := range keys {
 			if strings.EqualFold(k, "apiVersion") || strings.EqualFold(k, "api_version") || strings.EqualFold(k, "version") {
-				fix = "write apiVersion (not " + strconv.Quote(k) + "): " + APIVersion
+				p.Pos, p.Field = nodePos(root.Content[2*i]), k
+				p.Msg, p.Fix = "unknown field", "did you mean \"apiVersion\"?"
 			}
 		}
-		errs = append(errs, Problem{File: file, Pos: nodePos(root), Field: "apiVersion", Msg: "missing required field", Fix: fix})
+		errs = append(errs, p)
 	case apiV.Kind != yaml.ScalarNode:
 		errs = append(errs, Problem{File: file, Pos: nodePos(apiV), Field: "apiVersion", Msg: "want a string, got " + describe(apiV), Fix: "write apiVersion: " + APIVersion})
 	default:
@@ -183,9 +184,15 @@ func syntaxProblem(file string, data []byte, err error) Problem {
 	if line < 1 {
 		line = 1
 	}
+	// Parser errors (as opposed to scanner errors) carry a 0-based line in yaml.v3.
+	if strings.HasPrefix(msg, "did not find expected") || strings.HasPrefix(msg, "found duplicate") ||
+		strings.HasPrefix(msg, "found incompatible") || strings.HasPrefix(msg, "found undefined") {
+		line++
+	}
 	if line > len(lines) {
 		line = len(lines)
 	}
+	text := lines[line-1]
 	col := 1
 	fix := "fix the YAML syntax"
 	switch {
@@ -195,10 +202,17 @@ func syntaxProblem(file string, data []byte, err error) Problem {
 		fix = "keys of one mapping must start in the same column; check the indentation"
 	case strings.Contains(msg, "mapping values are not allowed"):
 		fix = "quote a value that contains \": \", or fix the indentation"
+		if i := strings.Index(text, ": "); i >= 0 {
+			if j := strings.Index(text[i+2:], ": "); j >= 0 {
+				col = i + 2 + j + 1
+			}
+		}
 	case strings.Contains(msg, "did not find expected ',' or ']'"):
 		fix = "close the [ list ] on the same line"
+		col = strings.LastIndexByte(text, '[') + 1
 	case strings.Contains(msg, "did not find expected ',' or '}'"):
 		fix = "close the { mapping } on the same line"
+		col = strings.LastIndexByte(text, '{') + 1
 	case strings.Contains(msg, "unexpected end of stream"):
 		fix = "close the quote or bracket that is still open"
 	case strings.Contains(msg, "did not find expected '-' indicator"):
@@ -216,6 +230,9 @@ func syntaxProblem(file string, data []byte, err error) Problem {
 			break
 		}
 	}
+	if col < 1 {
+		col = 1
+	}
 	return Problem{File: file, Pos: Pos{line, col}, Field: guessPath(lines, line), Msg: "invalid YAML: " + msg, Fix: fix}
 }
 
@@ -227,6 +244,7 @@ func guessPath(lines []string, line int) string {
 	type frame struct {
 		indent int
 		name   string
+		leaf   bool // "key: value" on one line: it cannot have children
 	}
 	var stack []frame
 	items := map[int]int{} // list item counts per indent, reset when a parent key starts
@@ -247,14 +265,14 @@ func guessPath(lines []string, line int) string {
 			items[indent] = n + 1
 			stack = append(stack, frame{indent: indent, name: "[" + strconv.Itoa(n) + "]"})
 			if m != nil && m[2] != "" {
-				stack = append(stack, frame{indent: indent + len(m[2]), name: strings.Trim(m[3], `"'`)})
+				stack = append(stack, frame{indent: indent + len(m[2]), name: strings.Trim(m[3], `"'`), leaf: hasValue(l)})
 			}
 			continue
 		}
 		if m == nil {
 			continue // a continuation line of a value
 		}
-		for len(stack) > 0 && stack[len(stack)-1].indent >= indent {
+		for len(stack) > 0 && (stack[len(stack)-1].indent >= indent || stack[len(stack)-1].leaf) {
 			stack = stack[:len(stack)-1]
 		}
 		for k := range items {
@@ -262,7 +280,7 @@ func guessPath(lines []string, line int) string {
 				delete(items, k)
 			}
 		}
-		stack = append(stack, frame{indent: indent, name: strings.Trim(m[3], `"'`)})
+		stack = append(stack, frame{indent: indent, name: strings.Trim(m[3], `"'`), leaf: hasValue(l)})
 	}
 	var b strings.Builder
 	for _, f := range stack {
@@ -272,4 +290,11 @@ func guessPath(lines []string, line int) string {
 		b.WriteString(f.name)
 	}
 	return b.String()
+}
+
+// hasValue reports whether a "key: value" line carries its value on the same line.
+func hasValue(line string) bool {
+	_, v, ok := strings.Cut(line, ":")
+	v = strings.TrimSpace(v)
+	return ok && v != "" && !strings.HasPrefix(v, "#") && v != "|" && v != ">" && !strings.HasPrefix(v, "&")
 }
