@@ -1,0 +1,220 @@
+package cloudinit
+
+import (
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/kubebake/kubebake/recipes"
+)
+
+// Well-known roles and the paths of docs/node-contract.md.
+const (
+	RoleMaster = "master"
+	RoleMinion = "minion"
+
+	ClusterEnvPath = "/etc/kubebake/cluster.env"
+	CACertPath     = "/etc/kubernetes/pki/ca.crt"
+	CAKeyPath      = "/etc/kubernetes/pki/ca.key"
+
+	// RolesTarget is the unit the role units hang off (node layer); the shell format starts it
+	// again after writing the marker (see RenderShell).
+	RolesTarget = "kubebake-roles.target"
+)
+
+// Environment variable names in ClusterEnvPath (docs/node-contract.md).
+const (
+	EnvClusterName      = "KUBEBAKE_CLUSTER_NAME"
+	EnvMasterEndpoint   = "KUBEBAKE_MASTER_ENDPOINT"
+	EnvBootstrapToken   = "KUBEBAKE_BOOTSTRAP_TOKEN"
+	EnvCACertHash       = "KUBEBAKE_CA_CERT_HASH"
+	EnvAdvertiseAddress = "KUBEBAKE_ADVERTISE_ADDRESS"
+)
+
+// DefaultRoles are the roles every image knows.
+var DefaultRoles = []string{RoleMaster, RoleMinion}
+
+// Options tune the user-data of every format.
+type Options struct {
+	// Roles are the roles user-data may select; nil means DefaultRoles. RolesFromRecipe adds a
+	// recipe's custom roles.
+	Roles []string
+	// SSHAuthorizedKeys are public keys in authorized_keys format, for SSHUser.
+	SSHAuthorizedKeys []string
+	// SSHUser receives the keys; default "root".
+	SSHUser string
+	// AdvertiseAddress is the address a master's API server advertises (master only).
+	AdvertiseAddress string
+}
+
+// File is one file user-data writes on a node.
+type File struct {
+	Path    string
+	Mode    fs.FileMode
+	Content []byte
+	// Secret files hold the CA key or the token.
+	Secret bool
+}
+
+// RolesFromRecipe returns DefaultRoles plus the recipe's role names, sorted, without repeats.
+func RolesFromRecipe(r *recipes.Recipe) []string {
+	roles := slices.Clone(DefaultRoles)
+	for _, ro := range r.Roles {
+		roles = append(roles, ro.Name)
+	}
+	sort.Strings(roles)
+	return slices.Compact(roles)
+}
+
+// ValidateRole checks that role is one of known (DefaultRoles when known is empty).
+func ValidateRole(role string, known []string) error {
+	if len(known) == 0 {
+		known = DefaultRoles
+	}
+	if role == "" {
+		return fmt.Errorf("no role given: use --role with one of: %s", strings.Join(known, ", "))
+	}
+	if !slices.Contains(known, role) {
+		hint := ""
+		if !slices.Contains(DefaultRoles, role) {
+			hint = "; a custom role must be declared in a recipe (--roles-from RECIPE)"
+		}
+		return fmt.Errorf("unknown role %q: known roles are %s%s", role, strings.Join(known, ", "), hint)
+	}
+	if !dnsLabelRE.MatchString(role) {
+		return fmt.Errorf("role %q: use lower-case letters, digits and '-'", role)
+	}
+	return nil
+}
+
+// ParseAuthorizedKeys reads public keys in authorized_keys format (blank lines and comments
+// skipped) and checks each one.
+func ParseAuthorizedKeys(data []byte) ([]string, error) {
+	var keys []string
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil {
+			if strings.Contains(line, "PRIVATE KEY") {
+				return nil, fmt.Errorf("line %d is a private key: pass the public key (.pub) file", i+1)
+			}
+			return nil, fmt.Errorf("line %d is not an SSH public key: %v", i+1, err)
+		}
+		keys = append(keys, line)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("no SSH public key found")
+	}
+	return keys, nil
+}
+
+// ReadAuthorizedKeys reads ParseAuthorizedKeys from a file.
+func ReadAuthorizedKeys(file string) ([]string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--ssh-key: %w", err)
+	}
+	keys, err := ParseAuthorizedKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("--ssh-key %s: %w", file, err)
+	}
+	return keys, nil
+}
+
+func (o Options) sshUser() string {
+	if o.SSHUser == "" {
+		return "root"
+	}
+	return o.SSHUser
+}
+
+var userRE = dnsLabelRE
+
+func (o Options) validate(role string) error {
+	if err := ValidateRole(role, o.Roles); err != nil {
+		return err
+	}
+	if o.AdvertiseAddress != "" {
+		if role != RoleMaster {
+			return fmt.Errorf("an advertise address is for the master only, not role %q", role)
+		}
+		if !hostRE.MatchString(o.AdvertiseAddress) && net.ParseIP(o.AdvertiseAddress) == nil {
+			return fmt.Errorf("advertise address %q is not an IP address or host name", o.AdvertiseAddress)
+		}
+	}
+	if u := o.sshUser(); u != "root" && !userRE.MatchString(u) {
+		return fmt.Errorf("SSH user %q: use lower-case letters, digits and '-'", u)
+	}
+	for _, k := range o.SSHAuthorizedKeys {
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil || strings.ContainsAny(k, "\n\r") {
+			return fmt.Errorf("SSH key %.30q... is not one authorized_keys line", k)
+		}
+	}
+	return nil
+}
+
+// ClusterEnv renders /etc/kubebake/cluster.env for a role.
+func ClusterEnv(b *Bundle, role string, opts Options) []byte {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# Cluster settings for role %s, written by kubebake user-data. Secret: keep mode 0600.\n", role)
+	kv := func(k, v string) { fmt.Fprintf(&sb, "%s=%s\n", k, v) }
+	kv(EnvClusterName, b.ClusterName)
+	kv(EnvMasterEndpoint, b.MasterEndpoint)
+	kv(EnvBootstrapToken, b.BootstrapToken)
+	kv(EnvCACertHash, b.CACertHash)
+	if role == RoleMaster && opts.AdvertiseAddress != "" {
+		kv(EnvAdvertiseAddress, opts.AdvertiseAddress)
+	}
+	return []byte(sb.String())
+}
+
+// NodeFiles is the one list of files user-data writes for a role; every format renders it.
+// The marker comes last, so that whatever watches for it finds the settings already there.
+// Only the master receives the CA key.
+func NodeFiles(b *Bundle, role string, opts Options) ([]File, error) {
+	if b == nil {
+		return nil, fmt.Errorf("no cluster bundle")
+	}
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster bundle: %w", err)
+	}
+	if err := opts.validate(role); err != nil {
+		return nil, err
+	}
+	files := []File{{Path: ClusterEnvPath, Mode: 0o600, Content: ClusterEnv(b, role, opts), Secret: true}}
+	if role == RoleMaster {
+		files = append(files,
+			File{Path: CACertPath, Mode: 0o644, Content: []byte(b.CACert)},
+			File{Path: CAKeyPath, Mode: 0o600, Content: []byte(b.CAKey), Secret: true})
+	}
+	files = append(files, File{Path: recipes.MarkerPath(role), Mode: 0o644, Content: nil})
+	return files, nil
+}
+
+// parentDirs lists the folders the files need, parents first, without / and /etc.
+func parentDirs(files []File) []string {
+	seen := map[string]bool{}
+	var dirs []string
+	for _, f := range files {
+		var chain []string
+		for d := path.Dir(f.Path); d != "/" && d != "." && d != "/etc"; d = path.Dir(d) {
+			chain = append([]string{d}, chain...)
+		}
+		for _, d := range chain {
+			if !seen[d] {
+				seen[d] = true
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	return dirs
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubebake/kubebake/cloudinit"
+	"github.com/kubebake/kubebake/internal/atomicfile"
+	"github.com/kubebake/kubebake/recipes"
+)
+
+// userDataFlags are the flags userdata and seed share.
+type userDataFlags struct {
+	role, bundle, sshKey, sshUser, rolesFrom, advertise string
+}
+
+func (u *userDataFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&u.role, "role", "", "node role: master, minion, or a custom role of --roles-from")
+	f.StringVar(&u.bundle, "bundle", "", "cluster bundle FILE (from \"kubebake cluster init\")")
+	f.StringVar(&u.sshKey, "ssh-key", "", "authorized_keys FILE of SSH public keys to install")
+	f.StringVar(&u.sshUser, "ssh-user", "root", "user that receives --ssh-key")
+	f.StringVar(&u.rolesFrom, "roles-from", "", "recipe (NAME or PATH) whose custom roles are allowed too")
+	f.StringVar(&u.advertise, "advertise-address", "", "address the master's API server advertises (master only)")
+	cmd.MarkFlagRequired("role")
+	cmd.MarkFlagRequired("bundle")
+}
+
+// load reads the bundle and turns the flags into render options.
+func (u *userDataFlags) load() (*cloudinit.Bundle, cloudinit.Options, error) {
+	opts := cloudinit.Options{SSHUser: u.sshUser, AdvertiseAddress: u.advertise}
+	if u.rolesFrom != "" {
+		r, err := recipes.Load(u.rolesFrom)
+		if err != nil {
+			return nil, opts, fmt.Errorf("--roles-from: %w", err)
+		}
+		opts.Roles = cloudinit.RolesFromRecipe(r)
+	}
+	// The role first: a typo in it is the cheaper mistake to report.
+	if err := cloudinit.ValidateRole(u.role, opts.Roles); err != nil {
+		return nil, opts, err
+	}
+	b, err := cloudinit.LoadBundle(u.bundle)
+	if err != nil {
+		return nil, opts, err
+	}
+	if u.sshKey != "" {
+		if opts.SSHAuthorizedKeys, err = cloudinit.ReadAuthorizedKeys(u.sshKey); err != nil {
+			return nil, opts, err
+		}
+	}
+	return b, opts, nil
+}
+
+func formatNames() string {
+	names := make([]string, len(cloudinit.Formats))
+	for i, f := range cloudinit.Formats {
+		names[i] = string(f)
+	}
+	return strings.Join(names, "|")
+}
+
+func init() {
+	var (
+		flags  userDataFlags
+		format string
+		out    string
+	)
+	cmd := &cobra.Command{
+		Use:   "userdata --role ROLE --bundle FILE [--format " + formatNames() + "]",
+		Short: "Print the user-data that makes a node of the golden image take a role",
+		Long: `Print user-data that writes the role marker /etc/sysconfig/kubernetes-ROLE and the cluster
+settings /etc/kubebake/cluster.env (and, for the master, the cluster CA) as
+docs/node-contract.md says.
+
+  cloud-config  #cloud-config with write_files, for cloud-init (NoCloud seed, EC2, ...)
+  ignition      Ignition JSON (spec 3.4.0) for kubebake-ignition (QEMU fw_cfg, EC2)
+  butane        the Butane config (variant flatcar 1.1.0) the Ignition JSON is made from
+  shell         a #!/bin/sh script: mkdir, heredocs, touch the marker
+
+User-data holds the bootstrap token (and for the master the CA key): -o writes it with mode 0600.
+Here -o/--output names the FILE to write (it is not the global result format).`,
+		Example: `  kubebake userdata --role master --bundle demo.bundle.yaml --ssh-key ~/.ssh/id_ed25519.pub -o master.yaml
+  kubebake userdata --role minion --bundle demo.bundle.yaml --format ignition -o minion.ign`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := cloudinit.ParseFormat(format)
+			if err != nil {
+				return fmt.Errorf("--format: %w", err)
+			}
+			b, opts, err := flags.load()
+			if err != nil {
+				return err
+			}
+			data, err := cloudinit.Render(b, flags.role, f, opts)
+			if err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				_, err = cmd.OutOrStdout().Write(data)
+				return err
+			}
+			if err := atomicfile.WriteFile(out, data, 0o600); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s user-data for role %s to %s (mode 0600)\n", f, flags.role, out)
+			return err
+		},
+	}
+	flags.register(cmd)
+	cmd.Flags().StringVar(&format, "format", string(cloudinit.FormatCloudConfig), "user-data format: "+formatNames())
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE (mode 0600) instead of standard output")
+	rootCmd.AddCommand(cmd)
+}
