@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +20,24 @@ type Report struct {
 	Pass     bool      `json:"pass"`
 	// ArtifactsDir holds serial logs and journals saved for failures.
 	ArtifactsDir string `json:"artifactsDir,omitempty"`
+
+	// VMs left running by --keep, and the work folder to remove after them.
+	kept    []*Machine
+	keptDir string
+}
+
+// Kept reports whether VMs were left running (--keep).
+func (rep *Report) Kept() bool { return len(rep.kept) > 0 }
+
+// StopKept stops the VMs --keep left running and removes their work folder.
+func (rep *Report) StopKept() {
+	for _, m := range rep.kept {
+		m.Stop()
+	}
+	rep.kept = nil
+	if rep.keptDir != "" {
+		os.RemoveAll(rep.keptDir)
+	}
 }
 
 // Result is one booted node: its checks and how long each stage took.

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -149,6 +150,15 @@ type CmdResult struct {
 // error; errors are for a broken connection or ctx ending (the remote command is then
 // signalled and the session closed).
 func (s *Session) Run(ctx context.Context, cmdline string) (CmdResult, error) {
+	return s.run(ctx, cmdline, nil)
+}
+
+// RunScript runs a shell script, given on standard input, in the guest.
+func (s *Session) RunScript(ctx context.Context, script string) (CmdResult, error) {
+	return s.run(ctx, "sh -s", strings.NewReader(script))
+}
+
+func (s *Session) run(ctx context.Context, cmdline string, stdin io.Reader) (CmdResult, error) {
 	sess, err := s.client.NewSession()
 	if err != nil {
 		return CmdResult{}, fmt.Errorf("ssh %s: %w", s.Addr, err)
@@ -157,6 +167,7 @@ func (s *Session) Run(ctx context.Context, cmdline string) (CmdResult, error) {
 	var out, errb bytes.Buffer
 	sess.Stdout = &out
 	sess.Stderr = &errb
+	sess.Stdin = stdin
 	done := make(chan error, 1)
 	if err := sess.Start(cmdline); err != nil {
 		return CmdResult{}, fmt.Errorf("ssh %s: %w", s.Addr, err)
