@@ -32,12 +32,17 @@ func NewURLSource(cache *Cache, rewrites []recipes.URLRewrite) *URLSource {
 // Type is "url".
 func (s *URLSource) Type() string { return recipes.SourceURL }
 
-// ExpandURL fills a URL template.
+// ExpandURL fills a URL template (recipes.ExpandURL, with arch defaulting to amd64).
 func ExpandURL(tmpl, version, name, arch string) string {
 	if arch == "" {
 		arch = "amd64"
 	}
-	return strings.NewReplacer("{version}", version, "{name}", name, "{arch}", arch).Replace(tmpl)
+	return recipes.ExpandURL(tmpl, version, name, arch)
+}
+
+func isExact(v string) bool {
+	_, ok := recipes.ExactVersion(v)
+	return ok
 }
 
 // Resolve pins each input to a version, URL, sha256 and size.
@@ -53,7 +58,7 @@ func (s *URLSource) Resolve(ctx context.Context, inputs []recipes.Input, prev []
 		if in.Source.URL == "" {
 			return nil, fmt.Errorf("%s: source type url needs a url template (e.g. https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name})", in.Name)
 		}
-		if !strings.Contains(in.Source.URL, "{version}") && !isExactVersion(in.Version) {
+		if !strings.Contains(in.Source.URL, "{version}") && !isExact(in.Version) {
 			return nil, fmt.Errorf("%s: url %q has no {version}, so version %q cannot be resolved; pin an exact version", in.Name, in.Source.URL, in.Version)
 		}
 		if p, ok := prevByName[in.Name]; ok && !update && s.stillMatches(in, p) {
@@ -61,7 +66,7 @@ func (s *URLSource) Resolve(ctx context.Context, inputs []recipes.Input, prev []
 			continue
 		}
 		version := in.Version
-		if !isExactVersion(version) {
+		if !isExact(version) {
 			key := in.Source.URL + "\x00" + version
 			v, ok := tracks[key]
 			if !ok {
@@ -85,7 +90,7 @@ func (s *URLSource) Resolve(ctx context.Context, inputs []recipes.Input, prev []
 
 // stillMatches reports whether a locked entry still satisfies its input.
 func (s *URLSource) stillMatches(in recipes.Input, p recipes.LockedArtifact) bool {
-	if p.Source != recipes.SourceURL || !ValidSHA256(p.SHA256) || !versionMatches(in.Version, p.Version) {
+	if p.Source != recipes.SourceURL || !ValidSHA256(p.SHA256) || !recipes.Matches(in.Version, p.Version) {
 		return false
 	}
 	return p.URL == ExpandURL(in.Source.URL, p.Version, in.Package, in.Arch)
@@ -105,7 +110,7 @@ func StableURL(tmpl, minor string) (string, error) {
 }
 
 func (s *URLSource) resolveTrack(ctx context.Context, in recipes.Input) (string, error) {
-	minor, ok := minorTrack(in.Version)
+	minor, ok := recipes.MinorTrack(in.Version)
 	if !ok {
 		return "", fmt.Errorf("%s: version %q is neither exact (v1.35.4) nor a minor track (1.35)", in.Name, in.Version)
 	}
@@ -118,7 +123,7 @@ func (s *URLSource) resolveTrack(ctx context.Context, in recipes.Input) (string,
 		return "", fmt.Errorf("%s: resolving track %s: %w", in.Name, in.Version, err)
 	}
 	v := strings.TrimSpace(string(body))
-	if !isExactVersion(v) || !versionMatches(in.Version, v) {
+	if !recipes.Matches(in.Version, v) {
 		return "", fmt.Errorf("%s: %s names %q, which is not an exact version on track %s", in.Name, s.Rewrite(u), v, in.Version)
 	}
 	return v, nil

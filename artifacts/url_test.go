@@ -422,21 +422,3 @@ func TestRewriteURL(t *testing.T) {
 		}
 	}
 }
-
-func TestVersionHelpers(t *testing.T) {
-	for v, exact := range map[string]bool{"v1.35.4": true, "1.35.4": true, "v1.36.0-rc.1": true, "1.35": false, "latest": false, "v1": false} {
-		if isExactVersion(v) != exact {
-			t.Errorf("isExactVersion(%s) != %v", v, exact)
-		}
-	}
-	for c, got := range map[string]string{"1.35": "v1.35.4", "v1.35": "1.35.0", "1.35.x": "v1.35.9", "v1.35.4": "1.35.4"} {
-		if !versionMatches(c, got) {
-			t.Errorf("%s should match %s", c, got)
-		}
-	}
-	for c, got := range map[string]string{"1.35": "v1.36.0", "1.3": "v1.35.0", "v1.35.4": "v1.35.5"} {
-		if versionMatches(c, got) {
-			t.Errorf("%s should not match %s", c, got)
-		}
-	}
-}
