@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/recipes"
+)
+
+func init() {
+	var update bool
+	cmd := &cobra.Command{
+		Use:   "lock NAME|PATH",
+		Short: "Pin every input of a recipe by version and sha256 (writes <recipe>.lock)",
+		Long: `Resolve every input of a recipe (Kubernetes binaries, etcd, CNI plugins, Debian packages)
+to an exact version and sha256 and write the lock beside the recipe (x.yaml -> x.lock).
+
+Entries of an existing lock are kept while they still satisfy the recipe, so locking again
+changes nothing. --update moves each input to the newest version its constraint allows:
+the newest patch of a minor track ("1.35"), the newest Debian package in the suites.
+Nothing is written when anything fails.`,
+		Example: `  kubebake lock recipes/debian-12.yaml
+  kubebake lock recipes/debian-12.yaml --update -o json`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeRecipes,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runLock(cmd, args[0], update)
+		},
+	}
+	cmd.Flags().BoolVar(&update, "update", false, "move every input to the newest version its constraint allows")
+	rootCmd.AddCommand(cmd)
+}
+
+// lockResult is what `kubebake lock` reports.
+type lockResult struct {
+	Lock      string             `json:"lock"`
+	Recipe    string             `json:"recipe"`
+	Written   bool               `json:"written"` // false: the file already held exactly this lock
+	Artifacts int                `json:"artifacts"`
+	Changes   []artifacts.Change `json:"changes"`
+}
+
+func runLock(cmd *cobra.Command, arg string, update bool) error {
+	ctx := cmd.Context()
+	r, err := recipes.Load(arg)
+	if err != nil {
+		return err
+	}
+	findings := recipes.Lint(r)
+	for _, f := range findings {
+		if f.Severity == recipes.SeverityWarning {
+			slog.Warn(f.String())
+		}
+	}
+	if err := recipes.LintError(findings); err != nil {
+		return fmt.Errorf("%s does not pass lint, nothing locked:\n%w", r.File, err)
+	}
+	cache, err := artifacts.OpenCache(globals.cacheDir)
+	if err != nil {
+		return err
+	}
+	srcs, err := artifacts.RecipeSources(cache, r)
+	if err != nil {
+		return err
+	}
+	path := recipes.LockPath(r.File)
+	prev, err := recipes.ReadRecipeLock(r)
+	if err != nil {
+		if _, statErr := os.Stat(path); !errors.Is(statErr, fs.ErrNotExist) {
+			slog.Warn("ignoring the current lock, it cannot be read; locking from scratch", "lock", path, "err", err)
+		}
+		prev = nil
+	}
+	l, err := artifacts.Lock(ctx, r, prev, update, srcs)
+	if err != nil {
+		return fmt.Errorf("locking %s (nothing written): %w", r.File, err)
+	}
+	data, err := recipes.MarshalLock(l)
+	if err != nil {
+		return err
+	}
+	res := lockResult{Lock: path, Recipe: r.Name, Artifacts: len(l.Artifacts), Changes: artifacts.Diff(prev, l)}
+	if res.Changes == nil {
+		res.Changes = []artifacts.Change{}
+	}
+	if old, err := os.ReadFile(path); err != nil || !bytes.Equal(old, data) {
+		if err := recipes.WriteLock(path, l); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		res.Written = true
+	}
+	return printResult(cmd, res, func() string {
+		var b strings.Builder
+		if prev == nil {
+			fmt.Fprintf(&b, "%s: %d artifacts pinned\n", path, len(l.Artifacts))
+			return b.String()
+		}
+		for _, c := range res.Changes {
+			fmt.Fprintln(&b, c.String())
+		}
+		switch {
+		case len(res.Changes) == 0 && !res.Written:
+			fmt.Fprintf(&b, "%s: unchanged (%d artifacts)\n", path, len(l.Artifacts))
+		case len(res.Changes) == 0:
+			fmt.Fprintf(&b, "%s: rewritten, no artifact moved (%d artifacts)\n", path, len(l.Artifacts))
+		default:
+			fmt.Fprintf(&b, "%s: %d of %d artifacts moved\n", path, len(res.Changes), len(l.Artifacts))
+		}
+		return b.String()
+	})
+}
