@@ -154,7 +154,13 @@ func toolProbe(t string) Probe {
 }
 
 // unitProps are the properties the unit checks read.
-const unitProps = "-p Id -p LoadState -p ActiveState -p SubState -p Result -p Type -p ConditionResult -p ExecMainStatus -p ExecMainExitTimestampMonotonic -p NRestarts"
+const unitProps = "-p Id -p LoadState -p ActiveState -p SubState -p Result -p Type -p ConditionResult -p ConditionTimestampMonotonic -p ExecMainStatus -p ExecMainExitTimestampMonotonic -p NRestarts"
+
+// unitScript shows a unit's state and its pending job, if any ("Job=start/waiting").
+func unitScript(u string) string {
+	return "systemctl show " + unitProps + " " + shellQuote(u) + "\n" +
+		"systemctl list-jobs --no-legend --plain --no-pager | awk -v u=" + shellQuote(u) + " '$2 == u {print \"Job=\" $3 \"/\" $4}'"
+}
 
 func unitProbes(s Spec) []Probe {
 	mine := map[string]bool{}
@@ -171,7 +177,7 @@ func unitProbes(s Spec) []Probe {
 		ps = append(ps, Probe{
 			Name:     "unit/" + u + "/active",
 			Expected: exp,
-			Script:   "systemctl show " + unitProps + " " + shellQuote(u),
+			Script:   unitScript(u),
 			Units:    []string{u},
 			Eval: func(o Output) (string, bool) {
 				return judgeOwnUnit(o.KV(), mayWait)
@@ -193,12 +199,16 @@ func unitProbes(s Spec) []Probe {
 		ps = append(ps, Probe{
 			Name:     "unit/" + u + "/skipped",
 			Expected: "skipped by its role condition (ConditionResult=no), not failed",
-			Script:   "systemctl show " + unitProps + " " + shellQuote(u),
+			Script:   unitScript(u),
 			Units:    []string{u},
 			Eval: func(o Output) (string, bool) {
 				kv := o.KV()
-				return unitState(kv), kv["LoadState"] == "loaded" && kv["ConditionResult"] == "no" &&
-					kv["ActiveState"] == "inactive" && kv["Result"] == "success"
+				got := unitState(kv)
+				if ts := kv["ConditionTimestampMonotonic"]; ts == "" || ts == "0" {
+					got += " (never started)"
+				}
+				return got, kv["LoadState"] == "loaded" && kv["ConditionResult"] == "no" &&
+					kv["ActiveState"] == "inactive" && kv["Result"] == "success" && kv["Job"] == ""
 			},
 		})
 	}
@@ -214,6 +224,9 @@ func unitState(kv map[string]string) string {
 	if kv["NRestarts"] != "" && kv["NRestarts"] != "0" {
 		got += " restarts=" + kv["NRestarts"]
 	}
+	if kv["Job"] != "" {
+		got += " job=" + kv["Job"]
+	}
 	return got
 }
 
@@ -224,13 +237,16 @@ func judgeOwnUnit(kv map[string]string, mayWait bool) (string, bool) {
 	if kv["LoadState"] != "loaded" {
 		return got, false
 	}
-	if kv["ConditionResult"] == "no" {
+	if kv["ConditionResult"] == "no" && kv["ConditionTimestampMonotonic"] != "0" && kv["Job"] == "" {
 		return got + " (its condition failed: skipped on its own role)", false
 	}
 	switch kv["ActiveState"] {
 	case "active":
 		return got, true
 	case "inactive":
+		if strings.HasPrefix(kv["Job"], "start/") {
+			return got + " (waiting to start)", mayWait
+		}
 		ran := kv["ExecMainExitTimestampMonotonic"] != "" && kv["ExecMainExitTimestampMonotonic"] != "0"
 		return got, kv["Type"] == "oneshot" && kv["Result"] == "success" && kv["ExecMainStatus"] == "0" && ran
 	case "activating", "reloading":

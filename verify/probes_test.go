@@ -131,6 +131,10 @@ func TestLoneMinionMayWait(t *testing.T) {
 	if _, pass := p.Eval(Output{Text: "LoadState=loaded\nActiveState=activating\nSubState=auto-restart\nResult=exit-code\nConditionResult=yes\nNRestarts=3"}); !pass {
 		t.Error("auto-restart on a lone minion should pass")
 	}
+	kubelet := probeByName(t, Probes(s), "unit/kubelet.service/active")
+	if got, pass := kubelet.Eval(Output{Text: "LoadState=loaded\nActiveState=inactive\nSubState=dead\nResult=success\nConditionResult=no\nJob=start/waiting"}); !pass || !strings.Contains(got, "job=start/waiting") {
+		t.Errorf("kubelet waiting for the join: %q %v", got, pass)
+	}
 	if _, pass := p.Eval(Output{Text: "LoadState=loaded\nActiveState=failed\nSubState=failed\nResult=start-limit-hit\nConditionResult=yes"}); pass {
 		t.Error("a failed join unit must fail")
 	}
