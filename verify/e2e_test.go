@@ -1,0 +1,267 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kubebake/kubebake/verify/internal/diskedit"
+)
+
+// TestVerifyDefaultImage: the default image passes every check, for both roles, through
+// cloud-init and through Ignition.
+func TestVerifyDefaultImage(t *testing.T) {
+	image := defaultTestImage(t)
+	for _, ud := range []string{UserDataCloudInit, UserDataIgnition} {
+		t.Run(ud, func(t *testing.T) {
+			dir := t.TempDir()
+			rep, err := Run(context.Background(), Options{
+				Image: image, UserData: []string{ud}, Accel: AccelAuto,
+				ArtifactsDir: filepath.Join(dir, "artifacts"),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			rep.WriteText(&b)
+			t.Log("\n" + b.String())
+			recordTimes(t, rep)
+			if !rep.Pass {
+				for _, r := range rep.Results {
+					for _, c := range Failed(r.Checks) {
+						t.Errorf("%s: %s: expected %s, got %s", r.Name(), c.Name, c.Expected, c.Got)
+					}
+					for _, a := range r.Artifacts {
+						if strings.HasSuffix(a, ".journal.txt") || strings.HasSuffix(a, "serial.log") {
+							if data, err := os.ReadFile(a); err == nil {
+								t.Logf("--- %s (tail)\n%s", a, tail(string(data), 40))
+							}
+						}
+					}
+				}
+			}
+			if len(rep.Results) != 2 {
+				t.Errorf("%d results, want master and minion", len(rep.Results))
+			}
+		})
+	}
+}
+
+// defect is one broken promise planted in a copy of the image, and the checks that must fail.
+type defect struct {
+	name   string
+	plant  func(ctx context.Context, e *diskedit.Editor, m *Manifest) error
+	checks []string // checks that must fail
+}
+
+// TestVerifyCatchesDefects plants several independent defects in one copy of the default
+// image, boots it as a minion, and asserts that each defect's checks fail, by name, while
+// checks the defects do not touch still pass.
+func TestVerifyCatchesDefects(t *testing.T) {
+	image := defaultTestImage(t)
+	target, err := ResolveTarget(image, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if target.Manifest == "" {
+		t.Fatal("the default image has no manifest.json beside it")
+	}
+	m, err := LoadManifest(target.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "image.raw")
+	if err := diskedit.RawCopy(ctx, target.Image, broken); err != nil {
+		t.Fatal(err)
+	}
+	e, err := diskedit.Open(ctx, broken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := m.Spec(RoleMinion)
+	kubectl := binaryNamed(spec, "kubectl")
+	masterUnit := firstUnit(spec.Roles[RoleMaster], spec.Roles[RoleMinion])
+	defects := []defect{
+		{
+			name: "sysctl drop-in removed",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				return removeAll(ctx, e, filesUnder(m, "/usr/lib/sysctl.d/"))
+			},
+			checks: prefixed("sysctl/", sortedKeys(spec.Sysctls)),
+		},
+		{
+			name: "modules-load file removed",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				return removeAll(ctx, e, filesUnder(m, "/usr/lib/modules-load.d/"))
+			},
+			checks: suffixed(prefixed("module/", spec.Modules), "/loaded"),
+		},
+		{
+			name: "kubectl of another version",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				script := "#!/bin/sh\necho 'Client Version: v1.0.0'\n"
+				return e.WriteFile(ctx, kubectl.Path, []byte(script), 0o755)
+			},
+			checks: []string{"binary/" + kubectl.Name + "/sha256", "binary/" + kubectl.Name + "/version"},
+		},
+		{
+			name: "master unit without its role condition",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				return e.Remove(ctx, "/usr/lib/systemd/system/"+masterUnit+".d/10-role.conf")
+			},
+			checks: []string{"unit/" + masterUnit + "/skipped"},
+		},
+		{
+			name: "machine-id baked in",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				return e.WriteFile(ctx, "/etc/machine-id", []byte("0123456789abcdef0123456789abcdef\n"), 0o444)
+			},
+			checks: []string{"hygiene/machine-id"},
+		},
+	}
+	for _, d := range defects {
+		if err := d.plant(ctx, e, m); err != nil {
+			t.Fatalf("planting %q: %v", d.name, err)
+		}
+	}
+	rep, err := Run(ctx, Options{
+		Image: broken, Manifest: target.Manifest, Roles: []string{RoleMinion},
+		ArtifactsDir: filepath.Join(dir, "artifacts"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	rep.WriteText(&b)
+	t.Log("\n" + b.String())
+	if rep.Pass {
+		t.Fatal("verify passed an image with defects")
+	}
+	byName := map[string]Check{}
+	for _, c := range rep.Results[0].Checks {
+		byName[c.Name] = c
+	}
+	for _, d := range defects {
+		for _, name := range d.checks {
+			c, ok := byName[name]
+			switch {
+			case !ok:
+				t.Errorf("%s: no check %q in the report", d.name, name)
+			case c.Pass:
+				t.Errorf("%s: check %q passed (got %s)", d.name, name, c.Got)
+			}
+		}
+	}
+	// Untouched promises still hold: the failures are the defects', not a broken boot.
+	for _, name := range []string{"role/marker", "userdata/cloud-init", "tool/conntrack", "cni/bridge", "hygiene/ssh-host-keys"} {
+		if c, ok := byName[name]; !ok || !c.Pass {
+			t.Errorf("untouched check %s: %+v", name, c)
+		}
+	}
+	if len(rep.Results[0].Artifacts) == 0 {
+		t.Error("no serial log or journal saved for the failures")
+	}
+}
+
+func binaryNamed(s Spec, name string) Binary {
+	for _, b := range s.Binaries {
+		if b.Name == name {
+			return b
+		}
+	}
+	return Binary{Name: name, Path: "/usr/bin/" + name}
+}
+
+// firstUnit is the first unit of units that is not also in others.
+func firstUnit(units, others []string) string {
+	for _, u := range units {
+		found := false
+		for _, o := range others {
+			found = found || o == u
+		}
+		if !found {
+			return u
+		}
+	}
+	return ""
+}
+
+func filesUnder(m *Manifest, dir string) []string {
+	var out []string
+	for _, f := range m.Files {
+		if strings.HasPrefix(f.Path, dir) && (f.Type == "" || f.Type == "file") {
+			out = append(out, f.Path)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func removeAll(ctx context.Context, e *diskedit.Editor, paths []string) error {
+	if len(paths) == 0 {
+		return fmt.Errorf("the manifest lists no such file")
+	}
+	for _, p := range paths {
+		if err := e.Remove(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func prefixed(prefix string, xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = prefix + x
+	}
+	return out
+}
+
+func suffixed(xs []string, suffix string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x + suffix
+	}
+	return out
+}
+
+func tail(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+// recordTimes appends each node's boot-to-verdict time to $KUBEBAKE_VERIFY_TIMES (one line
+// per node), for scripts/bench-verify.sh's medians.
+func recordTimes(t *testing.T, rep *Report) {
+	for _, r := range rep.Results {
+		t.Logf("%s: %.1fs boot to verdict (%s)", r.Name(), r.Seconds, r.Accel)
+	}
+	f := os.Getenv("KUBEBAKE_VERIFY_TIMES")
+	if f == "" {
+		return
+	}
+	fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	defer fh.Close()
+	for _, r := range rep.Results {
+		fmt.Fprintf(fh, "%s %s %s %.1f", time.Now().UTC().Format(time.RFC3339), r.Name(), r.Accel, r.Seconds)
+		for _, s := range r.Stages {
+			fmt.Fprintf(fh, " %s=%.1f", s.Name, s.Seconds)
+		}
+		fmt.Fprintln(fh)
+	}
+}

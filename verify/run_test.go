@@ -1,0 +1,113 @@
+package verify
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeManifest is enough of a manifest for runs that never reach the checks.
+func fakeManifest(t *testing.T, dir string) string {
+	t.Helper()
+	m := map[string]any{
+		"files": []map[string]any{{"path": "/usr/bin/kubelet", "type": "file", "artifact": "kubelet", "sha256": "00"}},
+		"units": []map[string]any{{"name": "kubelet.service", "roles": []string{"minion"}}},
+	}
+	b, _ := json.Marshal(m)
+	p := filepath.Join(dir, "manifest.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func requireQEMU(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots QEMU: skipped with -short")
+	}
+	requireTool(t, "qemu-system-x86_64")
+	requireTool(t, "qemu-img")
+	if _, err := FindFirmware(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// TestBootHangReported boots a disk with nothing on it: the firmware finds no boot loader and
+// no SSH server ever answers. The report must name the boot stage, keep the serial log, and
+// leave no QEMU process and no overlay behind.
+func TestBootHangReported(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	image := filepath.Join(dir, "blank.raw")
+	if err := os.WriteFile(image, make([]byte, 8<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "work")
+	rep, err := Run(context.Background(), Options{
+		Image: image, Manifest: fakeManifest(t, dir), Roles: []string{RoleMinion}, Accel: AccelTCG,
+		TimeoutBoot: 20 * time.Second, WorkDir: work, ArtifactsDir: filepath.Join(dir, "artifacts"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Pass || len(rep.Results) != 1 {
+		t.Fatalf("report: %+v", rep)
+	}
+	c := rep.Results[0].Checks[0]
+	if c.Name != "stage/boot" || !strings.Contains(c.Got, "boot hung") {
+		t.Errorf("stage check: %+v", c)
+	}
+	t.Logf("%s: %s", c.Name, c.Got)
+	arts := rep.Results[0].Artifacts
+	if len(arts) == 0 || !strings.HasSuffix(arts[0], "minion-cloud-init-serial.log") {
+		t.Errorf("artifacts: %v", arts)
+	}
+	assertNoLeftovers(t, work)
+}
+
+// TestCancelStopsEverything cancels a run while the VM boots (Ctrl-C does the same).
+func TestCancelStopsEverything(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	image := filepath.Join(dir, "blank.raw")
+	os.WriteFile(image, make([]byte, 8<<20), 0o644)
+	work := filepath.Join(dir, "work")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := Run(ctx, Options{
+		Image: image, Manifest: fakeManifest(t, dir), Roles: []string{RoleMaster, RoleMinion}, Accel: AccelTCG,
+		WorkDir: work, ArtifactsDir: filepath.Join(dir, "artifacts"),
+	})
+	if err == nil {
+		t.Fatal("cancelled run returned no error")
+	}
+	if time.Since(start) > 30*time.Second {
+		t.Errorf("run took %s to stop after cancel", time.Since(start))
+	}
+	assertNoLeftovers(t, work)
+}
+
+// assertNoLeftovers: no QEMU runs on files of work, and no overlay or vars copy remains.
+func assertNoLeftovers(t *testing.T, work string) {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	out, _ := exec.Command("pgrep", "-af", "qemu-system").Output()
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, work) {
+			t.Errorf("QEMU still running: %s", l)
+		}
+	}
+	for _, pat := range []string{"*.qcow2", "*-vars.fd"} {
+		left, _ := filepath.Glob(filepath.Join(work, pat))
+		if len(left) > 0 {
+			t.Errorf("left behind: %v", left)
+		}
+	}
+}

@@ -1,0 +1,608 @@
+// Package verify proves a node image by booting it: once per role and user-data kind, a
+// throwaway copy-on-write VM (QEMU, UEFI, user-mode network with only an SSH forward on
+// 127.0.0.1) gets the role's user-data and an ephemeral SSH key, and a guest session runs
+// checks derived from the image's manifest. It never imports the builder: the two meet at the
+// image files and manifest.json.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kubebake/kubebake/cloudinit"
+	"github.com/kubebake/kubebake/internal/atomicfile"
+)
+
+// Options say what to verify and how.
+type Options struct {
+	// Image is an image file or a build output folder (image.qcow2 or image.raw, manifest.json).
+	Image string
+	// Manifest is manifest.json; empty: beside the image, else read from the booted guest.
+	Manifest string
+	// Roles to boot (default master and minion); UserData kinds (default cloud-init).
+	Roles    []string
+	UserData []string
+	Accel    string // auto (default), kvm or tcg
+	// Stage timeouts: boot (QEMU start to SSH banner), ssh (banner to login), checks (settle
+	// and run every check). Zero means the defaults.
+	TimeoutBoot   time.Duration
+	TimeoutSSH    time.Duration
+	TimeoutChecks time.Duration
+	// Parallel is how many VMs run at once (0: one per two cores under TCG, per core under KVM).
+	Parallel int
+	// Keep leaves the VMs running after the checks and reports how to log in.
+	Keep bool
+	// WorkDir holds overlays, seeds and serial logs while VMs run (default a temp folder).
+	WorkDir string
+	// ArtifactsDir receives serial logs and journals of failing nodes (default
+	// <image dir>/verify).
+	ArtifactsDir string
+	// Bundle is the cluster bundle for user-data (default a throwaway one whose master
+	// endpoint is the slirp guest address).
+	Bundle   *cloudinit.Bundle
+	QEMU     string
+	Firmware Firmware
+	// CPUs and MemoryMiB per VM (default 2 and 2048).
+	CPUs      int
+	MemoryMiB int
+	// Progress, when set, receives stage changes ("master/cloud-init", "boot").
+	Progress func(node, stage string)
+}
+
+// Default stage timeouts, sized for TCG (software emulation) on two cores.
+const (
+	DefaultTimeoutBoot   = 5 * time.Minute
+	DefaultTimeoutSSH    = 3 * time.Minute
+	DefaultTimeoutChecks = 10 * time.Minute
+)
+
+// Target is the resolved image to verify.
+type Target struct {
+	Image    string
+	Manifest string // "" when there is none beside the image
+}
+
+// imageNames are the image files a build output folder may hold, preferred first.
+var imageNames = []string{"image.qcow2", "image.raw", "image.img"}
+
+// ResolveTarget finds the image and its manifest from a file or a build output folder.
+func ResolveTarget(path, manifest string) (Target, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return Target{}, fmt.Errorf("image %s: %w", path, err)
+	}
+	t := Target{Image: path, Manifest: manifest}
+	dir := filepath.Dir(path)
+	if st.IsDir() {
+		dir = path
+		t.Image = ""
+		for _, n := range imageNames {
+			if fileExists(filepath.Join(path, n)) {
+				t.Image = filepath.Join(path, n)
+				break
+			}
+		}
+		if t.Image == "" {
+			return Target{}, fmt.Errorf("%s holds no image (looked for %s): give the image file or run kubebake build first", path, strings.Join(imageNames, ", "))
+		}
+	}
+	if t.Manifest == "" && fileExists(filepath.Join(dir, "manifest.json")) {
+		t.Manifest = filepath.Join(dir, "manifest.json")
+	}
+	if t.Image, err = filepath.Abs(t.Image); err != nil {
+		return Target{}, err
+	}
+	return t, nil
+}
+
+// Run verifies the image for each role and user-data kind and returns the report. The error
+// is for a run that could not take place (no image, no QEMU); failed checks are in the report.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	target, err := ResolveTarget(opts.Image, opts.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.Roles) == 0 {
+		opts.Roles = []string{RoleMaster, RoleMinion}
+	}
+	if len(opts.UserData) == 0 {
+		opts.UserData = []string{UserDataCloudInit}
+	}
+	for _, u := range opts.UserData {
+		if u != UserDataCloudInit && u != UserDataIgnition {
+			return nil, fmt.Errorf("--userdata %q: use cloud-init, ignition or both", u)
+		}
+	}
+	if opts.TimeoutBoot == 0 {
+		opts.TimeoutBoot = DefaultTimeoutBoot
+	}
+	if opts.TimeoutSSH == 0 {
+		opts.TimeoutSSH = DefaultTimeoutSSH
+	}
+	if opts.TimeoutChecks == 0 {
+		opts.TimeoutChecks = DefaultTimeoutChecks
+	}
+	if opts.Firmware.Code == "" {
+		if opts.Firmware, err = FindFirmware(); err != nil {
+			return nil, err
+		}
+	}
+	var manifest *Manifest
+	if target.Manifest != "" {
+		if manifest, err = LoadManifest(target.Manifest); err != nil {
+			return nil, err
+		}
+	}
+	accel, verdict, err := ResolveAccel(ctx, opts.Accel, opts.QEMU, opts.Firmware)
+	if err != nil {
+		return nil, err
+	}
+	slog.Info("verify", "image", target.Image, "manifest", target.Manifest, "accel", accel, "why", verdict)
+	if opts.Parallel <= 0 {
+		opts.Parallel = max(1, runtime.NumCPU()/2)
+		if accel == AccelKVM {
+			opts.Parallel = runtime.NumCPU()
+		}
+	}
+	if opts.Bundle == nil {
+		if opts.Bundle, err = cloudinit.NewBundle("kubebake-verify", cloudinit.BundleOptions{KeyType: cloudinit.KeyECDSAP256}); err != nil {
+			return nil, err
+		}
+	}
+	if opts.ArtifactsDir == "" {
+		opts.ArtifactsDir = filepath.Join(filepath.Dir(target.Image), "verify")
+	}
+	tempWork := false
+	if opts.WorkDir == "" {
+		if opts.WorkDir, err = os.MkdirTemp("", "kubebake-verify-"); err != nil {
+			return nil, err
+		}
+		tempWork = true
+	} else if err := os.MkdirAll(opts.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
+
+	rep := &Report{Image: target.Image, Manifest: target.Manifest, Started: time.Now().UTC()}
+	type job struct{ role, userData string }
+	var jobs []job
+	for _, r := range opts.Roles {
+		for _, u := range opts.UserData {
+			jobs = append(jobs, job{r, u})
+		}
+	}
+	rep.Results = make([]Result, len(jobs))
+	sem := make(chan struct{}, opts.Parallel)
+	var keptMu sync.Mutex
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				rep.Results[i] = Result{Role: j.role, UserData: j.userData, Accel: accel,
+					Checks: []Check{{Name: "stage/start", Expected: "VM started", Got: "cancelled before start"}}}
+				return
+			}
+			defer func() { <-sem }()
+			n := &node{opts: opts, target: target, manifest: manifest, accel: accel, role: j.role, userData: j.userData}
+			rep.Results[i] = n.run(ctx)
+			if n.kept {
+				keptMu.Lock()
+				rep.kept = append(rep.kept, n.machine)
+				keptMu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if tempWork {
+		if rep.Kept() {
+			rep.keptDir = opts.WorkDir
+		} else {
+			os.RemoveAll(opts.WorkDir)
+		}
+	}
+	rep.Finish()
+	if !rep.Pass {
+		rep.ArtifactsDir = opts.ArtifactsDir
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// node verifies one role with one user-data kind.
+type node struct {
+	opts     Options
+	target   Target
+	manifest *Manifest
+	accel    string
+	role     string
+	userData string
+
+	res     Result
+	machine *Machine
+	session *Session
+	key     *KeyPair
+	seed    seedInfo
+	kept    bool
+}
+
+type seedInfo struct {
+	paths   []string
+	secrets []string
+}
+
+func (n *node) name() string { return n.role + "/" + n.userData }
+
+func (n *node) progress(stage string) {
+	slog.Info("verify stage", "node", n.name(), "stage", stage)
+	if n.opts.Progress != nil {
+		n.opts.Progress(n.name(), stage)
+	}
+}
+
+// stageError is a stage that did not complete: it becomes a failed "stage/<name>" check.
+type stageError struct {
+	stage, expected, got string
+}
+
+func (e *stageError) Error() string { return e.stage + ": " + e.got }
+
+func (n *node) run(ctx context.Context) Result {
+	n.res = Result{Role: n.role, UserData: n.userData, Accel: n.accel}
+	start := time.Now()
+	err := n.steps(ctx)
+	var se *stageError
+	switch {
+	case errors.As(err, &se):
+		n.res.Checks = append(n.res.Checks, Check{Name: "stage/" + se.stage, Expected: se.expected, Got: se.got})
+	case err != nil:
+		n.res.Checks = append(n.res.Checks, Check{Name: "stage/setup", Expected: "VM set up", Got: err.Error()})
+	}
+	n.res.Seconds = time.Since(start).Seconds()
+	n.res.Finish()
+	if !n.res.Pass {
+		n.saveArtifacts()
+	}
+	if n.session != nil {
+		n.session.Close()
+	}
+	if n.machine != nil {
+		if n.opts.Keep && ctx.Err() == nil {
+			n.keep()
+		} else {
+			n.machine.Stop()
+		}
+	}
+	return n.res
+}
+
+func (n *node) timed(name string, f func() error) error {
+	n.progress(name)
+	t := time.Now()
+	err := f()
+	n.res.Stages = append(n.res.Stages, Stage{Name: name, Seconds: time.Since(t).Seconds()})
+	return err
+}
+
+func (n *node) steps(ctx context.Context) error {
+	id := n.role + "-" + n.userData
+	var err error
+	if n.key, err = NewKeyPair(); err != nil {
+		return err
+	}
+	cfg := MachineConfig{
+		Name: id, Image: n.target.Image, WorkDir: n.opts.WorkDir, Accel: n.accel,
+		CPUs: n.opts.CPUs, MemoryMiB: n.opts.MemoryMiB, Firmware: n.opts.Firmware, QEMU: n.opts.QEMU,
+	}
+	if err := n.writeSeed(&cfg); err != nil {
+		return err
+	}
+	if err := n.timed("start", func() error {
+		n.machine, err = StartMachine(ctx, cfg)
+		return err
+	}); err != nil {
+		return &stageError{"start", "QEMU starts", err.Error()}
+	}
+	if err := n.timed("boot", func() error { return n.waitBoot(ctx) }); err != nil {
+		return err
+	}
+	if err := n.timed("ssh", func() error { return n.login(ctx) }); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, n.opts.TimeoutChecks)
+	defer cancel()
+	var settleNote *Check
+	_ = n.timed("settle", func() error {
+		settleNote = n.settle(cctx)
+		return nil
+	})
+	return n.timed("checks", func() error {
+		checks, err := n.check(cctx)
+		if settleNote != nil {
+			checks = append([]Check{*settleNote}, checks...)
+		}
+		n.res.Checks = append(n.res.Checks, checks...)
+		if err != nil {
+			return &stageError{"checks", fmt.Sprintf("checks finish within %s", n.opts.TimeoutChecks), err.Error()}
+		}
+		return nil
+	})
+}
+
+func (n *node) writeSeed(cfg *MachineConfig) error {
+	b := n.opts.Bundle
+	copts := cloudinit.Options{SSHAuthorizedKeys: []string{n.key.AuthorizedKey}, Roles: n.knownRoles()}
+	files, err := cloudinit.NodeFiles(b, n.role, copts)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		n.seed.paths = append(n.seed.paths, f.Path)
+	}
+	n.seed.secrets = bundleSecrets(b)
+	id := n.role + "-" + n.userData
+	switch n.userData {
+	case UserDataIgnition:
+		ign, err := cloudinit.RenderIgnition(b, n.role, copts)
+		if err != nil {
+			return err
+		}
+		cfg.IgnitionConfig = filepath.Join(n.opts.WorkDir, id+".ign")
+		return atomicfile.WriteFile(cfg.IgnitionConfig, ign, 0o600)
+	default:
+		cfg.SeedISO = filepath.Join(n.opts.WorkDir, id+"-seed.iso")
+		return cloudinit.Seed(cfg.SeedISO, b, n.role, cloudinit.SeedOptions{Options: copts})
+	}
+}
+
+// knownRoles are the roles of the manifest's recipe, or the default ones.
+func (n *node) knownRoles() []string {
+	roles := slices.Clone(cloudinit.DefaultRoles)
+	if n.manifest != nil {
+		for r := range n.manifest.RoleUnits() {
+			roles = append(roles, r)
+		}
+	}
+	if !slices.Contains(roles, n.role) {
+		roles = append(roles, n.role)
+	}
+	slices.Sort(roles)
+	return slices.Compact(roles)
+}
+
+// bundleSecrets are single-line strings that identify the bundle's secrets on disk: the
+// token and one line from the middle of the CA key's PEM body.
+func bundleSecrets(b *cloudinit.Bundle) []string {
+	s := []string{b.BootstrapToken}
+	var body []string
+	for _, l := range strings.Split(b.CAKey, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "-----") {
+			body = append(body, l)
+		}
+	}
+	if len(body) > 0 {
+		s = append(s, body[len(body)/2])
+	}
+	return s
+}
+
+// waitBoot waits for the guest's SSH server to send its banner.
+func (n *node) waitBoot(ctx context.Context) error {
+	bctx, cancel := context.WithTimeout(ctx, n.opts.TimeoutBoot)
+	defer cancel()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		if _, err := SSHBanner(bctx, n.machine.SSHAddr, 5*time.Second); err == nil {
+			return nil
+		}
+		select {
+		case <-n.machine.Done():
+			_, werr := n.machine.Exited()
+			return &stageError{"boot", "the guest boots and its SSH server answers",
+				fmt.Sprintf("QEMU exited after %s (%v); %s", n.machine.Uptime().Round(time.Second), werr, n.serialHint())}
+		case <-bctx.Done():
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &stageError{"boot", fmt.Sprintf("the guest's SSH server answers within %s", n.opts.TimeoutBoot),
+				fmt.Sprintf("boot hung: no SSH banner on %s after %s; %s", n.machine.SSHAddr, n.opts.TimeoutBoot, n.serialHint())}
+		case <-tick.C:
+		}
+	}
+}
+
+func (n *node) serialHint() string {
+	tail := n.machine.SerialTail(3)
+	if tail == "" {
+		return "the serial console is empty (firmware or boot loader hung?)"
+	}
+	return "last console lines: " + strings.ReplaceAll(tail, "\n", " | ")
+}
+
+// login authenticates with the ephemeral key, which the user-data installs.
+func (n *node) login(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, n.opts.TimeoutSSH)
+	defer cancel()
+	s, err := DialRetry(sctx, n.machine.SSHAddr, "root", n.key.Signer)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		got := fmt.Sprintf("SSH login hung for %s: %v", n.opts.TimeoutSSH, err)
+		if errors.Is(err, ErrAuth) {
+			got = fmt.Sprintf("the guest refused the key for %s (user-data not applied?): %v", n.opts.TimeoutSSH, err)
+		}
+		return &stageError{"ssh", "root logs in with the user-data's SSH key", got}
+	}
+	n.session = s
+	return nil
+}
+
+// settle waits until boot is done: no start jobs left except those of units allowed to wait
+// (a lone minion's join and what depends on it), and on a master until the API server is
+// ready. It returns a failed check when the deadline passes first.
+func (n *node) settle(ctx context.Context) *Check {
+	mayWait := map[string]bool{}
+	if n.role == RoleMinion {
+		for _, u := range n.roleUnits()[RoleMinion] {
+			mayWait[u] = true
+		}
+	}
+	var pending []string
+	for {
+		out, err := n.session.Run(ctx, "systemctl list-jobs --no-legend --plain --no-pager")
+		if err == nil {
+			pending = pending[:0]
+			for _, l := range strings.Split(string(out.Stdout), "\n") {
+				f := strings.Fields(l)
+				if len(f) >= 2 && isNumber(f[0]) && !mayWait[f[1]] {
+					pending = append(pending, f[1])
+				}
+			}
+			if len(pending) == 0 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return &Check{Name: "stage/settle", Expected: "boot finishes (no start jobs left)",
+				Got: "boot hung: jobs still pending: " + strings.Join(pending, " "), Units: slices.Clone(pending)}
+		case <-time.After(3 * time.Second):
+		}
+	}
+	if n.role != RoleMaster {
+		return nil
+	}
+	var last string
+	for {
+		out, err := n.session.Run(ctx, ReadyzCommand+" 2>&1")
+		if err == nil && out.Exit == 0 && strings.TrimSpace(string(out.Stdout)) == "ok" {
+			return nil
+		}
+		if err == nil {
+			last = firstLineOf(string(out.Stdout))
+		}
+		select {
+		case <-ctx.Done():
+			return &Check{Name: "stage/settle", Expected: "the API server becomes ready",
+				Got: "API server not ready: " + last, Units: n.roleUnits()[RoleMaster]}
+		case <-time.After(3 * time.Second):
+		}
+	}
+}
+
+func (n *node) roleUnits() map[string][]string {
+	if n.manifest == nil {
+		return nil
+	}
+	return n.manifest.RoleUnits()
+}
+
+// check runs every probe in one script and judges the outputs.
+func (n *node) check(ctx context.Context) ([]Check, error) {
+	if n.manifest == nil {
+		data, err := n.session.ReadFile(ctx, GuestManifestPath)
+		if err != nil {
+			return nil, fmt.Errorf("no manifest.json beside the image and none in the guest: %w", err)
+		}
+		if n.manifest, err = ParseManifest(data); err != nil {
+			return nil, fmt.Errorf("%s in the guest: %w", GuestManifestPath, err)
+		}
+	}
+	spec := n.manifest.Spec(n.role)
+	spec.UserData = n.userData
+	spec.LoneMinion = n.role == RoleMinion
+	spec.UserDataPaths = n.seed.paths
+	spec.Secrets = n.seed.secrets
+	probes := Probes(spec)
+	out, err := n.session.RunScript(ctx, BuildScript(probes))
+	if err != nil {
+		return Evaluate(probes, ParseScriptOutput(probes, string(out.Stdout))), err
+	}
+	return Evaluate(probes, ParseScriptOutput(probes, string(out.Stdout))), nil
+}
+
+// saveArtifacts keeps the serial log and the journal of every unit a failed check names.
+func (n *node) saveArtifacts() {
+	dir := n.opts.ArtifactsDir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		slog.Warn("cannot save failure logs", "dir", dir, "err", err)
+		return
+	}
+	id := n.role + "-" + n.userData
+	if n.machine != nil {
+		if b, err := os.ReadFile(n.machine.SerialLog); err == nil {
+			p := filepath.Join(dir, id+"-serial.log")
+			if atomicfile.WriteFile(p, b, 0o644) == nil {
+				n.res.Artifacts = append(n.res.Artifacts, p)
+			}
+		}
+	}
+	if n.session == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	units := UnitsToExplain(n.res.Checks)
+	for _, c := range n.res.Checks {
+		units = append(units, FailedUnitsIn(c)...)
+	}
+	slices.Sort(units)
+	for _, u := range slices.Compact(units) {
+		out, err := n.session.Run(ctx, "journalctl -b --no-pager -u "+shellQuote(u)+"; systemctl status --no-pager -l "+shellQuote(u))
+		if err != nil {
+			continue
+		}
+		p := filepath.Join(dir, id+"-"+strings.ReplaceAll(u, "/", "_")+".journal.txt")
+		if atomicfile.WriteFile(p, out.Stdout, 0o644) == nil {
+			n.res.Artifacts = append(n.res.Artifacts, p)
+		}
+	}
+	if out, err := n.session.Run(ctx, "journalctl -b --no-pager"); err == nil {
+		p := filepath.Join(dir, id+"-journal.txt")
+		if atomicfile.WriteFile(p, out.Stdout, 0o644) == nil {
+			n.res.Artifacts = append(n.res.Artifacts, p)
+		}
+	}
+}
+
+// keep leaves the VM running and records how to log in: the ephemeral private key is
+// written 0600 beside the report.
+func (n *node) keep() {
+	dir := n.opts.ArtifactsDir
+	os.MkdirAll(dir, 0o755)
+	keyFile := filepath.Join(dir, n.role+"-"+n.userData+"-id_ed25519")
+	pemKey, err := n.key.PrivateKeyPEM()
+	if err == nil {
+		err = atomicfile.WriteFile(keyFile, pemKey, 0o600)
+	}
+	if err != nil {
+		slog.Warn("cannot write the SSH key for --keep", "err", err)
+	}
+	n.kept = true
+	_, port, _ := strings.Cut(n.machine.SSHAddr, ":")
+	n.res.SSH = fmt.Sprintf("ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1", keyFile, port)
+}
+
+func isNumber(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
