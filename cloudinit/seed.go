@@ -107,7 +107,7 @@ func ReadSeedISO(path string) (label string, files map[string][]byte, err error)
 	if err != nil {
 		return "", nil, fmt.Errorf("%s: %w", path, err)
 	}
-	entries, err := fs.ReadDir("/")
+	entries, err := fs.ReadDir(".")
 	if err != nil {
 		return "", nil, err
 	}
@@ -116,13 +116,15 @@ func ReadSeedISO(path string) (label string, files map[string][]byte, err error)
 		if e.IsDir() {
 			continue
 		}
-		data, err := fs.ReadFile("/" + e.Name())
+		data, err := fs.ReadFile(e.Name())
 		if err != nil {
 			return "", nil, err
 		}
 		files[e.Name()] = data
 	}
-	return strings.TrimSpace(fs.Label()), files, nil
+	// go-diskfs pads the volume identifier with NULs, not the spaces ISO9660 asks for; blkid
+	// and xorriso read "cidata" either way.
+	return strings.TrimRight(fs.Label(), "\x00 "), files, nil
 }
 
 // MetaData renders NoCloud meta-data.

@@ -155,4 +155,3 @@ func (LiveSystemd) StartTargets(ctx context.Context, targets []string) error {
 	}
 	return errors.Join(errs...)
 }
-
