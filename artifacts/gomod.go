@@ -265,6 +265,10 @@ func (s *GoModSource) Fetch(ctx context.Context, arts []recipes.LockedArtifact) 
 		for _, a := range group {
 			pkgs = append(pkgs, a.Package)
 		}
+		if tc, err := s.goVersion(ctx); err == nil && group[0].Toolchain != "" && group[0].Toolchain != tc {
+			slog.Warn("the lock was made with another Go toolchain; the rebuilt binaries will probably not match it",
+				"module", m, "locked", group[0].Toolchain, "local", tc)
+		}
 		res, err := s.binaries(ctx, mod, ver, pkgs)
 		if err != nil {
 			return nil, err
@@ -453,8 +457,12 @@ func newBuildPlan(info moduleInfo, toolchain string) (*buildPlan, error) {
 func (s *GoModSource) build(ctx context.Context, work string, plan *buildPlan, pkgs []string, res *buildResult) error {
 	m := plan.info.Path + "@" + plan.info.Version
 	start := time.Now()
-	slog.Info(fmt.Sprintf("building %d packages of %s", len(pkgs), m), "toolchain", plan.toolchain, "dir", work)
-	stop := progress(fmt.Sprintf("still building %d packages of %s", len(pkgs), m), start)
+	what := fmt.Sprintf("%d packages of %s", len(pkgs), m)
+	if len(pkgs) == 1 {
+		what = pkgs[0] + "@" + plan.info.Version
+	}
+	slog.Info("building "+what, "toolchain", plan.toolchain, "dir", work)
+	stop := progress("still building "+what, start)
 	defer stop()
 
 	if err := atomicfile.WriteFile(filepath.Join(work, "go.mod"), []byte(plan.goMod), 0o644); err != nil {
@@ -513,7 +521,7 @@ func (s *GoModSource) build(ctx context.Context, work string, plan *buildPlan, p
 	for _, b := range res.bins {
 		total += b.Size
 	}
-	slog.Info(fmt.Sprintf("built %d packages of %s", len(pkgs), m), "elapsed", time.Since(start).Round(time.Second), "bytes", total)
+	slog.Info("built "+what, "elapsed", time.Since(start).Round(time.Second), "bytes", total)
 	return nil
 }
 

@@ -90,6 +90,15 @@ func TestGoModCNIReproducible(t *testing.T) {
 		t.Logf("loopback: %s", strings.TrimSpace(stderr.String()))
 	}
 
+	// lock --update with nothing new finds the binary in the build index: no rebuild.
+	s1.beforeBuild = func() { t.Error("lock --update rebuilt an unchanged module") }
+	start = time.Now()
+	updated, err := s1.Resolve(ctx, []recipes.Input{cniInput("loopback", "1.9")}, locked, true)
+	if err != nil || updated[0] != a {
+		t.Errorf("update: %v %+v", err, updated)
+	}
+	t.Logf("resolve --update from the build index: %v", time.Since(start).Round(time.Millisecond))
+
 	// Resolving again with the lock and no update keeps it without running go.
 	s1.goCmd = filepath.Join(t.TempDir(), "no-such-go")
 	again, err := s1.Resolve(ctx, []recipes.Input{cniInput("loopback", "1.9")}, locked, false)
