@@ -156,17 +156,24 @@ type SeedOptions struct {
 	Hostname   string // default DefaultHostname
 }
 
+// CheckSeedFormat accepts the formats cloud-init reads from a NoCloud seed.
+func CheckSeedFormat(f Format) error {
+	switch f {
+	case FormatCloudConfig, FormatShell:
+		return nil
+	case FormatIgnition, FormatButane:
+		return fmt.Errorf("a NoCloud seed carries cloud-init user-data (cloud-config or shell), not %s; give an Ignition config to QEMU with -fw_cfg name=opt/com.coreos/config,file=config.ign", f)
+	}
+	_, err := ParseFormat(string(f))
+	return err
+}
+
 // Seed renders user-data for role and writes it with meta-data into a NoCloud seed ISO.
 func Seed(path string, b *Bundle, role string, opts SeedOptions) error {
 	if opts.Format == "" {
 		opts.Format = FormatCloudConfig
 	}
-	switch opts.Format {
-	case FormatCloudConfig, FormatShell:
-	case FormatIgnition, FormatButane:
-		return fmt.Errorf("a NoCloud seed carries cloud-init user-data (cloud-config or shell), not %s; give an Ignition config to QEMU with -fw_cfg name=opt/com.coreos/config,file=config.ign", opts.Format)
-	default:
-		_, err := ParseFormat(string(opts.Format))
+	if err := CheckSeedFormat(opts.Format); err != nil {
 		return err
 	}
 	ud, err := Render(b, role, opts.Format, opts.Options)

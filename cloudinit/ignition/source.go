@@ -34,8 +34,8 @@ const FwCfgPath = "/sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw"
 // FwCfg reads the config QEMU passes with -fw_cfg name=opt/com.coreos/config,file=...
 type FwCfg struct {
 	Path string // default FwCfgPath
-	// LoadModule loads qemu_fw_cfg when the path is missing; default runs "modprobe qemu_fw_cfg".
-	// Tests set it to a no-op.
+	// LoadModule loads qemu_fw_cfg when the path is missing. nil runs "modprobe qemu_fw_cfg",
+	// but only for the default Path: another path is not sysfs, so loading a module cannot help.
 	LoadModule func(ctx context.Context) error
 }
 
@@ -48,6 +48,9 @@ func (s FwCfg) Fetch(ctx context.Context) ([]byte, error) {
 	}
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		load := s.LoadModule
+		if load == nil && p != FwCfgPath {
+			load = func(context.Context) error { return nil }
+		}
 		if load == nil {
 			load = func(ctx context.Context) error { return run.Command("modprobe", "qemu_fw_cfg").Run(ctx) }
 		}

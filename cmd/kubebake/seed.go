@@ -33,6 +33,9 @@ Here -o/--output names the ISO FILE (it is not the global result format).`,
 			if err != nil {
 				return fmt.Errorf("--format: %w", err)
 			}
+			if err := cloudinit.CheckSeedFormat(f); err != nil {
+				return err
+			}
 			b, opts, err := flags.load()
 			if err != nil {
 				return err
