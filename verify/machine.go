@@ -132,10 +132,15 @@ func QEMUArgs(cfg MachineConfig, overlay, vars, serialLog string) []string {
 		"-rtc", "base=utc",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+cfg.Firmware.Code,
 		"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-		"-drive", "if=virtio,format=qcow2,cache=unsafe,discard=unmap,file="+overlay,
+		// The system disk boots first; NICs carry no PXE option ROM (no network boot detour).
+		"-drive", "if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file="+overlay,
+		"-device", "virtio-blk-pci,drive=disk0,bootindex=0",
 		"-object", "rng-random,id=rng0,filename=/dev/urandom",
 		"-device", "virtio-rng-pci,rng=rng0",
-		"-nic", fmt.Sprintf("user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", cfg.SSHPort),
+		// User-mode network, restricted: the guest reaches nothing outside; the only way in is
+		// the SSH forward bound to 127.0.0.1.
+		"-netdev", fmt.Sprintf("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", cfg.SSHPort),
+		"-device", "virtio-net-pci,netdev=net0,romfile=",
 		"-serial", "file:"+serialLog,
 	)
 	for i, nd := range cfg.ExtraNetdevs {
@@ -149,7 +154,7 @@ func QEMUArgs(cfg MachineConfig, overlay, vars, serialLog string) []string {
 		} else {
 			id = netdevID(nd)
 		}
-		args = append(args, "-netdev", nd, "-device", fmt.Sprintf("virtio-net-pci,netdev=%s,mac=52:54:00:12:35:%02x", id, 0x10+i))
+		args = append(args, "-netdev", nd, "-device", fmt.Sprintf("virtio-net-pci,netdev=%s,romfile=,mac=52:54:00:12:35:%02x", id, 0x10+i))
 	}
 	if cfg.SeedISO != "" {
 		args = append(args, "-drive", "if=virtio,format=raw,readonly=on,file="+cfg.SeedISO)

@@ -26,10 +26,12 @@ func TestQEMUArgsNetworkIsolated(t *testing.T) {
 	line := strings.Join(args, " ")
 	want := []string{
 		"-machine q35", "-accel tcg", "-smp 2", "-m 2048", "-display none", "-no-reboot", "-nodefaults",
-		"-nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22",
+		"-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22",
+		"-device virtio-net-pci,netdev=net0,romfile=",
+		"-device virtio-blk-pci,drive=disk0,bootindex=0",
 		"if=pflash,format=raw,unit=0,readonly=on,file=/fw/code.fd",
 		"if=pflash,format=raw,unit=1,file=/w/vars.fd",
-		"format=qcow2,cache=unsafe,discard=unmap,file=/w/overlay.qcow2",
+		"if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file=/w/overlay.qcow2",
 		"if=virtio,format=raw,readonly=on,file=/w/seed.iso",
 		"-serial file:/w/serial.log",
 		"-netdev socket,id=net1,listen=127.0.0.1:40000",

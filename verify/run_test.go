@@ -111,3 +111,28 @@ func assertNoLeftovers(t *testing.T, work string) {
 		}
 	}
 }
+
+// TestAccelProbe runs the real KVM probe: on this project's machines /dev/kvm exists but cannot
+// boot firmware, so auto must come out as tcg with a reason; on real hardware, kvm.
+func TestAccelProbe(t *testing.T) {
+	requireQEMU(t)
+	start := time.Now()
+	ok, verdict, err := ProbeKVM(context.Background(), "", Firmware{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("KVM usable: %v (%s) in %s", ok, verdict, time.Since(start).Round(time.Millisecond))
+	if verdict == "" {
+		t.Error("no verdict")
+	}
+	accel, _, err := ResolveAccel(context.Background(), AccelAuto, "", Firmware{})
+	if err != nil || (accel != AccelKVM && accel != AccelTCG) || (accel == AccelKVM) != ok {
+		t.Errorf("ResolveAccel(auto) = %s, %v (probe said %v)", accel, err, ok)
+	}
+	if a, _, _ := ResolveAccel(context.Background(), AccelTCG, "", Firmware{}); a != AccelTCG {
+		t.Errorf("tcg resolved to %s", a)
+	}
+	if _, _, err := ResolveAccel(context.Background(), "hvf", "", Firmware{}); err == nil {
+		t.Error("unknown accelerator accepted")
+	}
+}
