@@ -1,0 +1,585 @@
+package roles
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strings"
+	"text/template"
+
+	"github.com/kubebake/kubebake/recipes"
+)
+
+//go:embed templates
+var templateFS embed.FS
+
+// Well-known node paths (node-contract.md).
+const (
+	ScriptDir     = "/usr/lib/kubebake"
+	ReleasePath   = "/etc/kubebake/release"
+	SysctlPath    = "/usr/lib/sysctl.d/90-kubebake.conf"
+	ModulesPath   = "/usr/lib/modules-load.d/kubebake.conf"
+	CNIConfigPath = "/etc/cni/net.d/10-kubebake.conflist"
+	CNIBinDir     = "/opt/cni/bin"
+	DNSDomain     = "cluster.local"
+)
+
+// Render computes the node layer of a recipe pinned by a lock. It does no I/O: artifacts are
+// named, not read (WriteTar reads them). A nil lock renders for display only: artifacts have
+// no digest, versions are the recipe's, and WriteTar refuses the result.
+func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
+	if r == nil {
+		return nil, fmt.Errorf("roles.Render: no recipe")
+	}
+	if l != nil && l.Recipe != "" && r.Name != "" && l.Recipe != r.Name {
+		return nil, fmt.Errorf("the lock is for recipe %q, not %q; run \"kubebake lock\" for this recipe", l.Recipe, r.Name)
+	}
+	plan, err := planUnits(r)
+	if err != nil {
+		return nil, err
+	}
+	data, err := newTemplateData(r, l)
+	if err != nil {
+		return nil, err
+	}
+	arts := artifactIndex(l)
+	b := newBuilder()
+
+	// Binaries.
+	bins := map[string]bool{}
+	addBin := func(path, artifact, field string) error {
+		f := File{Path: path, Type: TypeFile, Mode: 0o755, Artifact: artifact}
+		if l != nil {
+			a, ok := arts[artifact]
+			if !ok {
+				return fieldErr(r, field, fmt.Sprintf("the lock has no artifact %q; run \"kubebake lock\" to pin it", artifact))
+			}
+			f.SHA256, f.Size = a.SHA256, a.Size
+		}
+		b.add(f)
+		bins[artifact] = true
+		return nil
+	}
+	for i, c := range r.Kubernetes.Components {
+		if !isKnown(c.Name, recipes.KubernetesComponents) {
+			return nil, fieldErr(r, fmt.Sprintf("kubernetes.components[%d].name", i), fmt.Sprintf("unknown component %q; known: %s", c.Name, strings.Join(recipes.KubernetesComponents, ", ")))
+		}
+		if err := addBin("/usr/bin/"+c.Name, c.Name, fmt.Sprintf("kubernetes.components[%d]", i)); err != nil {
+			return nil, err
+		}
+	}
+	if r.Etcd.Version != "" {
+		if err := addBin("/usr/bin/etcd", "etcd", "etcd"); err != nil {
+			return nil, err
+		}
+		if _, ok := arts["etcdctl"]; ok {
+			if err := addBin("/usr/bin/etcdctl", "etcdctl", "etcd"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for i, p := range r.CNI.Plugins {
+		if _, ok := recipes.CNIPlugins[p]; !ok {
+			return nil, fieldErr(r, fmt.Sprintf("cni.plugins[%d]", i), fmt.Sprintf("unknown CNI plugin %q", p))
+		}
+		if err := addBin(CNIBinDir+"/"+p, "cni/"+p, fmt.Sprintf("cni.plugins[%d]", i)); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range []string{"loopback", "bridge", "host-local", "portmap"} {
+		if !bins["cni/"+p] {
+			return nil, fieldErr(r, "cni.plugins", fmt.Sprintf("lacks %s: the kubelet's loopback and the pod network %s (bridge, host-local, portmap) need loopback, bridge, host-local and portmap", p, CNIConfigPath))
+		}
+	}
+	if data.Runtime == recipes.RuntimeDocker {
+		if err := addBin("/usr/bin/cri-dockerd", "cri-dockerd", "runtime.name"); err != nil {
+			return nil, err
+		}
+	}
+	ign := File{Path: IgnitionPath, Type: TypeFile, Mode: 0o755, Artifact: IgnitionArtifact}
+	if a, ok := arts[IgnitionArtifact]; ok {
+		ign.SHA256, ign.Size = a.SHA256, a.Size
+	}
+	b.add(ign)
+
+	// Every unit that may run needs its binaries.
+	for _, u := range plan.units {
+		if len(u.Roles) == 0 {
+			continue
+		}
+		for _, bin := range plan.defs[u.Name].bins {
+			if !bins[bin] {
+				field := "kubernetes.components"
+				switch bin {
+				case "etcd":
+					field = "etcd"
+				case "cri-dockerd":
+					field = "runtime.name"
+				}
+				return nil, fieldErr(r, field, fmt.Sprintf("unit %s (roles %s) runs %s, which the recipe does not install", u.Name, strings.Join(u.Roles, ", "), bin))
+			}
+		}
+	}
+
+	// Units, role drop-ins and enablement links.
+	for _, u := range plan.units {
+		d := plan.defs[u.Name]
+		if !d.foreign {
+			content, err := data.execute("units/" + u.Name)
+			if err != nil {
+				return nil, err
+			}
+			b.file(UnitDir+"/"+u.Name, 0o644, content)
+		}
+		if len(u.Roles) > 0 {
+			b.file(DropInPath(u.Name), 0o644, roleDropIn(u))
+		}
+		if !u.Enabled {
+			continue
+		}
+		wantedBy := RolesTarget
+		if len(u.Roles) == 0 {
+			wantedBy = "multi-user.target"
+		}
+		b.symlink(EnableDir+"/"+wantedBy+".wants/"+u.Name, UnitDir+"/"+u.Name)
+	}
+
+	// Scripts and their files. Only what the planned units use.
+	has := func(name string) bool { u, ok := plan.unit(name); return ok && len(u.Roles) > 0 }
+	master := has(MasterPKIUnit) || has("kubebake-master-bootstrap.service")
+	minion := has("kubebake-minion-join.service")
+	if master || minion {
+		if err := data.addTemplate(b, "scripts/lib.sh", ScriptDir+"/lib.sh", 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if master {
+		for _, s := range []string{"master-pki", "master-bootstrap"} {
+			if err := data.addTemplate(b, "scripts/"+s, ScriptDir+"/"+s, 0o755); err != nil {
+				return nil, err
+			}
+		}
+		if err := data.addTemplate(b, "config/master-rbac.yaml", ScriptDir+"/master-rbac.yaml", 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if minion {
+		for _, s := range []string{"minion-join", "kubebake-discover"} {
+			if err := data.addTemplate(b, "scripts/"+s, ScriptDir+"/"+s, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	// Runtime, kubelet, kube-proxy and pod network configuration.
+	switch data.Runtime {
+	case recipes.RuntimeContainerd:
+		if err := data.addTemplate(b, "config/containerd.toml", "/etc/containerd/config.toml", 0o644); err != nil {
+			return nil, err
+		}
+	case recipes.RuntimeDocker:
+		b.file("/etc/docker/daemon.json", 0o644, dockerDaemonJSON(data))
+	}
+	if bins["kubelet"] {
+		if err := data.addTemplate(b, "config/kubelet.yaml", "/etc/kubernetes/kubelet.yaml", 0o644); err != nil {
+			return nil, err
+		}
+		b.dir("/etc/kubernetes/manifests", 0o755)
+	}
+	if bins["kube-proxy"] {
+		if err := data.addTemplate(b, "config/kube-proxy.yaml", "/etc/kubernetes/kube-proxy.yaml", 0o644); err != nil {
+			return nil, err
+		}
+	}
+	b.file(CNIConfigPath, 0o644, cniConfig(data))
+
+	// Kernel settings, role marker directory, release file.
+	sysctl, err := sysctlFile(r)
+	if err != nil {
+		return nil, err
+	}
+	b.file(SysctlPath, 0o644, sysctl)
+	modules, err := modulesFile(r)
+	if err != nil {
+		return nil, err
+	}
+	b.file(ModulesPath, 0o644, modules)
+	b.dir("/etc/sysconfig", 0o755)
+	b.dir("/etc/kubebake", 0o755)
+	b.file(ReleasePath, 0o644, releaseFile(r, l, data))
+
+	return b.build()
+}
+
+// roleDropIn is /usr/lib/systemd/system/<unit>.d/10-role.conf: the unit runs only where a
+// marker of one of its roles exists, and only after every marker writer has run.
+func roleDropIn(u Unit) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# kubebake node layer: %s runs only on nodes with role %s, after %s\n", u.Name, strings.Join(u.Roles, " or "), RolesTarget)
+	b.WriteString("# (the role markers are written by cloud-init or Ignition before that target).\n")
+	b.WriteString("[Unit]\n")
+	for _, role := range u.Roles {
+		if len(u.Roles) == 1 {
+			fmt.Fprintf(&b, "ConditionPathExists=%s\n", recipes.MarkerPath(role))
+		} else {
+			fmt.Fprintf(&b, "ConditionPathExists=|%s\n", recipes.MarkerPath(role))
+		}
+	}
+	fmt.Fprintf(&b, "After=%s\n", RolesTarget)
+	return []byte(b.String())
+}
+
+// templateData is what the embedded templates see.
+type templateData struct {
+	Recipe            string
+	KubernetesVersion string
+	Runtime           string
+	RuntimeUnit       string
+	CRISocket         string
+	CgroupDriver      string
+	SystemdCgroup     bool
+	SandboxImage      string
+	Snapshotter       string
+	StorageDriver     string
+	PodCIDR           string // as in the recipe: one prefix, or two (dual stack) joined by ","
+	ServiceCIDR       string
+	PodPrefixes       []netip.Prefix
+	ClusterDNS        []string
+	DNSDomain         string
+}
+
+var imageRefRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
+
+func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) {
+	d := &templateData{Recipe: r.Name, Runtime: r.Runtime.Name, DNSDomain: DNSDomain}
+	if d.Runtime == "" {
+		d.Runtime = recipes.RuntimeContainerd
+	}
+	d.RuntimeUnit = runtimeService(d.Runtime)
+
+	d.KubernetesVersion = r.Kubernetes.Version
+	if l != nil {
+		for _, c := range []string{"kubeadm", "kubelet", "kube-apiserver"} {
+			if a, ok := artifactIndex(l)[c]; ok {
+				d.KubernetesVersion = a.Version
+				break
+			}
+		}
+	}
+	if d.KubernetesVersion == "" {
+		return nil, fieldErr(r, "kubernetes.version", "empty")
+	}
+	if !strings.HasPrefix(d.KubernetesVersion, "v") {
+		d.KubernetesVersion = "v" + d.KubernetesVersion
+	}
+	if !regexp.MustCompile(`^v[0-9]+\.[0-9]+(\.[0-9]+)?([-+][0-9A-Za-z.-]+)?$`).MatchString(d.KubernetesVersion) {
+		return nil, fieldErr(r, "kubernetes.version", fmt.Sprintf("%q is not a Kubernetes version", d.KubernetesVersion))
+	}
+
+	d.CgroupDriver = r.Runtime.CgroupDriver
+	if d.CgroupDriver == "" {
+		d.CgroupDriver = "systemd"
+	}
+	switch d.CgroupDriver {
+	case "systemd":
+		d.SystemdCgroup = true
+	case "cgroupfs":
+	default:
+		return nil, fieldErr(r, "runtime.cgroupDriver", fmt.Sprintf("unknown cgroup driver %q; use systemd (or cgroupfs)", d.CgroupDriver))
+	}
+
+	want := recipes.StorageDriverFor(d.Runtime)
+	d.StorageDriver = r.Storage.Driver
+	if d.StorageDriver == "" {
+		d.StorageDriver = want
+	}
+	if d.StorageDriver != want {
+		return nil, fieldErr(r, "storage.driver", fmt.Sprintf("%q with runtime %s: only %s is accepted (devicemapper and loopback storage corrupt nodes)", d.StorageDriver, d.Runtime, want))
+	}
+	d.Snapshotter = d.StorageDriver
+
+	switch d.Runtime {
+	case recipes.RuntimeDocker:
+		d.CRISocket = "unix:///run/cri-dockerd.sock"
+	default:
+		d.CRISocket = "unix:///run/containerd/containerd.sock"
+	}
+	d.SandboxImage = r.Runtime.SandboxImage
+	if d.SandboxImage == "" {
+		d.SandboxImage = recipes.DefaultSandboxImage
+	}
+	if !imageRefRE.MatchString(d.SandboxImage) {
+		return nil, fieldErr(r, "runtime.sandboxImage", fmt.Sprintf("%q is not an image reference", d.SandboxImage))
+	}
+
+	pods, err := parseCIDRs(r, "network.podCIDR", r.Network.PodCIDR, recipes.DefaultPodCIDR)
+	if err != nil {
+		return nil, err
+	}
+	services, err := parseCIDRs(r, "network.serviceCIDR", r.Network.ServiceCIDR, recipes.DefaultServiceCIDR)
+	if err != nil {
+		return nil, err
+	}
+	d.PodPrefixes = pods
+	d.PodCIDR = joinPrefixes(pods)
+	d.ServiceCIDR = joinPrefixes(services)
+	// The cluster DNS service is the 10th address of the (first) service range, as kubeadm.
+	dns := services[0].Addr()
+	for range 10 {
+		dns = dns.Next()
+	}
+	if !services[0].Contains(dns) {
+		return nil, fieldErr(r, "network.serviceCIDR", fmt.Sprintf("%s is too small for a DNS service address", services[0]))
+	}
+	d.ClusterDNS = []string{dns.String()}
+	return d, nil
+}
+
+func parseCIDRs(r *recipes.Recipe, field, s, def string) ([]netip.Prefix, error) {
+	if s == "" {
+		s = def
+	}
+	var out []netip.Prefix
+	fams := map[bool]bool{}
+	for _, part := range strings.Split(s, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fieldErr(r, field, fmt.Sprintf("%q is not a CIDR: %v", part, err))
+		}
+		if p != p.Masked() {
+			return nil, fieldErr(r, field, fmt.Sprintf("%s has host bits set; use %s", p, p.Masked()))
+		}
+		if fams[p.Addr().Is4()] {
+			return nil, fieldErr(r, field, fmt.Sprintf("%q has two ranges of one address family", s))
+		}
+		fams[p.Addr().Is4()] = true
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (d *templateData) execute(name string) ([]byte, error) {
+	src, err := templateFS.ReadFile("templates/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("roles: no template %s: %w", name, err)
+	}
+	t, err := template.New(name).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return nil, fmt.Errorf("roles: template %s: %w", name, err)
+	}
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("roles: template %s: %w", name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (d *templateData) addTemplate(b *builder, name, path string, mode fs.FileMode) error {
+	content, err := d.execute(name)
+	if err != nil {
+		return err
+	}
+	b.file(path, mode, content)
+	return nil
+}
+
+// cniConfig is the pod network: a bridge with host-local addresses from the recipe's pod
+// ranges, masquerading, and portmap for hostPort. The kubelet's runtime sets up loopback.
+func cniConfig(d *templateData) []byte {
+	type obj = map[string]any
+	var ranges []any
+	var routes []any
+	for _, p := range d.PodPrefixes {
+		ranges = append(ranges, []any{obj{"subnet": p.String()}})
+		dst := "0.0.0.0/0"
+		if p.Addr().Is6() {
+			dst = "::/0"
+		}
+		routes = append(routes, obj{"dst": dst})
+	}
+	conf := obj{
+		"cniVersion": "1.0.0",
+		"name":       "kubebake",
+		"plugins": []any{
+			obj{
+				"type":        "bridge",
+				"bridge":      "cni0",
+				"isGateway":   true,
+				"ipMasq":      true,
+				"hairpinMode": true,
+				"ipam": obj{
+					"type":   "host-local",
+					"ranges": ranges,
+					"routes": routes,
+				},
+			},
+			obj{"type": "portmap", "capabilities": obj{"portMappings": true}},
+		},
+	}
+	return marshalJSON(conf)
+}
+
+// dockerDaemonJSON: overlay2 storage (never devicemapper/loopback) and the kubelet's cgroup
+// driver.
+func dockerDaemonJSON(d *templateData) []byte {
+	return marshalJSON(map[string]any{
+		"exec-opts":      []string{"native.cgroupdriver=" + d.CgroupDriver},
+		"storage-driver": d.StorageDriver,
+		"log-driver":     "json-file",
+		"log-opts":       map[string]string{"max-size": "100m"},
+	})
+}
+
+// marshalJSON is indented JSON with sorted keys (encoding/json sorts map keys).
+func marshalJSON(v any) []byte {
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(err) // only maps, slices and strings: cannot fail
+	}
+	return append(out, '\n')
+}
+
+var (
+	sysctlKeyRE = regexp.MustCompile(`^[A-Za-z0-9_.*-]+(/[A-Za-z0-9_.*-]+)*$`)
+	moduleRE    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+)
+
+func sysctlFile(r *recipes.Recipe) ([]byte, error) {
+	keys := make([]string, 0, len(r.Sysctls))
+	for k := range r.Sysctls {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("# kubebake node layer: the recipe's sysctls. Applied by systemd-sysctl at boot and again\n")
+	b.WriteString("# whenever br_netfilter loads, so the bridge-nf-call settings hold after every reboot.\n")
+	for _, k := range keys {
+		v := r.Sysctls[k]
+		field := fmt.Sprintf("sysctls[%q]", k)
+		if !sysctlKeyRE.MatchString(k) {
+			return nil, fieldErr(r, field, "not a sysctl name")
+		}
+		if strings.ContainsAny(v, "\n\r") || strings.TrimSpace(v) == "" {
+			return nil, fieldErr(r, field, fmt.Sprintf("value %q must be one non-empty line", v))
+		}
+		fmt.Fprintf(&b, "%s = %s\n", k, strings.TrimSpace(v))
+	}
+	return []byte(b.String()), nil
+}
+
+func modulesFile(r *recipes.Recipe) ([]byte, error) {
+	var b strings.Builder
+	b.WriteString("# kubebake node layer: kernel modules the node loads at boot (before systemd-sysctl).\n")
+	seen := map[string]bool{}
+	for i, m := range r.Modules {
+		if !moduleRE.MatchString(m) {
+			return nil, fieldErr(r, fmt.Sprintf("modules[%d]", i), fmt.Sprintf("%q is not a module name", m))
+		}
+		if seen[m] {
+			continue
+		}
+		seen[m] = true
+		b.WriteString(m + "\n")
+	}
+	return []byte(b.String()), nil
+}
+
+// releaseFile is /etc/kubebake/release: what the node is, as KEY=value lines.
+func releaseFile(r *recipes.Recipe, l *recipes.Lock, d *templateData) []byte {
+	kv := [][2]string{
+		{"KUBEBAKE_RECIPE", r.Name},
+		{"KUBEBAKE_LOCK_SHA256", "unlocked"},
+		{"KUBEBAKE_INPUTS_DIGEST", ""},
+		{"KUBEBAKE_SOURCE_DATE_EPOCH", ""},
+		{"KUBERNETES_VERSION", d.KubernetesVersion},
+		{"ETCD_VERSION", r.Etcd.Version},
+		{"CNI_VERSION", r.CNI.Version},
+		{"CONTAINER_RUNTIME", d.Runtime},
+	}
+	arts := artifactIndex(l)
+	if l != nil {
+		kv[1][1] = recipes.LockHash(l)
+		kv[2][1] = l.InputsDigest
+		kv[3][1] = fmt.Sprint(l.SourceDateEpoch)
+		if a, ok := arts["etcd"]; ok {
+			kv[5][1] = a.Version
+		}
+		if a, ok := arts["cni/bridge"]; ok {
+			kv[6][1] = a.Version
+		}
+	}
+	// Runtime packages from Debian, with the versions the lock pinned.
+	pkgs := append([]string(nil), r.Runtime.Packages...)
+	sort.Strings(pkgs)
+	for _, p := range pkgs {
+		v := ""
+		if a, ok := arts["deb/"+p]; ok {
+			v = a.Version
+		}
+		kv = append(kv, [2]string{envName(p) + "_VERSION", v})
+	}
+	if d.Runtime == recipes.RuntimeDocker {
+		v := ""
+		if a, ok := arts["cri-dockerd"]; ok {
+			v = a.Version
+		}
+		kv = append(kv, [2]string{"CRI_DOCKERD_VERSION", v})
+	}
+	var b strings.Builder
+	for _, p := range kv {
+		fmt.Fprintf(&b, "%s=%s\n", p[0], shellQuote(p[1]))
+	}
+	return []byte(b.String())
+}
+
+func envName(s string) string {
+	return strings.ToUpper(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(s, "_"))
+}
+
+// shellQuote leaves plain values bare and single-quotes the rest, so the file can be sourced.
+func shellQuote(s string) string {
+	if regexp.MustCompile(`^[A-Za-z0-9._:/+~@%=,-]*$`).MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func artifactIndex(l *recipes.Lock) map[string]recipes.LockedArtifact {
+	m := map[string]recipes.LockedArtifact{}
+	if l == nil {
+		return m
+	}
+	for _, a := range l.Artifacts {
+		m[a.Name] = a
+	}
+	return m
+}
+
+func isKnown(s string, list []string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
