@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strings"
 )
 
 // GuestManifestPath is where an image carries a copy of its manifest.
@@ -37,9 +36,6 @@ type ManifestRecipe struct {
 	CNI struct {
 		Plugins []string `json:"plugins"`
 	} `json:"cni"`
-	Base struct {
-		Packages []string `json:"packages"`
-	} `json:"base"`
 	Roles []struct {
 		Name  string   `json:"name"`
 		Units []string `json:"units"`
@@ -162,11 +158,6 @@ func (m *Manifest) Spec(role string) Spec {
 	sort.Slice(s.Binaries, func(i, j int) bool { return s.Binaries[i].Path < s.Binaries[j].Path })
 	// Binaries listed once per path (a layer may link the same artifact twice).
 	s.Binaries = compactBinaries(s.Binaries)
-	for _, p := range m.Recipe.Base.Packages {
-		if strings.HasPrefix(p, "-") {
-			continue
-		}
-	}
 	return s
 }
 

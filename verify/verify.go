@@ -154,7 +154,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	if opts.Bundle == nil {
-		if opts.Bundle, err = cloudinit.NewBundle("kubebake-verify", cloudinit.BundleOptions{KeyType: cloudinit.KeyECDSAP256}); err != nil {
+		if opts.Bundle, err = cloudinit.NewBundle("kubebake-verify", cloudinit.BundleOptions{}); err != nil {
 			return nil, err
 		}
 	}
