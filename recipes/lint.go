@@ -232,10 +232,10 @@ func (l *linter) packages(path string, pkgs []string) {
 	l.duplicates(path, pkgs, "package")
 }
 
-// version checks a version constraint field.
-func (l *linter) version(path, v string) {
+// version checks a version constraint field; exact and track are examples for the fix.
+func (l *linter) version(path, v, exact, track string) {
 	if _, err := ParseConstraint(v); err != nil {
-		l.at(path, "version "+err.Error()+": write an exact version (v1.35.4) or a minor track (\"1.35\")", whyUnpinned)
+		l.at(path, "version "+err.Error()+": write an exact version ("+exact+") or a minor track (\""+track+"\")", whyUnpinned)
 	}
 }
 
@@ -290,7 +290,7 @@ var unitNeeds = map[string][]string{
 
 func (l *linter) kubernetes() {
 	k := l.r.Kubernetes
-	l.version("kubernetes.version", k.Version)
+	l.version("kubernetes.version", k.Version, "v1.35.4", "1.35")
 	want, _ := NormalizeVersion(k.Version)
 	l.source("kubernetes.source", k.Source, KubernetesModule)
 	if len(k.Components) == 0 {
@@ -312,7 +312,7 @@ func (l *linter) kubernetes() {
 		got, err := NormalizeVersion(c.Version)
 		switch {
 		case err != nil:
-			l.version(p+".version", c.Version)
+			l.version(p+".version", c.Version, "v1.35.4", "1.35")
 		case want != "" && got != want:
 			l.at(p+".version", fmt.Sprintf("%s %s differs from kubernetes.version %s: remove it or make it equal", c.Name, got, want),
 				"kubelet, kubectl and the control plane must be at one version; skewed components fail in ways the version skew policy does not cover")
@@ -369,13 +369,13 @@ func pinnedImage(ref string) bool {
 }
 
 func (l *linter) etcd() {
-	l.version("etcd.version", l.r.Etcd.Version)
+	l.version("etcd.version", l.r.Etcd.Version, "v3.6.16", "3.6")
 	l.source("etcd.source", l.r.Etcd.Source, EtcdModule)
 }
 
 func (l *linter) cni() {
 	c := l.r.CNI
-	l.version("cni.version", c.Version)
+	l.version("cni.version", c.Version, "v1.9.1", "1.9")
 	l.source("cni.source", c.Source, CNIModule)
 	for i, p := range c.Plugins {
 		if _, ok := CNIPlugins[p]; !ok {

@@ -191,13 +191,20 @@ type DriftError struct {
 	Drifts               []Drift
 }
 
+// maxDriftsShown keeps the message readable when, say, a suite change touches every package.
+const maxDriftsShown = 6
+
 func (e *DriftError) Error() string {
-	parts := make([]string, len(e.Drifts))
+	var parts []string
 	for i, d := range e.Drifts {
+		if i == maxDriftsShown {
+			parts = append(parts, fmt.Sprintf("and %d more", len(e.Drifts)-i))
+			break
+		}
 		if d.Name != "" {
-			parts[i] = d.Name + " " + d.Detail
+			parts = append(parts, d.Name+" "+d.Detail)
 		} else {
-			parts[i] = d.Detail
+			parts = append(parts, d.Detail)
 		}
 	}
 	return fmt.Sprintf("%s does not match %s: %s; run \"kubebake lock %s\"", e.LockFile, e.RecipeFile, strings.Join(parts, "; "), e.RecipeFile)

@@ -1,0 +1,259 @@
+package recipes
+
+import (
+	"strings"
+	"testing"
+)
+
+// mutate applies text replacements to the embedded debian-12 recipe; each old string must occur.
+func mutate(t *testing.T, edits ...[2]string) string {
+	t.Helper()
+	data, err := EmbeddedFile("debian-12.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(data)
+	for _, e := range edits {
+		if !strings.Contains(s, e[0]) {
+			t.Fatalf("edit %q: not in the recipe", e[0])
+		}
+		s = strings.Replace(s, e[0], e[1], 1)
+	}
+	return s
+}
+
+// posOf finds where a needle is in src: "¦" in the needle marks the expected column
+// (at the needle's start when absent).
+func posOf(t *testing.T, src, needle string) Pos {
+	t.Helper()
+	mark := strings.Index(needle, "¦")
+	plain := strings.Replace(needle, "¦", "", 1)
+	if mark < 0 {
+		mark = 0
+	}
+	i := strings.Index(src, plain)
+	if i < 0 {
+		t.Fatalf("needle %q not in source", plain)
+	}
+	i += mark
+	line := strings.Count(src[:i], "\n") + 1
+	col := i - strings.LastIndexByte(src[:i], '\n')
+	return Pos{Line: line, Col: col}
+}
+
+func e(old, new string) [2]string { return [2]string{old, new} }
+
+const (
+	kubeletLine = "    - name: kubelet\n"
+)
+
+// TestLintPitfalls: one bad recipe per pitfall, each refused with its own message at the
+// right field and the user's line:col.
+func TestLintPitfalls(t *testing.T) {
+	cases := []struct {
+		name  string
+		edits [][2]string
+		field string
+		msg   string // substring of the message
+		at    string // needle: where the finding must point
+		n     int    // error findings expected (default 1)
+	}{
+		// Storage: overlay only, matched to the runtime.
+		{"devicemapper", [][2]string{e("driver: overlayfs", "driver: devicemapper")}, "storage.driver", `"devicemapper" is refused: use overlayfs`, "driver: ¦devicemapper", 0},
+		{"loopback", [][2]string{e("driver: overlayfs", "driver: loop-lvm")}, "storage.driver", "loopback-backed storage", "driver: ¦loop-lvm", 0},
+		{"other driver", [][2]string{e("driver: overlayfs", "driver: vfs")}, "storage.driver", "only overlay storage is supported", "driver: ¦vfs", 0},
+		{"overlay2 with containerd", [][2]string{e("driver: overlayfs", "driver: overlay2")}, "storage.driver", "containerd calls it overlayfs", "driver: ¦overlay2", 0},
+		{"overlayfs with docker", [][2]string{
+			e("name: containerd", "name: docker"), e("packages: [containerd, runc]", "packages: [docker.io, runc]"),
+			e("      - containerd.service\n", "      - docker.service\n      - cri-docker.service\n"),
+		}, "storage.driver", "docker calls it overlay2", "driver: ¦overlayfs", 0},
+
+		// Sysctls and modules.
+		{"no bridge-nf-call-iptables", [][2]string{e("  net.bridge.bridge-nf-call-iptables: \"1\"\n", "")}, "sysctls", "net.bridge.bridge-nf-call-iptables is not set", "\n¦sysctls:", 0},
+		{"no bridge-nf-call-ip6tables", [][2]string{e("  net.bridge.bridge-nf-call-ip6tables: \"1\"\n", "")}, "sysctls", "net.bridge.bridge-nf-call-ip6tables is not set", "\n¦sysctls:", 0},
+		{"no ip_forward", [][2]string{e("  net.ipv4.ip_forward: \"1\"\n", "")}, "sysctls", "net.ipv4.ip_forward is not set", "\n¦sysctls:", 0},
+		{"ip_forward 0", [][2]string{e(`net.ipv4.ip_forward: "1"`, `net.ipv4.ip_forward: 0`)}, `sysctls["net.ipv4.ip_forward"]`, `net.ipv4.ip_forward is "0": set it to "1"`, "ip_forward: ¦0", 0},
+		{"bridge-nf-call off", [][2]string{e(`bridge-nf-call-iptables: "1"`, `bridge-nf-call-iptables: "0"`)}, `sysctls["net.bridge.bridge-nf-call-iptables"]`, `is "0"`, `iptables: ¦"0"`, 0},
+		{"empty sysctls section is not completed", [][2]string{e("sysctls:\n  net.bridge.bridge-nf-call-iptables: \"1\"\n  net.bridge.bridge-nf-call-ip6tables: \"1\"\n  net.ipv4.ip_forward: \"1\"\n", "sysctls: {}\n")}, "sysctls", "is not set", "¦sysctls: {}", 3},
+		{"no overlay module", [][2]string{e("  - overlay\n", "")}, "modules", "missing overlay", "\n¦modules:", 0},
+		{"no br_netfilter module", [][2]string{e("  - br_netfilter\n", "")}, "modules", "missing br_netfilter", "\n¦modules:", 0},
+
+		// Host tools.
+		{"no conntrack", [][2]string{e("    - conntrack\n", "")}, "base.packages", "missing conntrack", "  ¦packages:", 0},
+		{"no socat", [][2]string{e("    - socat\n", "")}, "base.packages", "missing socat", "  ¦packages:", 0},
+		{"no ebtables", [][2]string{e("    - ebtables\n", "")}, "base.packages", "missing ebtables", "  ¦packages:", 0},
+		{"no iptables", [][2]string{e("    - iptables\n", "")}, "base.packages", "missing iptables", "  ¦packages:", 0},
+
+		// Versions: unpinned and skewed.
+		{"kubernetes latest", [][2]string{e(`version: "1.35"`, `version: latest`)}, "kubernetes.version", `"latest" floats`, "version: ¦latest", 0},
+		{"kubernetes stable", [][2]string{e(`version: "1.35"`, `version: stable`)}, "kubernetes.version", `"stable" floats`, "version: ¦stable", 0},
+		{"kubernetes empty", [][2]string{e(`version: "1.35"`, `version: ""`)}, "kubernetes.version", "version is empty", `version: ¦""`, 0},
+		{"kubernetes major only", [][2]string{e(`version: "1.35"`, `version: "1"`)}, "kubernetes.version", "major version only", `version: ¦"1"`, 0},
+		{"kubernetes star", [][2]string{e(`version: "1.35"`, `version: "*"`)}, "kubernetes.version", "wildcard", `version: ¦"*"`, 0},
+		{"kubernetes 1.x", [][2]string{e(`version: "1.35"`, `version: 1.x`)}, "kubernetes.version", "wildcard", `version: ¦1.x`, 0},
+		{"kubernetes range", [][2]string{e(`version: "1.35"`, `version: ">=1.35"`)}, "kubernetes.version", "ranges are not supported", `version: ¦">=1.35"`, 0},
+		{"component skew", [][2]string{e(kubeletLine, kubeletLine+"      version: v1.34.2\n")}, "kubernetes.components[0].version", "kubelet v1.34.2 differs from kubernetes.version 1.35", "version: ¦v1.34.2", 0},
+		{"component unpinned", [][2]string{e(kubeletLine, kubeletLine+"      version: latest\n")}, "kubernetes.components[0].version", `"latest" floats`, "      version: ¦latest", 0},
+		{"etcd unpinned", [][2]string{e(`version: "3.6"`, `version: latest`)}, "etcd.version", `"latest" floats`, "version: ¦latest", 0},
+		{"cni unpinned", [][2]string{e(`version: "1.9"`, `version: "*"`)}, "cni.version", "wildcard", `version: ¦"*"`, 0},
+		{"sandbox image unpinned", [][2]string{e("sandboxImage: registry.k8s.io/pause:3.10", "sandboxImage: registry.k8s.io/pause")}, "runtime.sandboxImage", "is not pinned", "sandboxImage: ¦registry", 0},
+		{"sandbox image latest", [][2]string{e("sandboxImage: registry.k8s.io/pause:3.10", "sandboxImage: registry.k8s.io/pause:latest")}, "runtime.sandboxImage", "is not pinned", "sandboxImage: ¦registry", 0},
+		{"url without version", [][2]string{e("    type: gomod\n    module: k8s.io/kubernetes\n", "    type: url\n    url: https://dl.k8s.io/release/stable/bin/linux/{arch}/{name}\n")}, "kubernetes.source.url", "url has no {version}", "url: ¦https", 0},
+
+		// IPv6.
+		{"ipv6 without forwarding", [][2]string{e("ipv6: false", "ipv6: true")}, "sysctls", "net.ipv6.conf.all.forwarding must be \"1\" when network.ipv6 is true", "\n¦sysctls:", 0},
+		{"ipv6 without ip6tables", [][2]string{e("ipv6: false", "ipv6: true"), e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  net.ipv6.conf.all.forwarding: \"1\"\n"), e("    - iptables\n", "")}, "base.packages", "network.ipv6 is true but iptables (which carries ip6tables) is missing", "  ¦packages:", 2},
+
+		// Roles and units.
+		{"unknown unit", [][2]string{e("      - kubelet.service\n", "      - kubelett.service\n")}, "roles[1].units[1]", `unknown unit "kubelett.service": did you mean "kubelet.service"?`, "- ¦kubelett", 0},
+		{"unit of the other runtime", [][2]string{e("      - containerd.service\n", "      - docker.service\n")}, "roles[1].units[0]", "docker.service belongs to runtime docker, but runtime.name is containerd", "- ¦docker.service", 0},
+		{"unit without its binary", [][2]string{e("    - name: kube-proxy\n", "")}, "roles[1].units[2]", "kube-proxy.service needs component kube-proxy", "- ¦kube-proxy.service", 0},
+		{"duplicate role", [][2]string{e("  - name: minion\n", "  - name: master\n")}, "roles[1].name", `duplicate role "master"`, "  - name: ¦master\n    units:\n      - containerd", 0},
+		{"bad role name", [][2]string{e("  - name: minion\n", "  - name: Minion_1\n")}, "roles[1].name", `"Minion_1" is not a role name`, "name: ¦Minion_1", 0},
+		{"role without units", [][2]string{e("\nimage:", "  - name: gpu\n    units: []\n\nimage:")}, "roles[2].units", "is empty", "    ¦units: []", 0},
+		{"duplicate unit", [][2]string{e("      - kubelet.service\n", "      - kubelet.service\n      - kubelet.service\n")}, "roles[1].units[2]", `duplicate unit "kubelet.service"`, "kubelet.service\n      - ¦kubelet.service", 0},
+		{"no roles", [][2]string{e(rolesSection(t), "roles: []\n")}, "roles", "is empty", "¦roles: []", 0},
+
+		// Components, plugins, duplicates.
+		{"unknown component", [][2]string{e(kubeletLine, kubeletLine+"    - name: kube-dns\n")}, "kubernetes.components[1].name", `unknown component "kube-dns"`, "name: ¦kube-dns", 0},
+		{"duplicate component", [][2]string{e(kubeletLine, kubeletLine+kubeletLine)}, "kubernetes.components[1].name", `duplicate component "kubelet"`, kubeletLine + "    - name: ¦kubelet", 0},
+		{"unknown cni plugin", [][2]string{e("plugins: [loopback, bridge, host-local, portmap]", "plugins: [loopback, bridge, host-local, portmap, flannel]")}, "cni.plugins[4]", `unknown CNI plugin "flannel"`, "¦flannel", 0},
+		{"missing cni plugin", [][2]string{e("plugins: [loopback, bridge, host-local, portmap]", "plugins: [loopback, bridge, host-local]")}, "cni.plugins", "missing portmap", "  ¦plugins: [loopback", 0},
+		{"duplicate cni plugin", [][2]string{e("plugins: [loopback, bridge, host-local, portmap]", "plugins: [loopback, bridge, host-local, portmap, bridge]")}, "cni.plugins[4]", `duplicate plugin "bridge"`, "portmap, ¦bridge", 0},
+		{"duplicate package", [][2]string{e("    - ethtool\n", "    - ethtool\n    - socat\n")}, "base.packages[5]", `duplicate package "socat"`, "ethtool\n    - ¦socat", 0},
+		{"duplicate module", [][2]string{e("  - br_netfilter\n", "  - br_netfilter\n  - overlay\n")}, "modules[2]", `duplicate module "overlay"`, "br_netfilter\n  - ¦overlay", 0},
+
+		// Network.
+		{"bad pod CIDR", [][2]string{e("podCIDR: 10.244.0.0/16", "podCIDR: 10.244.0.0/33")}, "network.podCIDR", `"10.244.0.0/33" is not a CIDR`, "podCIDR: ¦10.244", 0},
+		{"CIDR with host bits", [][2]string{e("podCIDR: 10.244.0.0/16", "podCIDR: 10.244.0.1/16")}, "network.podCIDR", "did you mean 10.244.0.0/16?", "podCIDR: ¦10.244", 0},
+		{"overlapping CIDRs", [][2]string{e("serviceCIDR: 10.96.0.0/12", "serviceCIDR: 10.240.0.0/12")}, "network.serviceCIDR", "overlaps network.podCIDR", "serviceCIDR: ¦10.240", 0},
+
+		// Image.
+		{"unknown image format", [][2]string{e("formats: [raw, qcow2]", "formats: [raw, vdi]")}, "image.formats[1]", `unknown image format "vdi": use raw, qcow2, vhd and vmdk`, "¦vdi", 0},
+		{"duplicate image format", [][2]string{e("formats: [raw, qcow2]", "formats: [raw, raw]")}, "image.formats[1]", `duplicate format "raw"`, "raw, ¦raw", 0},
+		{"image too small", [][2]string{e("size: 4GiB", "size: 1GiB")}, "image.size", "too small", "size: ¦1GiB", 0},
+		{"image size nonsense", [][2]string{e("size: 4GiB", "size: 4 gigs")}, "image.size", "unknown unit", "size: ¦4 gigs", 0},
+		{"unknown bootloader", [][2]string{e("bootloader: systemd-boot", "bootloader: lilo")}, "image.bootloader", `unknown bootloader "lilo"`, "bootloader: ¦lilo", 0},
+
+		// Other names.
+		{"cgroupfs", [][2]string{e("cgroupDriver: systemd", "cgroupDriver: cgroupfs")}, "runtime.cgroupDriver", `cgroup driver "cgroupfs" is refused`, "cgroupDriver: ¦cgroupfs", 0},
+		{"unknown runtime", [][2]string{e("name: containerd", "name: cri-o")}, "runtime.name", `unknown runtime "cri-o"`, "name: ¦cri-o", -1},
+		{"no runc", [][2]string{e("packages: [containerd, runc]", "packages: [containerd]")}, "runtime.packages", "missing runc", "  ¦packages: [containerd]", 0},
+		{"unknown source type", [][2]string{e("    type: gomod\n    module: go.etcd.io", "    type: git\n    module: go.etcd.io")}, "etcd.source.type", `unknown source type "git"`, "type: ¦git", 0},
+		{"other distro", [][2]string{e("distro: debian", "distro: ubuntu")}, "base.distro", `distro "ubuntu" is not supported`, "distro: ¦ubuntu", 0},
+		{"suite of another release", [][2]string{e("suites: [bookworm, bookworm-updates]", "suites: [bookworm, trixie-updates]")}, "base.suites[1]", `suite "trixie-updates" is not of release "bookworm"`, "¦trixie-updates", 0},
+		{"bad name", [][2]string{e("name: debian-12", "name: Debian_12")}, "name", `"Debian_12" is not a valid name`, "name: ¦Debian_12", 0},
+		{"package with a version", [][2]string{e("    - kmod\n", "    - kmod=30\n")}, "base.packages[6]", `"kmod=30" is not a Debian package name`, "- ¦kmod=30", 0},
+	}
+	seenMsg := map[string]string{}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := mutate(t, c.edits...)
+			r, err := Parse("bad.yaml", []byte(src))
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			fs := Lint(r)
+			var errs []Finding
+			for _, f := range fs {
+				if f.Severity == SeverityError {
+					errs = append(errs, f)
+				}
+			}
+			want := c.n
+			if want == 0 {
+				want = 1
+			}
+			if want > 0 && len(errs) != want {
+				t.Errorf("got %d errors, want %d:\n%s", len(errs), want, findingsText(fs))
+			}
+			if LintError(fs) == nil {
+				t.Fatal("LintError is nil")
+			}
+			wantPos := posOf(t, src, c.at)
+			for _, f := range errs {
+				if f.Field == c.field && strings.Contains(f.Message, c.msg) {
+					if f.Pos != wantPos {
+						t.Errorf("%s: at %s, want %s", f, f.Pos, wantPos)
+					}
+					if f.Why == "" || f.File != "bad.yaml" {
+						t.Errorf("%s: no why or file", f)
+					}
+					key := f.Field + ": " + f.Message
+					if prev, dup := seenMsg[key]; dup && prev != c.name && c.n == 0 {
+						t.Errorf("%q also comes from %q: each pitfall needs its own message", key, prev)
+					}
+					seenMsg[key] = c.name
+					return
+				}
+			}
+			t.Errorf("no finding on %s containing %q:\n%s", c.field, c.msg, findingsText(fs))
+		})
+	}
+}
+
+// rolesSection is the roles: block of the embedded debian-12 recipe.
+func rolesSection(t *testing.T) string {
+	data, _ := EmbeddedFile("debian-12.yaml")
+	s := string(data)
+	i, j := strings.Index(s, "\nroles:\n"), strings.Index(s, "\nimage:")
+	if i < 0 || j < i {
+		t.Fatal("no roles section")
+	}
+	return s[i+1 : j]
+}
+
+func findingsText(fs []Finding) string {
+	var b strings.Builder
+	for _, f := range fs {
+		b.WriteString(f.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// ethtool is recommended, not required: a warning, and lint passes.
+func TestLintWarningOnly(t *testing.T) {
+	src := mutate(t, e("    - ethtool\n", ""))
+	r, err := Parse("w.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := Lint(r)
+	if len(fs) != 1 || fs[0].Severity != SeverityWarning || !strings.Contains(fs[0].Message, "missing ethtool") {
+		t.Fatalf("findings: %v", fs)
+	}
+	if err := LintError(fs); err != nil {
+		t.Errorf("a warning fails lint: %v", err)
+	}
+	if got, want := fs[0].String(), "w.yaml:20:3: warning: base.packages: missing ethtool (recommended) ("; !strings.HasPrefix(got, want) {
+		t.Errorf("got %s\nwant prefix %s", got, want)
+	}
+}
+
+// A recipe built in Go (no positions) still lints, with field paths and no line numbers.
+func TestLintWithoutPositions(t *testing.T) {
+	r, err := Load("debian-13")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Positions, r.File = nil, ""
+	r.Storage.Driver = "devicemapper"
+	fs := Lint(r)
+	if len(fs) != 1 || fs[0].String() != `storage.driver: "devicemapper" is refused: use overlayfs (`+fs[0].Why+`)` {
+		t.Errorf("findings: %v", fs)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"4GiB": 4 << 30, "512MiB": 512 << 20, "2G": 2 << 30, "1TiB": 1 << 40, "1048576": 1 << 20} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "4.5GiB", "-1G", "4GB!", "1000", "99999999999T"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}

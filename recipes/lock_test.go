@@ -1,0 +1,299 @@
+package recipes
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func loadT(t *testing.T, name string) *Recipe {
+	t.Helper()
+	r, err := Load(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestInputs(t *testing.T) {
+	r := loadT(t, "debian-12")
+	ins := r.Inputs()
+	byName := map[string]Input{}
+	var names []string
+	for _, in := range ins {
+		byName[in.Name] = in
+		names = append(names, in.Name)
+	}
+	if !slices.IsSorted(names) {
+		t.Errorf("inputs not sorted: %v", names)
+	}
+	// 7 Kubernetes components, etcd and etcdctl, 4 CNI plugins, and Debian packages: the boot
+	// baseline, the kernel, the runtime's and base.packages (with no duplicates).
+	if want := 7 + 2 + 4 + len(BootPackages()) + 1 + 2 + 9; len(ins) != want {
+		t.Errorf("%d inputs, want %d: %v", len(ins), want, names)
+	}
+	for name, want := range map[string]Input{
+		"kubelet": {Name: "kubelet", Kind: "binary", Source: Source{Type: "gomod", Module: "k8s.io/kubernetes"}, Version: "1.35", Package: "k8s.io/kubernetes/cmd/kubelet", Arch: "amd64"},
+		"etcd":    {Name: "etcd", Kind: "binary", Source: Source{Type: "gomod", Module: "go.etcd.io/etcd/server/v3"}, Version: "3.6", Package: "go.etcd.io/etcd/server/v3", Arch: "amd64"},
+		"etcdctl": {Name: "etcdctl", Kind: "binary", Source: Source{Type: "gomod", Module: "go.etcd.io/etcd/etcdctl/v3"}, Version: "3.6", Package: "go.etcd.io/etcd/etcdctl/v3", Arch: "amd64"},
+		"cni/host-local": {Name: "cni/host-local", Kind: "binary", Source: Source{Type: "gomod", Module: "github.com/containernetworking/plugins"}, Version: "1.9",
+			Package: "github.com/containernetworking/plugins/plugins/ipam/host-local", Arch: "amd64"},
+		"deb/containerd":              {Name: "deb/containerd", Kind: "deb", Source: Source{Type: "deb"}, Package: "containerd", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
+		"deb/linux-image-cloud-amd64": {Name: "deb/linux-image-cloud-amd64", Kind: "deb", Source: Source{Type: "deb"}, Package: "linux-image-cloud-amd64", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
+		"deb/cloud-init":              {Name: "deb/cloud-init", Kind: "deb", Source: Source{Type: "deb"}, Package: "cloud-init", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
+	} {
+		if got := byName[name]; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", name, got, want)
+		}
+	}
+	for _, p := range []string{"loopback", "bridge", "portmap"} {
+		if _, ok := byName["cni/"+p]; !ok {
+			t.Errorf("no cni/%s", p)
+		}
+	}
+
+	// url sources: Package is the file name; exact versions are normalised.
+	r.Kubernetes.Source = Source{Type: SourceURL, URL: "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"}
+	r.Kubernetes.Version = "1.35.4"
+	r.CNI.Source = Source{Type: SourceDeb, Package: "containernetworking-plugins"}
+	byName = map[string]Input{}
+	for _, in := range r.Inputs() {
+		byName[in.Name] = in
+	}
+	if in := byName["kube-proxy"]; in.Package != "kube-proxy" || in.Version != "v1.35.4" {
+		t.Errorf("url input: %+v", in)
+	}
+	if in := byName["cni/bridge"]; in.Package != "containernetworking-plugins" || len(in.Suites) != 2 {
+		t.Errorf("deb-sourced binary: %+v", in)
+	}
+	if got := ExpandURL(r.Kubernetes.Source.URL, "v1.35.4", "kubelet", "amd64"); got != "https://dl.k8s.io/release/v1.35.4/bin/linux/amd64/kubelet" {
+		t.Errorf("ExpandURL: %s", got)
+	}
+}
+
+// Inputs and their digest depend on what the recipe asks for, not on the order it is written in.
+func TestInputsDeterministic(t *testing.T) {
+	a := loadT(t, "debian-12")
+	b := loadT(t, "debian-12")
+	slices.Reverse(b.Kubernetes.Components)
+	slices.Reverse(b.CNI.Plugins)
+	slices.Reverse(b.Base.Packages)
+	slices.Reverse(b.Runtime.Packages)
+	b.Base.Packages = append(b.Base.Packages, "socat") // a repeat adds nothing
+	if !reflect.DeepEqual(a.Inputs(), b.Inputs()) {
+		t.Error("Inputs depend on the order of the recipe's lists")
+	}
+	d := InputsDigest(a.Inputs())
+	if d != InputsDigest(b.Inputs()) || d != InputsDigest(a.Inputs()) {
+		t.Error("InputsDigest is not stable")
+	}
+	shuffled := a.Inputs()
+	slices.Reverse(shuffled)
+	if InputsDigest(shuffled) != d {
+		t.Error("InputsDigest depends on input order")
+	}
+	if !strings.HasPrefix(d, "sha256:") || len(d) != 71 {
+		t.Errorf("digest %q", d)
+	}
+	if d == InputsDigest(loadT(t, "debian-13").Inputs()) {
+		t.Error("debian-12 and debian-13 have one digest")
+	}
+	// The canonical encoding is pinned: this digest changes only if Input's JSON does.
+	fixed := []Input{
+		{Name: "kubelet", Kind: InputBinary, Source: Source{Type: SourceGoMod, Module: KubernetesModule}, Version: "1.35", Package: "k8s.io/kubernetes/cmd/kubelet", Arch: "amd64"},
+		{Name: "deb/socat", Kind: InputDeb, Source: Source{Type: SourceDeb}, Package: "socat", Suites: []string{"bookworm"}, Arch: "amd64"},
+	}
+	const golden = "sha256:713a826aae26661cdd8d27ee6977e3ca117cad26ae5b93b85af31d22c112caf9"
+	if got := InputsDigest(fixed); got != golden {
+		t.Logf("InputsDigest(fixed) = %s", got)
+		t.Errorf("the canonical input encoding changed; if on purpose, update the golden digest")
+	}
+}
+
+// fakeLock resolves inputs the way the artifacts resolver would, without a network.
+func fakeLock(r *Recipe) *Lock {
+	exact := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.16", "1.9": "v1.9.1"}
+	l := &Lock{Recipe: r.Name, InputsDigest: InputsDigest(r.Inputs()), SourceDateEpoch: 1767225600}
+	ins := r.Inputs()
+	for i := len(ins) - 1; i >= 0; i-- { // unsorted on purpose: WriteLock sorts
+		in := ins[i]
+		a := LockedArtifact{Name: in.Name, Kind: in.Kind, Source: in.Source.Type, Package: in.Package, Size: 1234}
+		sum := sha256.Sum256([]byte(in.Name))
+		a.SHA256 = hex.EncodeToString(sum[:])
+		switch in.Kind {
+		case InputBinary:
+			a.Version = exact[in.Version]
+			a.Module = in.Source.Module + "@" + a.Version
+			a.Toolchain = "go1.26.8"
+		case InputDeb:
+			a.Version = "1.0-1"
+			a.Suite = in.Suites[0]
+			a.URL = "pool/main/x/" + in.Package + "_1.0-1_amd64.deb"
+		}
+		l.Artifacts = append(l.Artifacts, a)
+	}
+	return l
+}
+
+func TestLockFile(t *testing.T) {
+	r := loadT(t, "debian-12")
+	l := fakeLock(r)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.lock")
+	if err := WriteLock(p, l); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(p)
+	if !strings.HasSuffix(string(first), "}\n") || !strings.HasPrefix(string(first), "{\n  \"apiVersion\": \"kubebake.dev/v1alpha1\",\n  \"kind\": \"Lock\",") {
+		t.Errorf("lock file layout:\n%.200s", first)
+	}
+	back, err := ReadLock(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.IsSortedFunc(back.Artifacts, func(a, b LockedArtifact) int { return strings.Compare(a.Name, b.Name) }) {
+		t.Error("artifacts not sorted")
+	}
+	// Writing what was read gives the same bytes; so does writing it again.
+	if err := WriteLock(p, back); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := os.ReadFile(p)
+	if string(first) != string(second) {
+		t.Error("rewriting the lock changed it")
+	}
+	sum := sha256.Sum256(first)
+	if LockHash(l) != hex.EncodeToString(sum[:]) || LockHash(back) != LockHash(l) {
+		t.Error("LockHash is not the sha256 of the file bytes")
+	}
+	if err := CheckLock(r, back); err != nil {
+		t.Errorf("fresh lock: %v", err)
+	}
+	// No temporary files are left behind.
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Errorf("files in the lock folder: %v", ents)
+	}
+
+	// Strict reading.
+	bad := filepath.Join(dir, "bad.lock")
+	os.WriteFile(bad, []byte(strings.Replace(string(first), `"recipe":`, `"recipee": "x", "recipe":`, 1)), 0o644)
+	if _, err := ReadLock(bad); err == nil || !strings.Contains(err.Error(), "recipee") {
+		t.Errorf("unknown field in lock: %v", err)
+	}
+	os.WriteFile(bad, []byte(strings.Replace(string(first), `"kind": "Lock"`, `"kind": "Recipe"`, 1)), 0o644)
+	if _, err := ReadLock(bad); err == nil || !strings.Contains(err.Error(), "run \"kubebake lock\"") {
+		t.Errorf("wrong kind: %v", err)
+	}
+	if _, err := ReadLock(filepath.Join(dir, "none.lock")); err == nil || !strings.Contains(err.Error(), "no lock file") {
+		t.Errorf("missing lock: %v", err)
+	}
+	// A failed write leaves the old lock in place.
+	if err := WriteLock(filepath.Join(dir, "nodir", "x.lock"), l); err == nil {
+		t.Error("write into a missing folder succeeded")
+	}
+}
+
+func TestLockPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"recipes/debian-12.yaml": "recipes/debian-12.lock",
+		"/tmp/x.yml":             "/tmp/x.lock",
+		"debian-12":              "recipes/debian-12.lock",
+		"my-recipe":              "my-recipe.lock",
+	} {
+		if got := LockPath(in); got != want {
+			t.Errorf("LockPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCheckLockDrift(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(r *Recipe, l *Lock)
+		drifts []Drift
+	}{
+		{"component added", func(r *Recipe, l *Lock) {
+			r.Kubernetes.Components = append(r.Kubernetes.Components, Component{Name: "kube-dns"})
+		}, []Drift{{Name: "kube-dns", What: DriftAdded, Detail: "added"}}},
+		{"plugin removed", func(r *Recipe, l *Lock) {
+			r.CNI.Plugins = slices.DeleteFunc(r.CNI.Plugins, func(p string) bool { return p == "portmap" })
+		}, []Drift{{Name: "cni/portmap", What: DriftRemoved, Detail: "removed"}}},
+		{"package added", func(r *Recipe, l *Lock) {
+			r.Base.Packages = append(r.Base.Packages, "jq")
+		}, []Drift{{Name: "deb/jq", What: DriftAdded, Detail: "added"}}},
+		{"version track moved", func(r *Recipe, l *Lock) {
+			r.Etcd.Version = "3.5"
+		}, []Drift{
+			{Name: "etcd", What: DriftChanged, Detail: "version v3.6.16 is outside 3.5"},
+			{Name: "etcdctl", What: DriftChanged, Detail: "version v3.6.16 is outside 3.5"},
+		}},
+		{"exact pin differs", func(r *Recipe, l *Lock) {
+			r.CNI.Version = "v1.9.0"
+		}, nil}, // every plugin: checked by count below
+		{"module changed", func(r *Recipe, l *Lock) {
+			r.Kubernetes.Source.Module = "example.com/kubernetes"
+			r.Kubernetes.Components = r.Kubernetes.Components[:1]
+		}, nil},
+		{"source type changed", func(r *Recipe, l *Lock) {
+			r.CNI.Source = Source{Type: SourceDeb, Package: "containernetworking-plugins"}
+			r.CNI.Plugins = []string{"bridge"}
+		}, nil},
+		{"suites changed", func(r *Recipe, l *Lock) {
+			r.Base.Suites = []string{"bookworm-updates"}
+		}, nil},
+		{"arch changed: digest only", func(r *Recipe, l *Lock) {
+			for i := range l.Artifacts { // pretend the lock had been resolved for arm64
+				l.Artifacts[i].Name = strings.Replace(l.Artifacts[i].Name, "amd64", "arm64", 1)
+			}
+			r.Base.Arch, r.Base.Kernel = "arm64", "linux-image-cloud-arm64"
+		}, []Drift{{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch or a source setting) since the lock was written"}}},
+		{"mirror changed: digest only", func(r *Recipe, l *Lock) {
+			r.Base.Mirror = "http://127.0.0.1:8080/debian"
+		}, []Drift{{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch or a source setting) since the lock was written"}}},
+		{"other recipe", func(r *Recipe, l *Lock) {
+			l.Recipe = "debian-13"
+		}, []Drift{{What: DriftRecipe, Detail: `the lock is for recipe "debian-13", not "debian-12"`}}},
+		{"lock hand-edited", func(r *Recipe, l *Lock) {
+			for i := range l.Artifacts {
+				if l.Artifacts[i].Name == "kubelet" {
+					l.Artifacts[i].Package = "k8s.io/kubernetes/cmd/kubectl"
+				}
+			}
+		}, []Drift{{Name: "kubelet", What: DriftChanged, Detail: "package changed from k8s.io/kubernetes/cmd/kubectl to k8s.io/kubernetes/cmd/kubelet"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := loadT(t, "debian-12")
+			l := fakeLock(r)
+			c.change(r, l)
+			err := CheckLock(r, l)
+			var de *DriftError
+			if !errors.As(err, &de) {
+				t.Fatalf("CheckLock = %v, want a *DriftError", err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || !strings.HasSuffix(msg, `; run "kubebake lock recipes/debian-12.yaml"`) ||
+				!strings.HasPrefix(msg, "recipes/debian-12.lock does not match recipes/debian-12.yaml: ") {
+				t.Errorf("message: %s", msg)
+			}
+			if c.drifts != nil && !reflect.DeepEqual(de.Drifts, c.drifts) {
+				t.Errorf("drifts:\n got %+v\nwant %+v", de.Drifts, c.drifts)
+			}
+			for _, d := range de.Drifts {
+				if d.What == "" || d.Detail == "" {
+					t.Errorf("incomplete drift %+v", d)
+				}
+			}
+			if len(de.Drifts) > maxDriftsShown && !strings.Contains(msg, "more") {
+				t.Errorf("a long drift list is not shortened: %s", msg)
+			}
+		})
+	}
+}
