@@ -60,13 +60,16 @@ func (s *GoModSource) Type() string { return recipes.SourceGoMod }
 // the output (generated go.mod, flags, environment): it is part of every index key.
 const goModIndexVersion = "gomod-build-v1"
 
+// goModArch is the one architecture gomod builds for (Debian and Go spell it alike).
+const goModArch = "amd64"
+
 // goBuildEnv is the environment of every go command. GOFLAGS, GOWORK and the GOOS/GOARCH
 // family are fixed so that neither the user's environment nor a go.work or VCS checkout
 // around the cache folder changes what is built.
 var goBuildEnv = []string{
 	"CGO_ENABLED=0",
 	"GOOS=linux",
-	"GOARCH=amd64",
+	"GOARCH=" + goModArch,
 	"GOAMD64=v1",
 	"GOEXPERIMENT=",
 	"GOFLAGS=-mod=mod -buildvcs=false",
@@ -88,7 +91,7 @@ func (s *GoModSource) Resolve(ctx context.Context, inputs []recipes.Input, prev 
 		prevByName[p.Name] = p
 	}
 	out := make([]recipes.LockedArtifact, len(inputs))
-	cons := make([]versionConstraint, len(inputs))
+	cons := make([]recipes.Constraint, len(inputs))
 	// kept: module + constraint -> version of a kept entry, so that an input added next to
 	// kept ones (kube-proxy next to kubelet) gets their version, not a newer patch.
 	kept := map[string]string{}
@@ -101,7 +104,7 @@ func (s *GoModSource) Resolve(ctx context.Context, inputs []recipes.Input, prev 
 		cons[i] = c
 		if p, ok := prevByName[in.Name]; ok && !update && keepLocked(in, c, p) {
 			out[i] = p
-			kept[in.Source.Module+"\x00"+c.raw] = p.Version
+			kept[in.Source.Module+"\x00"+c.String()] = p.Version
 			continue
 		}
 		todo = append(todo, i)
@@ -115,12 +118,12 @@ func (s *GoModSource) Resolve(ctx context.Context, inputs []recipes.Input, prev 
 	version := make(map[int]string, len(todo))
 	for _, i := range todo {
 		in, c := inputs[i], cons[i]
-		if v, ok := kept[in.Source.Module+"\x00"+c.raw]; ok {
+		if v, ok := kept[in.Source.Module+"\x00"+c.String()]; ok {
 			version[i] = v
 			continue
 		}
-		if !c.isTrack() {
-			version[i] = c.exact // its existence is checked by go mod download below
+		if c.Exact {
+			version[i] = c.String() // its existence is checked by go mod download below
 			continue
 		}
 		vs, ok := lists[in.Source.Module]
@@ -131,10 +134,10 @@ func (s *GoModSource) Resolve(ctx context.Context, inputs []recipes.Input, prev 
 			}
 			lists[in.Source.Module] = vs
 		}
-		v, ok := newestMatching(c, vs)
+		v, ok := newestMatching(c.String(), vs)
 		if !ok {
 			return nil, fmt.Errorf("gomod input %q: no release of %s matches %q (the module proxy has %s); change the version in the recipe",
-				in.Name, in.Source.Module, c.raw, summarizeVersions(vs))
+				in.Name, in.Source.Module, c.String(), summarizeVersions(vs))
 		}
 		version[i] = v
 	}
@@ -182,24 +185,27 @@ func (s *GoModSource) Resolve(ctx context.Context, inputs []recipes.Input, prev 
 }
 
 // checkGoModInput validates a gomod input and parses its version.
-func checkGoModInput(in recipes.Input) (versionConstraint, error) {
+func checkGoModInput(in recipes.Input) (recipes.Constraint, error) {
 	where := fmt.Sprintf("gomod input %q", in.Name)
 	if in.Source.Type != recipes.SourceGoMod {
-		return versionConstraint{}, fmt.Errorf("%s: source type is %q, not gomod", where, in.Source.Type)
+		return recipes.Constraint{}, fmt.Errorf("%s: source type is %q, not gomod", where, in.Source.Type)
 	}
 	if in.Kind != "" && in.Kind != recipes.InputBinary {
-		return versionConstraint{}, fmt.Errorf("%s: kind %q; gomod builds binaries only", where, in.Kind)
+		return recipes.Constraint{}, fmt.Errorf("%s: kind %q; gomod builds binaries only", where, in.Kind)
+	}
+	if in.Arch != "" && in.Arch != goModArch {
+		return recipes.Constraint{}, fmt.Errorf("%s: architecture %q: gomod builds linux/%s only for now (the lock records no architecture for a rebuild to use)", where, in.Arch, goModArch)
 	}
 	mod := in.Source.Module
 	if mod == "" {
-		return versionConstraint{}, fmt.Errorf("%s: source.module is empty; name the Go module (k8s.io/kubernetes)", where)
+		return recipes.Constraint{}, fmt.Errorf("%s: source.module is empty; name the Go module (k8s.io/kubernetes)", where)
 	}
 	if in.Package != mod && !strings.HasPrefix(in.Package, mod+"/") {
-		return versionConstraint{}, fmt.Errorf("%s: package %q is not inside module %s", where, in.Package, mod)
+		return recipes.Constraint{}, fmt.Errorf("%s: package %q is not inside module %s", where, in.Package, mod)
 	}
-	c, err := parseVersionConstraint(in.Version)
+	c, err := recipes.ParseConstraint(in.Version)
 	if err != nil {
-		return c, fmt.Errorf("%s: %w", where, err)
+		return c, fmt.Errorf("%s: version %w; write an exact version (v1.35.4) or a minor track (1.35)", where, err)
 	}
 	if err := checkMajor(mod, c); err != nil {
 		return c, fmt.Errorf("%s: %w", where, err)
@@ -208,12 +214,12 @@ func checkGoModInput(in recipes.Input) (versionConstraint, error) {
 }
 
 // keepLocked reports whether a locked entry still answers its input.
-func keepLocked(in recipes.Input, c versionConstraint, p recipes.LockedArtifact) bool {
+func keepLocked(in recipes.Input, c recipes.Constraint, p recipes.LockedArtifact) bool {
 	return p.Source == recipes.SourceGoMod &&
 		(p.Kind == recipes.InputBinary || p.Kind == "") &&
 		p.Package == in.Package &&
 		p.Module == in.Source.Module+"@"+p.Version &&
-		c.matches(p.Version) &&
+		goModMatches(c.String(), p.Version) &&
 		ValidSHA256(p.SHA256)
 }
 

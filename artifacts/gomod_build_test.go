@@ -246,21 +246,26 @@ func processesWithEnv(kv string) []string {
 
 var kubeComponents = []string{"kubelet", "kube-proxy", "kubeadm", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 
-// TestGoModKubernetes builds the seven Kubernetes components (one go build) and etcd from
-// minor tracks, checks their version output, then builds everything again in a fresh cache
-// (the Go build cache is shared, as it is meant to be) and compares sha256.
+// TestGoModKubernetes resolves every gomod input of the embedded debian-12 recipe (the seven
+// Kubernetes components in one go build, etcd, etcdctl, the CNI plugins) from their minor
+// tracks, checks their version output, then builds everything again in a fresh cache (the Go
+// build cache is shared, as it is meant to be) and compares sha256.
 func TestGoModKubernetes(t *testing.T) {
 	needGoBuild(t, 40*time.Minute)
 	ctx := context.Background()
-	var inputs []recipes.Input
-	for _, n := range kubeComponents {
-		inputs = append(inputs, kubeInput(n, "1.35"))
+	r, err := recipes.Load("debian-12")
+	if err != nil {
+		t.Fatal(err)
 	}
-	inputs = append(inputs, recipes.Input{
-		Name: "etcd", Kind: recipes.InputBinary, Version: "3.6",
-		Source:  recipes.Source{Type: recipes.SourceGoMod, Module: "go.etcd.io/etcd/server/v3"},
-		Package: "go.etcd.io/etcd/server/v3",
-	})
+	var inputs []recipes.Input
+	for _, in := range r.Inputs() {
+		if in.Source.Type == recipes.SourceGoMod {
+			inputs = append(inputs, in)
+		}
+	}
+	if len(inputs) < len(kubeComponents)+2 {
+		t.Fatalf("debian-12 has only %d gomod inputs", len(inputs))
+	}
 
 	s1 := newGoModSource(openTestCache(t))
 	start := time.Now()
@@ -273,12 +278,17 @@ func TestGoModKubernetes(t *testing.T) {
 	for _, a := range locked {
 		t.Logf("%-24s %-8s %10d bytes  sha256 %s", a.Name, a.Version, a.Size, a.SHA256)
 		total += a.Size
-		if a.Name == "etcd" {
-			if a.Version != "v3.6.16" || a.Module != "go.etcd.io/etcd/server/v3@v3.6.16" {
-				t.Errorf("etcd: %+v", a)
-			}
-		} else if a.Version != "v1.35.4" || a.Module != "k8s.io/kubernetes@v1.35.4" {
-			t.Errorf("%s: %+v", a.Name, a)
+		want := "k8s.io/kubernetes@v1.35.4"
+		switch {
+		case a.Name == "etcd":
+			want = "go.etcd.io/etcd/server/v3@v3.6.16"
+		case a.Name == "etcdctl":
+			want = "go.etcd.io/etcd/etcdctl/v3@v3.6.16"
+		case strings.HasPrefix(a.Name, "cni/"):
+			want = "github.com/containernetworking/plugins@v1.9.1"
+		}
+		if a.Module != want || !strings.HasSuffix(want, "@"+a.Version) {
+			t.Errorf("%s: %+v, want module %s", a.Name, a, want)
 		}
 	}
 	t.Logf("first build: %v, %d bytes in all", first.Round(time.Second), total)
@@ -292,6 +302,7 @@ func TestGoModKubernetes(t *testing.T) {
 		"kubectl": {"version", "--client"},
 		"kubeadm": {"version", "-o", "short"},
 		"etcd":    {"--version"},
+		"etcdctl": {"version"},
 	} {
 		out, err := exec.Command(executable(t, paths[bin], bin), want...).CombinedOutput()
 		if err != nil {
@@ -300,8 +311,11 @@ func TestGoModKubernetes(t *testing.T) {
 		}
 		t.Logf("%s %s: %s", bin, strings.Join(want, " "), strings.TrimSpace(string(out)))
 		expect := "v1.35.4"
-		if bin == "etcd" {
+		switch bin {
+		case "etcd":
 			expect = "etcd Version: 3.6.16"
+		case "etcdctl":
+			expect = "etcdctl version: 3.6.16"
 		}
 		if bin == "kubelet" {
 			expect = "Kubernetes v1.35.4"

@@ -50,7 +50,7 @@ type moduleStamp struct {
 // ID, and the module's version variables.
 func goModLDFlags(module string, st moduleStamp) string {
 	parts := []string{"-s", "-w", "-buildid="}
-	mv, _ := parseModVersion(st.Version)
+	major, minor, _, _ := exactParts(st.Version)
 	date := ""
 	if !st.Time.IsZero() {
 		date = st.Time.UTC().Format(time.RFC3339)
@@ -58,8 +58,8 @@ func goModLDFlags(module string, st moduleStamp) string {
 	r := strings.NewReplacer(
 		"{version}", st.Version,
 		"{version-nov}", strings.TrimPrefix(st.Version, "v"),
-		"{major}", strconv.Itoa(mv.major),
-		"{minor}", strconv.Itoa(mv.minor),
+		"{major}", strconv.Itoa(major),
+		"{minor}", strconv.Itoa(minor),
 		"{commit}", st.Commit,
 		"{date}", date,
 	)

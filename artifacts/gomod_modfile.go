@@ -210,7 +210,7 @@ func placeholderVersion(v string) bool {
 //   - replaces of modules by other published modules are copied as they are, because the
 //     project's own release builds use them.
 func buildGoMod(target *goModFile, version string) (string, error) {
-	tv, ok := parseModVersion(version)
+	_, minor, patch, ok := exactParts(version)
 	if !ok {
 		return "", fmt.Errorf("%s version %q is not a module version", target.Module, version)
 	}
@@ -243,7 +243,7 @@ func buildGoMod(target *goModFile, version string) (string, error) {
 			if !required || !placeholderVersion(req) || (r.OldVersion != "" && r.OldVersion != req) {
 				continue
 			}
-			line = fmt.Sprintf("%s => %s v0.%d.%d", goModQuote(r.OldPath), goModQuote(r.OldPath), tv.minor, tv.patch)
+			line = fmt.Sprintf("%s => %s v0.%d.%d", goModQuote(r.OldPath), goModQuote(r.OldPath), minor, patch)
 		} else {
 			line = r.String()
 		}

@@ -39,7 +39,7 @@ func TestGoModVersionSelection(t *testing.T) {
 		{"github.com/containernetworking/plugins", "0.9", cniVersions, "v0.9.1"},
 		{"example.com/old", "2.1", []string{"v1.0.0", "v2.0.0+incompatible", "v2.1.0+incompatible", "v2.1.1-pre+incompatible"}, "v2.1.0+incompatible"},
 	} {
-		c, err := parseVersionConstraint(tc.constraint)
+		c, err := recipes.ParseConstraint(tc.constraint)
 		if err != nil {
 			t.Errorf("%s %q: %v", tc.module, tc.constraint, err)
 			continue
@@ -48,7 +48,7 @@ func TestGoModVersionSelection(t *testing.T) {
 			t.Errorf("%s %q: %v", tc.module, tc.constraint, err)
 			continue
 		}
-		got, ok := newestMatching(c, tc.versions)
+		got, ok := newestMatching(c.String(), tc.versions)
 		if tc.want == "" {
 			if ok {
 				t.Errorf("%s %q: got %s, want no match", tc.module, tc.constraint, got)
@@ -61,27 +61,38 @@ func TestGoModVersionSelection(t *testing.T) {
 	}
 }
 
-func TestGoModVersionConstraintRefused(t *testing.T) {
-	for _, s := range []string{"", "latest", "stable", "1", "v1", "1.35.x", "1.035", "v1.35.4.1", "1.35-rc"} {
-		if c, err := parseVersionConstraint(s); err == nil {
-			t.Errorf("%q accepted as %+v", s, c)
+func TestGoModMajorSuffix(t *testing.T) {
+	for _, tc := range []struct {
+		module, constraint string
+		ok                 bool
+	}{
+		{"go.etcd.io/etcd/server/v3", "3.6", true},
+		{"go.etcd.io/etcd/server/v3", "2.6", false},
+		{"go.etcd.io/etcd/server/v3", "v4.0.1", false},
+		{"gopkg.in/yaml.v3", "3.0", true},
+		{"gopkg.in/yaml.v3", "1.4", false},
+		{"k8s.io/kubernetes", "1.35", true},
+		{"example.com/v1", "1.2", true},  // /v1 is not a major suffix
+		{"example.com/old", "2.1", true}, // +incompatible: the version list decides
+	} {
+		c, err := recipes.ParseConstraint(tc.constraint)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	c, _ := parseVersionConstraint("2.6")
-	err := checkMajor("go.etcd.io/etcd/server/v3", c)
-	if err == nil || !strings.Contains(err.Error(), "v3") {
-		t.Errorf("etcd/server/v3 with 2.6: %v", err)
-	}
-	c, _ = parseVersionConstraint("1.4")
-	if err := checkMajor("gopkg.in/yaml.v3", c); err == nil {
-		t.Errorf("gopkg.in/yaml.v3 with 1.4 accepted")
+		err = checkMajor(tc.module, c)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s %s: %v", tc.module, tc.constraint, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "major version suffix") {
+			t.Errorf("%s %s: error gives no hint: %v", tc.module, tc.constraint, err)
+		}
 	}
 }
 
 func TestGoModSortVersions(t *testing.T) {
-	vs := []string{"v3.6.16", "v3.6.4", "v3.7.0", "v3.7.0-rc.0", "junk", "v3.6.13"}
+	vs := []string{"v3.6.16", "v3.6.4", "v3.7.0", "v3.7.0-rc.0", "junk", "v3.6.13", "v2.0.0+incompatible"}
 	sortVersions(vs)
-	want := []string{"junk", "v3.6.4", "v3.6.13", "v3.6.16", "v3.7.0-rc.0", "v3.7.0"}
+	want := []string{"junk", "v2.0.0+incompatible", "v3.6.4", "v3.6.13", "v3.6.16", "v3.7.0-rc.0", "v3.7.0"}
 	if !reflect.DeepEqual(vs, want) {
 		t.Errorf("got %v, want %v", vs, want)
 	}
@@ -282,6 +293,7 @@ func TestGoModResolveBadInputs(t *testing.T) {
 		"outside module": {Name: "x", Kind: "binary", Version: "1.35", Package: "k8s.io/other/cmd/x", Source: recipes.Source{Type: "gomod", Module: "k8s.io/kubernetes"}},
 		"no module":      {Name: "x", Kind: "binary", Version: "1.35", Package: "k8s.io/other/cmd/x", Source: recipes.Source{Type: "gomod"}},
 		"floating":       {Name: "x", Kind: "binary", Version: "latest", Package: "k8s.io/kubernetes/cmd/x", Source: recipes.Source{Type: "gomod", Module: "k8s.io/kubernetes"}},
+		"arm64":          {Name: "x", Kind: "binary", Version: "1.35", Arch: "arm64", Package: "k8s.io/kubernetes/cmd/x", Source: recipes.Source{Type: "gomod", Module: "k8s.io/kubernetes"}},
 		"wrong major":    {Name: "etcd", Kind: "binary", Version: "2.3", Package: "go.etcd.io/etcd/server/v3", Source: recipes.Source{Type: "gomod", Module: "go.etcd.io/etcd/server/v3"}},
 		"deb kind":       {Name: "x", Kind: "deb", Version: "1.35", Package: "k8s.io/kubernetes/cmd/x", Source: recipes.Source{Type: "gomod", Module: "k8s.io/kubernetes"}},
 		"url type":       {Name: "x", Kind: "binary", Version: "1.35", Package: "k8s.io/kubernetes/cmd/x", Source: recipes.Source{Type: "url", Module: "k8s.io/kubernetes"}},
