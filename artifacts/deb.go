@@ -3,6 +3,7 @@ package artifacts
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -26,7 +27,8 @@ type DebSource struct {
 	Mirror string
 	// Components searched (default [main]).
 	Components []string
-	// Keyring for gpgv (default DebianArchiveKeyring).
+	// Keyring for gpgv (default $KUBEBAKE_DEB_KEYRING, else DebianArchiveKeyring): a private
+	// mirror signed with its own key sets it.
 	Keyring string
 	// Insecure skips signature checks (tests with a synthetic archive; never for images).
 	Insecure bool
@@ -60,6 +62,9 @@ func (s *DebSource) keyring() string {
 	if s.Keyring != "" {
 		return s.Keyring
 	}
+	if k := os.Getenv("KUBEBAKE_DEB_KEYRING"); k != "" {
+		return k
+	}
 	return DebianArchiveKeyring
 }
 
@@ -84,9 +89,22 @@ func (s *DebSource) timeNow() time.Time {
 	return time.Now()
 }
 
-// DebSpec splits a deb input into the package name and its pinned version ("" if none). The
-// pin comes from "name=version" in Package or from Version; both at once must agree.
+// DebSpec splits a deb input into the Debian package name and its exact Debian version pin
+// ("" if none). For a package input the pin comes from "name=version" in Package or from
+// Version (both at once must agree). A binary input (kind binary, source deb) names its
+// package in Package and has no Debian pin: its Version constrains the upstream version (see
+// deb_extract.go).
 func DebSpec(in recipes.Input) (name, pin string, err error) {
+	if in.Kind == recipes.InputBinary {
+		name, _, _ = strings.Cut(in.Package, "=")
+		if name == "" {
+			name = in.Source.Package
+		}
+		if name == "" {
+			return "", "", fmt.Errorf("%s: a binary from a deb source needs source.package (the Debian package that carries it)", in.Name)
+		}
+		return name, "", nil
+	}
 	name, pin, _ = strings.Cut(in.Package, "=")
 	if name == "" {
 		name = strings.TrimPrefix(in.Name, "deb/")
@@ -115,7 +133,7 @@ func (s *DebSource) Resolve(ctx context.Context, inputs []recipes.Input, prev []
 		if len(in.Suites) == 0 {
 			return nil, fmt.Errorf("%s: no suites to look %s up in; set base.release (or base.suites)", in.Name, name)
 		}
-		if p, ok := prevByName[in.Name]; ok && !update && debStillMatches(p, pin, in.Suites) {
+		if p, ok := prevByName[in.Name]; ok && !update && debStillMatches(in, p, name, pin) {
 			out = append(out, p)
 			continue
 		}
@@ -128,11 +146,15 @@ func (s *DebSource) Resolve(ctx context.Context, inputs []recipes.Input, prev []
 	return out, nil
 }
 
-func debStillMatches(p recipes.LockedArtifact, pin string, suites []string) bool {
-	if p.Source != recipes.SourceDeb || !ValidSHA256(p.SHA256) || p.URL == "" || !slices.Contains(suites, p.Suite) {
+func debStillMatches(in recipes.Input, p recipes.LockedArtifact, name, pin string) bool {
+	if p.Source != recipes.SourceDeb || !ValidSHA256(p.SHA256) || p.URL == "" || !slices.Contains(in.Suites, p.Suite) {
 		return false
 	}
-	return pin == "" || p.Version == pin
+	if in.Kind == recipes.InputBinary {
+		pkg, _, _ := strings.Cut(p.Package, "=")
+		return p.Kind == recipes.InputBinary && pkg == name && (in.Version == "" || recipes.Matches(in.Version, p.Version))
+	}
+	return p.Kind != recipes.InputBinary && (pin == "" || p.Version == pin)
 }
 
 func (s *DebSource) resolveOne(ctx context.Context, in recipes.Input, name, pin string) (recipes.LockedArtifact, error) {
@@ -161,6 +183,9 @@ func (s *DebSource) resolveOne(ctx context.Context, in recipes.Input, name, pin 
 			if pin != "" && p.Version != pin {
 				continue
 			}
+			if in.Kind == recipes.InputBinary && in.Version != "" && !recipes.Matches(in.Version, debUpstreamVersion(p.Version)) {
+				continue
+			}
 			// The first suite wins a tie: base.suites lists the release before its updates.
 			if best == nil || CompareDebVersions(p.Version, best.Version) > 0 {
 				best, bestSuite = p, suite
@@ -169,11 +194,28 @@ func (s *DebSource) resolveOne(ctx context.Context, in recipes.Input, name, pin 
 	}
 	where := fmt.Sprintf("%s (%s, %s) at %s", strings.Join(in.Suites, ", "), strings.Join(s.components(), ", "), arch, mirror)
 	if best == nil {
+		if in.Kind == recipes.InputBinary && in.Version != "" && len(seen) > 0 {
+			sort.Strings(seen)
+			return recipes.LockedArtifact{}, fmt.Errorf("%s: no version of %s in %s matches %s; available: %s; change the version in the recipe", in.Name, name, where, in.Version, strings.Join(seen, ", "))
+		}
 		if pin != "" && len(seen) > 0 {
 			sort.Strings(seen)
 			return recipes.LockedArtifact{}, fmt.Errorf("%s: %s=%s is not in %s; available: %s; change the pin or run \"kubebake lock --update\" without one", in.Name, name, pin, where, strings.Join(seen, ", "))
 		}
 		return recipes.LockedArtifact{}, fmt.Errorf("%s: package %q is not in %s; check the name (apt-cache policy %s) and base.suites", in.Name, name, where, name)
+	}
+	if in.Kind == recipes.InputBinary {
+		return recipes.LockedArtifact{
+			Name:    in.Name,
+			Kind:    recipes.InputBinary,
+			Source:  recipes.SourceDeb,
+			Version: debUpstreamVersion(best.Version),
+			Package: name + "=" + best.Version,
+			URL:     best.Filename,
+			Suite:   bestSuite,
+			SHA256:  best.SHA256,
+			Size:    best.Size,
+		}, nil
 	}
 	return recipes.LockedArtifact{
 		Name:    in.Name,
@@ -188,27 +230,44 @@ func (s *DebSource) resolveOne(ctx context.Context, in recipes.Input, name, pin 
 	}, nil
 }
 
-// Fetch downloads each package from <Mirror>/<pool path> into the cache.
+// Fetch downloads each package from <Mirror>/<pool path> into the cache; for a binary
+// input it returns the binary taken out of the package.
 func (s *DebSource) Fetch(ctx context.Context, arts []recipes.LockedArtifact) (map[string]string, error) {
 	out := make(map[string]string, len(arts))
 	for _, a := range arts {
-		if p, ok, err := s.Cache.Lookup(a.SHA256); err != nil {
-			return nil, err
-		} else if ok {
-			out[a.Name] = p
-			continue
-		}
-		if s.Mirror == "" {
-			return nil, fmt.Errorf("%s: no Debian mirror to fetch %s from: set base.mirror in the recipe", a.Name, a.URL)
-		}
-		if a.URL == "" || strings.Contains(a.URL, "://") || strings.HasPrefix(a.URL, "/") || strings.Contains(a.URL, "..") {
-			return nil, fmt.Errorf("%s: lock entry has pool path %q, want one relative to the mirror root (pool/...); run \"kubebake lock\"", a.Name, a.URL)
-		}
-		p, err := s.Downloader.Fetch(ctx, s.Cache, s.Mirror+"/"+a.URL, a.SHA256, a.Size)
+		p, err := s.fetchDeb(ctx, a)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", a.Name, a.Version, err)
+			return nil, err
 		}
 		out[a.Name] = p
 	}
 	return out, nil
+}
+
+func (s *DebSource) fetchDeb(ctx context.Context, a recipes.LockedArtifact) (string, error) {
+	if a.Kind == recipes.InputBinary {
+		if p, ok := s.extractedBinary(a); ok {
+			return p, nil
+		}
+	}
+	p, ok, err := s.Cache.Lookup(a.SHA256)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		if s.Mirror == "" {
+			return "", fmt.Errorf("%s: no Debian mirror to fetch %s from: set base.mirror in the recipe", a.Name, a.URL)
+		}
+		if a.URL == "" || strings.Contains(a.URL, "://") || strings.HasPrefix(a.URL, "/") || strings.Contains(a.URL, "..") {
+			return "", fmt.Errorf("%s: lock entry has pool path %q, want one relative to the mirror root (pool/...); run \"kubebake lock\"", a.Name, a.URL)
+		}
+		p, err = s.Downloader.Fetch(ctx, s.Cache, s.Mirror+"/"+a.URL, a.SHA256, a.Size)
+		if err != nil {
+			return "", fmt.Errorf("%s %s: %w", a.Name, a.Version, err)
+		}
+	}
+	if a.Kind == recipes.InputBinary {
+		return s.fetchBinaryFromDeb(ctx, a, p)
+	}
+	return p, nil
 }

@@ -537,4 +537,39 @@ func TestDebRealMirror(t *testing.T) {
 			t.Errorf("dpkg-deb says %q", out)
 		}
 	}
+	// A binary out of a package: the CNI bridge plugin from containernetworking-plugins.
+	if _, err := exec.LookPath("dpkg-deb"); err == nil {
+		in := debCNIInput("bridge", "")
+		bins, err := s.Resolve(ctx, []recipes.Input{in}, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bp, err := s.Fetch(ctx, bins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(bp["cni/bridge"])
+		if err != nil || st.Size() < 1<<20 {
+			t.Errorf("cni/bridge from %s: %v %v", bins[0].Package, st, err)
+		}
+		t.Logf("cni/bridge %s from %s (%d bytes)", bins[0].Version, bins[0].Package, st.Size())
+	}
+}
+
+func TestDebParsedIndexReusedOrRebuilt(t *testing.T) {
+	a := newSynthArchive(t)
+	a.publish(t)
+	c := newCache(t)
+	resolveOne(t, a.source(t, c), debInput("conntrack"))
+	parsed, _ := filepath.Glob(filepath.Join(c.Dir(), "scratch", "deb-parsed", "*-amd64.gob"))
+	if len(parsed) != 2 {
+		t.Fatalf("parsed indexes: %v", parsed)
+	}
+	// A damaged parsed index is parsed again from the (verified) Packages file.
+	for _, p := range parsed {
+		os.WriteFile(p, []byte("garbage"), 0o644)
+	}
+	if got := resolveOne(t, a.source(t, c), debInput("conntrack")); got.Version != "1:1.4.7-1+b3" {
+		t.Errorf("after damage: %+v", got)
+	}
 }
