@@ -492,6 +492,9 @@ func (l *linter) roles() {
 	for _, c := range l.r.Kubernetes.Components {
 		comps[c.Name] = true
 	}
+	// Roles from SetDefaults: findings go to the components the user wrote instead.
+	builtinRoles := l.r.Positions != nil && !l.r.Positions.Has("roles")
+	reported := map[string]bool{}
 	seen := map[string]int{}
 	for i, role := range l.r.Roles {
 		p := indexPath("roles", i)
@@ -511,7 +514,16 @@ func (l *linter) roles() {
 			switch {
 			case slices.Contains(known, u):
 				for _, c := range unitNeeds[u] {
-					if !comps[c] {
+					switch {
+					case comps[c]:
+					case builtinRoles:
+						// The user never wrote the roles: point at what they wrote, once.
+						if !reported[c] {
+							l.atKey("kubernetes.components", fmt.Sprintf("missing %s, which %s of the built-in %s role runs", c, u, role.Name),
+								"the unit fails to start: its binary is not in the image")
+						}
+						reported[c] = true
+					default:
 						l.at(up, fmt.Sprintf("%s needs component %s, which kubernetes.components lacks", u, c), "the unit fails to start: its binary is not in the image")
 					}
 				}

@@ -257,3 +257,18 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// With the built-in roles (no roles section), a missing component is reported once, at the
+// components the user wrote, not at roles nobody wrote.
+func TestLintBuiltinRolesNeedComponents(t *testing.T) {
+	src := strings.Replace(minimal, "{name: kubeadm}, ", "", 1)
+	r, err := Parse("m.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := Lint(r)
+	want := "m.yaml:10:3: kubernetes.components: missing kubeadm, which kubebake-master-bootstrap.service of the built-in master role runs ("
+	if len(fs) != 1 || !strings.HasPrefix(fs[0].String(), want) {
+		t.Errorf("findings:\n%s\nwant one starting %s", findingsText(fs), want)
+	}
+}

@@ -112,7 +112,7 @@ Exits non-zero when any recipe has an error; warnings alone pass.`,
 				case errors.As(err, &list):
 					res.Errors = list
 				case err != nil:
-					res.Errors = []recipes.Problem{{File: arg, Msg: err.Error()}}
+					res.Errors = []recipes.Problem{{Msg: err.Error()}} // the message names the file
 				default:
 					res.Recipe = r.File
 					res.Findings = recipes.Lint(r)
