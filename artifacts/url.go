@@ -2,7 +2,10 @@ package artifacts
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"strings"
 
 	"github.com/kubebake/kubebake/recipes"
@@ -139,11 +142,19 @@ func (s *URLSource) pin(ctx context.Context, in recipes.Input, version string) (
 	if len(fields) == 0 || !ValidSHA256(strings.ToLower(fields[0])) {
 		return recipes.LockedArtifact{}, fmt.Errorf("%s %s: %s.sha256 does not start with a sha256 digest (%q)", in.Name, version, s.Rewrite(u), truncate(string(body), 80))
 	}
+	// The size is a courtesy (it lets a fetch tell a truncated body from a changed file): a
+	// server that refuses HEAD leaves it 0; a missing file is an error.
 	size, err := s.Head(ctx, u)
-	if err != nil {
+	var he *HTTPError
+	switch {
+	case errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusGone):
 		return recipes.LockedArtifact{}, fmt.Errorf("%s %s: %w", in.Name, version, err)
-	}
-	if size < 0 {
+	case err != nil && ctx.Err() != nil:
+		return recipes.LockedArtifact{}, ctx.Err()
+	case err != nil:
+		slog.Debug("no size for the lock: HEAD failed", "url", s.Rewrite(u), "err", err)
+		size = 0
+	case size < 0:
 		size = 0
 	}
 	kind := in.Kind

@@ -422,3 +422,33 @@ func TestRewriteURL(t *testing.T) {
 		}
 	}
 }
+
+func TestURLResolveWithoutHead(t *testing.T) {
+	rs := newReleaseServer(t)
+	s := testURLSource(t, rs)
+	rs.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			http.Error(w, "no HEAD here", http.StatusMethodNotAllowed)
+			return
+		}
+		rs.serve(w, r)
+	})
+	a := lockedKubelet(t, rs, s, "v1.35.4")
+	if a.Size != 0 || a.SHA256 != sum(rs.files[kubeletPath]) {
+		t.Errorf("%+v", a)
+	}
+	if _, err := s.Fetch(context.Background(), []recipes.LockedArtifact{a}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestURLResolveMissingBinary(t *testing.T) {
+	rs := newReleaseServer(t)
+	s := testURLSource(t, rs)
+	// The checksum is published but the binary is not: the lock refuses it (HEAD says 404).
+	delete(rs.files, kubeletPath)
+	_, err := s.Resolve(context.Background(), []recipes.Input{urlInput("kubelet", "v1.35.4")}, nil, false)
+	if err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), kubeletPath) {
+		t.Errorf("err %v", err)
+	}
+}
