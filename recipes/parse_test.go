@@ -260,7 +260,7 @@ func TestDefaults(t *testing.T) {
 	if got := r.Roles[1].Units; !reflect.DeepEqual(got, []string{"docker.service", "cri-docker.service", "kubelet.service", "kube-proxy.service", "kubebake-minion-join.service"}) {
 		t.Errorf("docker minion units: %v", got)
 	}
-	if fs := Lint(r); len(fs) != 0 {
+	if fs := Lint(r); LintError(fs) != nil || len(fs) != 1 || !strings.Contains(fs[0].Message, "cri-dockerd") {
 		t.Errorf("docker recipe: %v", fs)
 	}
 
