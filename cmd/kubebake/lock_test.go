@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/recipes"
+)
+
+func hexSum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// upstream serves, on 127.0.0.1, a Kubernetes-style release tree and a tiny Debian archive
+// signed by a throw-away key, for a copy of debian-12 whose binaries come from url sources.
+type upstream struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	files map[string][]byte
+	gets  int
+}
+
+func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	data, ok := u.files[r.URL.Path]
+	u.gets++
+	u.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Write(data)
+}
+
+func (u *upstream) requests() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.gets
+}
+
+// signer makes a gpg key; it returns a clear-signer and the keyring for gpgv.
+func signer(t *testing.T) (func([]byte) []byte, string) {
+	for _, tool := range []string{"gpg", "gpgv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	home, err := os.MkdirTemp("", "kb-gpg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	gpg := func(stdin []byte, args ...string) []byte {
+		c := run.Command("gpg", append([]string{"--batch", "--homedir", home, "--pinentry-mode", "loopback", "--passphrase", ""}, args...)...)
+		if stdin != nil {
+			c.Stdin = bytes.NewReader(stdin)
+		}
+		out, err := c.Output(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	t.Cleanup(func() {
+		run.Command("gpgconf", "--homedir", home, "--kill", "all").Run(ctx)
+		os.RemoveAll(home)
+	})
+	gpg(nil, "--quick-gen-key", "kubebake cli test <cli@kubebake.invalid>", "ed25519", "sign", "never")
+	keyring := filepath.Join(t.TempDir(), "keyring.gpg")
+	os.WriteFile(keyring, gpg(nil, "--export"), 0o644)
+	return func(b []byte) []byte { return gpg(b, "--clearsign", "--output", "-") }, keyring
+}
+
+// cliRecipe writes the recipe file and starts its upstream.
+func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
+	t.Helper()
+	sign, keyring := signer(t)
+	t.Setenv("KUBEBAKE_DEB_KEYRING", keyring)
+	up = &upstream{files: map[string][]byte{}}
+	up.srv = httptest.NewServer(up)
+	t.Cleanup(up.srv.Close)
+
+	src, _ := os.ReadFile("../../recipes/debian-12.yaml")
+	y := string(src)
+	for _, mod := range []string{"k8s.io/kubernetes", "go.etcd.io/etcd/server/v3", "github.com/containernetworking/plugins"} {
+		y = strings.Replace(y, "type: gomod\n    module: "+mod, "type: url\n    url: https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}", 1)
+	}
+	y = strings.Replace(y, "name: debian-12", "name: cli-test", 1)
+	y = strings.Replace(y, "  # mirror: leave it out", "  mirror: "+up.srv.URL+"/debian\n  # mirror: leave it out", 1)
+	y += "\nmirrors:\n  - prefix: https://dl.k8s.io/\n    replacement: " + up.srv.URL + "/k8s/\n"
+	recipePath = filepath.Join(t.TempDir(), "cli.yaml")
+	if err := os.WriteFile(recipePath, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := recipes.Load(recipePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newest := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.5", "1.9": "v1.9.1"}
+	local := func(u string) string {
+		p, _ := url.Parse(strings.Replace(u, "https://dl.k8s.io/", up.srv.URL+"/k8s/", 1))
+		return p.Path
+	}
+	var pkgs strings.Builder
+	for _, in := range parsed.Inputs() {
+		switch in.Source.Type {
+		case recipes.SourceURL:
+			v := newest[in.Version]
+			su, _ := artifacts.StableURL(in.Source.URL, in.Version)
+			up.files[local(su)] = []byte(v + "\n")
+			bu := artifacts.ExpandURL(in.Source.URL, v, in.Package, in.Arch)
+			data := []byte(in.Name + " " + v)
+			up.files[local(bu)] = data
+			up.files[local(bu)+".sha256"] = []byte(hexSum(data))
+		case recipes.SourceDeb:
+			data := []byte(in.Package + " deb")
+			pool := fmt.Sprintf("pool/main/%c/%s/%s_1.0-1_amd64.deb", in.Package[0], in.Package, in.Package)
+			up.files["/debian/"+pool] = data
+			fmt.Fprintf(&pkgs, "Package: %s\nVersion: 1.0-1\nArchitecture: amd64\nFilename: %s\nSize: %d\nSHA256: %s\n\n", in.Package, pool, len(data), hexSum(data))
+		}
+	}
+	for _, suite := range parsed.Base.Suites {
+		idx := []byte(pkgs.String())
+		if suite != parsed.Base.Release {
+			idx = nil // the updates suite is empty
+		}
+		up.files["/debian/dists/"+suite+"/main/binary-amd64/Packages"] = idx
+		rel := fmt.Sprintf("Suite: %s\nCodename: %s\nDate: %s\nSHA256:\n %s %d main/binary-amd64/Packages\n",
+			suite, suite, time.Now().UTC().Format(time.RFC1123), hexSum(idx), len(idx))
+		up.files["/debian/dists/"+suite+"/InRelease"] = sign([]byte(rel))
+	}
+	return recipePath, up
+}
+
+func TestLockFetchCommands(t *testing.T) {
+	recipePath, up := cliRecipe(t)
+	cache := t.TempDir()
+	lockPath := strings.TrimSuffix(recipePath, ".yaml") + ".lock"
+	t.Setenv("SOURCE_DATE_EPOCH", "")
+
+	out, logs, err := kb(t, "lock", recipePath, "--update=false", "-o", "text", "--cache-dir", cache)
+	if err != nil {
+		t.Fatalf("lock: %v\n%s", err, logs)
+	}
+	if !strings.Contains(out, "artifacts pinned") {
+		t.Errorf("lock output %q", out)
+	}
+	first, err := os.ReadFile(lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(first, []byte("127.0.0.1")) {
+		t.Error("the lock names the local mirror")
+	}
+
+	// Again: byte-identical, and says so.
+	out, _, err = kb(t, "lock", recipePath, "--update=false", "-o", "text", "--cache-dir", cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := os.ReadFile(lockPath)
+	if !bytes.Equal(first, again) || !strings.Contains(out, "unchanged") {
+		t.Errorf("re-lock changed the lock or did not say so: %q", out)
+	}
+
+	// A new patch upstream: --update moves the Kubernetes binaries and says how.
+	for p, data := range up.files {
+		if strings.Contains(p, "/v1.35.4/") {
+			moved := strings.Replace(p, "/v1.35.4/", "/v1.35.5/", 1)
+			if strings.HasSuffix(p, ".sha256") {
+				continue
+			}
+			nd := append(bytes.Clone(data), '!')
+			up.files[moved] = nd
+			up.files[moved+".sha256"] = []byte(hexSum(nd))
+		}
+	}
+	up.files["/k8s/release/stable-1.35.txt"] = []byte("v1.35.5\n")
+	out, _, err = kb(t, "lock", recipePath, "--update=true", "-o", "json", "--cache-dir", cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res lockResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !res.Written || len(res.Changes) != 7 || res.Changes[len(res.Changes)-1].String() != "kubelet v1.35.4 -> v1.35.5" {
+		t.Errorf("lock --update: %+v", res)
+	}
+
+	// Fetch: cold then warm, a table on stdout, timing on stderr, no request when warm.
+	out, logs, err = kb(t, "fetch", recipePath, "-o", "text", "--cache-dir", cache)
+	if err != nil {
+		t.Fatalf("fetch: %v\n%s", err, logs)
+	}
+	if !strings.Contains(out, "kubelet") || !strings.Contains(out, "v1.35.5") || !strings.Contains(logs, "(cold)") {
+		t.Errorf("cold fetch: %s\n%s", out, logs)
+	}
+	before := up.requests()
+	_, logs, err = kb(t, "fetch", recipePath, "-o", "json", "--cache-dir", cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs, "(warm)") || up.requests() != before {
+		t.Errorf("warm fetch: %d requests; %s", up.requests()-before, logs)
+	}
+
+	// cache verify finds everything intact; prune with the recipe keeps what it pins.
+	out, _, err = kb(t, "cache", "verify", "-o", "text", "--cache-dir", cache)
+	if err != nil || !strings.Contains(out, "blobs intact") {
+		t.Errorf("verify: %v %s", err, out)
+	}
+	out, _, err = kb(t, "cache", "prune", recipePath, "--all=false", "-o", "json", "--cache-dir", cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = kb(t, "fetch", recipePath, "-o", "text", "--cache-dir", cache)
+	if err != nil || up.requests() != before {
+		t.Errorf("prune removed pinned blobs: %v, %d requests", err, up.requests()-before)
+	}
+
+	// A recipe that no longer matches its lock is refused by fetch.
+	y, _ := os.ReadFile(recipePath)
+	os.WriteFile(recipePath, bytes.Replace(y, []byte("    - ethtool\n"), nil, 1), 0o644)
+	_, _, err = kb(t, "fetch", recipePath, "-o", "text", "--cache-dir", cache)
+	if err == nil || !strings.Contains(err.Error(), "deb/ethtool removed") || !strings.Contains(err.Error(), "kubebake lock") {
+		t.Errorf("drifted recipe: %v", err)
+	}
+}
+
+func TestLockWritesNothingOnError(t *testing.T) {
+	recipePath, up := cliRecipe(t)
+	cache := t.TempDir()
+	lockPath := strings.TrimSuffix(recipePath, ".yaml") + ".lock"
+	delete(up.files, "/k8s/release/stable-1.35.txt")
+	_, _, err := kb(t, "lock", recipePath, "--update=false", "-o", "text", "--cache-dir", cache)
+	if err == nil || !strings.Contains(err.Error(), "stable-1.35.txt") || !strings.Contains(err.Error(), "nothing written") {
+		t.Errorf("err %v", err)
+	}
+	if _, err := os.Stat(lockPath); !os.IsNotExist(err) {
+		t.Errorf("a lock was written: %v", err)
+	}
+	// A recipe that fails lint is refused before anything is resolved.
+	y, _ := os.ReadFile(recipePath)
+	os.WriteFile(recipePath, bytes.Replace(y, []byte("driver: overlayfs"), []byte("driver: devicemapper"), 1), 0o644)
+	_, _, err = kb(t, "lock", recipePath, "--update=false", "-o", "text", "--cache-dir", cache)
+	if err == nil || !strings.Contains(err.Error(), "lint") {
+		t.Errorf("lint failure: %v", err)
+	}
+	if _, err := os.Stat(lockPath); !os.IsNotExist(err) {
+		t.Errorf("a lock was written: %v", err)
+	}
+}
+
+func TestCachePathCommand(t *testing.T) {
+	dir := t.TempDir()
+	out, _, err := kb(t, "cache", "path", "-o", "text", "--cache-dir", dir)
+	if err != nil || strings.TrimSpace(out) != dir {
+		t.Errorf("cache path: %q %v", out, err)
+	}
+}
