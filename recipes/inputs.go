@@ -41,8 +41,9 @@ const (
 // Inputs lists everything the lock must pin for this recipe, sorted by Name: one binary per
 // Kubernetes component, etcd and etcdctl, one per CNI plugin ("cni/<plugin>"), and one Debian
 // package per name in BootPackages, base.kernel, runtime.packages and base.packages
-// ("deb/<pkg>"). Versions are normalised constraints (v1.35.4 or 1.35); deb inputs carry no
-// version (the lock picks the newest in Suites). Arch is set on every input: GOARCH for gomod.
+// ("deb/<pkg>"). Versions are normalised constraints (v1.35.4 or 1.35); a deb input carries
+// the exact Debian version when the recipe pins one ("containerd=1.6.20~ds1-1+deb12u3"), else
+// none (the lock picks the newest in Suites). Arch is set on every input: GOARCH for gomod.
 // It is a pure function of the recipe, so InputsDigest of it detects any drift.
 func (r *Recipe) Inputs() []Input {
 	arch := r.Base.Arch
@@ -86,15 +87,21 @@ func (r *Recipe) Inputs() []Input {
 		binary("cni/"+p, c.Source, c.Version, c.Source.Module+"/"+CNIPlugins[p])
 	}
 
-	seen := map[string]bool{}
-	debs := append(append(append(BootPackages(), r.Base.Kernel), r.Runtime.Packages...), r.Base.Packages...)
-	for _, p := range debs {
-		if p == "" || seen[p] {
+	// Debian packages: "name" or "name=version" (an exact Debian pin, carried in Version).
+	// A pinned entry wins over an unpinned one of the same name wherever it is listed.
+	debs := map[string]string{}
+	for _, p := range append(append(append(BootPackages(), r.Base.Kernel), r.Runtime.Packages...), r.Base.Packages...) {
+		name, pin, _ := strings.Cut(p, "=")
+		if name == "" {
 			continue
 		}
-		seen[p] = true
+		if prev, ok := debs[name]; !ok || prev == "" {
+			debs[name] = pin
+		}
+	}
+	for name, pin := range debs {
 		ins = append(ins, Input{
-			Name: "deb/" + p, Kind: InputDeb, Source: Source{Type: SourceDeb}, Package: p,
+			Name: "deb/" + name, Kind: InputDeb, Source: Source{Type: SourceDeb}, Package: name, Version: pin,
 			Suites: slices.Clone(r.Base.Suites), Mirror: r.Base.Mirror, Arch: arch,
 		})
 	}

@@ -127,14 +127,15 @@ func (l *linter) add(p Pos, sev Severity, path, msg, why string) {
 }
 
 var (
-	nameRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
-	roleRE     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
-	debPkgRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
-	moduleRE   = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	sysctlRE   = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_-]+)+$`)
-	suiteRE    = regexp.MustCompile(`^[a-z]+(-[a-z]+)*$`)
-	goModRE    = regexp.MustCompile(`^[a-z0-9.-]+\.[a-z]+(/[A-Za-z0-9._~-]+)*$`)
-	imageTagRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	nameRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+	roleRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+	debPkgRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+	debVersionRE = regexp.MustCompile(`^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$`)
+	moduleRE     = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	sysctlRE     = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_-]+)+$`)
+	suiteRE      = regexp.MustCompile(`^[a-z]+(-[a-z]+)*$`)
+	goModRE      = regexp.MustCompile(`^[a-z0-9.-]+\.[a-z]+(/[A-Za-z0-9._~-]+)*$`)
+	imageTagRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 )
 
 const (
@@ -208,7 +209,8 @@ func (l *linter) base() {
 	l.packages("base.packages", b.Packages)
 	have := map[string]bool{}
 	for _, p := range b.Packages {
-		have[p] = true
+		name, _, _ := strings.Cut(p, "=")
+		have[name] = true
 	}
 	for _, p := range sortedKeys(RequiredPackages) {
 		if !have[p] {
@@ -222,14 +224,21 @@ func (l *linter) base() {
 	}
 }
 
-// packages checks a list of Debian package names.
+// packages checks a list of Debian packages: "name", or "name=version" for an exact Debian
+// version (the lock pins every package anyway; a pin holds it across `lock --update`).
 func (l *linter) packages(path string, pkgs []string) {
+	names := make([]string, len(pkgs))
 	for i, p := range pkgs {
-		if !debPkgRE.MatchString(p) {
-			l.at(indexPath(path, i), fmt.Sprintf("%q is not a Debian package name (no versions or spaces: the lock pins versions)", p), "apt cannot resolve it")
+		name, ver, pinned := strings.Cut(p, "=")
+		names[i] = name
+		switch {
+		case !debPkgRE.MatchString(name):
+			l.at(indexPath(path, i), fmt.Sprintf("%q is not a Debian package name", p), "apt cannot resolve it")
+		case pinned && !debVersionRE.MatchString(ver):
+			l.at(indexPath(path, i), fmt.Sprintf("%q: %q is not an exact Debian version such as 1.6.20~ds1-1+deb12u1", p, ver), whyUnpinned)
 		}
 	}
-	l.duplicates(path, pkgs, "package")
+	l.duplicates(path, names, "package")
 }
 
 // version checks a version constraint field; exact and track are examples for the fix.

@@ -143,7 +143,9 @@ func TestLintPitfalls(t *testing.T) {
 		{"other distro", [][2]string{e("distro: debian", "distro: ubuntu")}, "base.distro", `distro "ubuntu" is not supported`, "distro: ¦ubuntu", 0},
 		{"suite of another release", [][2]string{e("suites: [bookworm, bookworm-updates]", "suites: [bookworm, trixie-updates]")}, "base.suites[1]", `suite "trixie-updates" is not of release "bookworm"`, "¦trixie-updates", 0},
 		{"bad name", [][2]string{e("name: debian-12", "name: Debian_12")}, "name", `"Debian_12" is not a valid name`, "name: ¦Debian_12", 0},
-		{"package with a version", [][2]string{e("    - kmod\n", "    - kmod=30\n")}, "base.packages[6]", `"kmod=30" is not a Debian package name`, "- ¦kmod=30", 0},
+		{"package pinned to nothing exact", [][2]string{e("    - kmod\n", "    - kmod=latest\n")}, "base.packages[6]", `"kmod=latest": "latest" is not an exact Debian version`, "- ¦kmod=latest", 0},
+		{"package name with a space", [][2]string{e("    - kmod\n", "    - \"kmod tools\"\n")}, "base.packages[6]", `"kmod tools" is not a Debian package name`, "- ¦\"kmod tools", 0},
+		{"package listed pinned and not", [][2]string{e("    - kmod\n", "    - kmod\n    - kmod=30+20221128-1\n")}, "base.packages[7]", `duplicate package "kmod"`, "- ¦kmod=30", 0},
 	}
 	seenMsg := map[string]string{}
 	for _, c := range cases {

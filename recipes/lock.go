@@ -256,7 +256,9 @@ func artifactDrift(in Input, a LockedArtifact) string {
 		return fmt.Sprintf("is a %s input, the lock has a %s", in.Kind, a.Kind)
 	case a.Source != in.Source.Type:
 		return fmt.Sprintf("source changed from %s to %s", a.Source, in.Source.Type)
-	case in.Version != "" && !Matches(in.Version, a.Version):
+	case in.Kind == InputDeb && in.Version != "" && a.Version != in.Version:
+		return fmt.Sprintf("version %s is not the pinned %s", a.Version, in.Version)
+	case in.Kind != InputDeb && in.Version != "" && !Matches(in.Version, a.Version):
 		return fmt.Sprintf("version %s is outside %s", a.Version, in.Version)
 	}
 	switch in.Source.Type {

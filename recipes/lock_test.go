@@ -72,6 +72,13 @@ func TestInputs(t *testing.T) {
 	if in := byName["cni/bridge"]; in.Package != "containernetworking-plugins" || len(in.Suites) != 2 {
 		t.Errorf("deb-sourced binary: %+v", in)
 	}
+	// A Debian pin travels in Version; a pinned entry wins over an unpinned one.
+	r.Base.Packages = append(r.Base.Packages, "socat=1.7.4.4-2", "kmod")
+	for _, in := range r.Inputs() {
+		if in.Name == "deb/socat" && (in.Package != "socat" || in.Version != "1.7.4.4-2") {
+			t.Errorf("pinned deb: %+v", in)
+		}
+	}
 	if got := ExpandURL(r.Kubernetes.Source.URL, "v1.35.4", "kubelet", "amd64"); got != "https://dl.k8s.io/release/v1.35.4/bin/linux/amd64/kubelet" {
 		t.Errorf("ExpandURL: %s", got)
 	}
@@ -260,6 +267,9 @@ func TestCheckLockDrift(t *testing.T) {
 		{"other recipe", func(r *Recipe, l *Lock) {
 			l.Recipe = "debian-13"
 		}, []Drift{{What: DriftRecipe, Detail: `the lock is for recipe "debian-13", not "debian-12"`}}},
+		{"deb pin added", func(r *Recipe, l *Lock) {
+			r.Runtime.Packages = []string{"containerd=1.6.20~ds1-1+deb12u3", "runc"}
+		}, []Drift{{Name: "deb/containerd", What: DriftChanged, Detail: "version 1.0-1 is not the pinned 1.6.20~ds1-1+deb12u3"}}},
 		{"lock hand-edited", func(r *Recipe, l *Lock) {
 			for i := range l.Artifacts {
 				if l.Artifacts[i].Name == "kubelet" {

@@ -60,7 +60,8 @@ type Base struct {
 	Kernel     string   `yaml:"kernel,omitempty" json:"kernel,omitempty"`         // default linux-image-cloud-amd64
 	// Packages are the node's distro packages on top of the boot baseline (systemd, kernel,
 	// openssh-server, cloud-init): Kubernetes host tools (conntrack, socat, ebtables, iptables,
-	// ethtool) and anything else the operator wants. Each is pinned by the lock.
+	// ethtool) and anything else the operator wants. Each is pinned by the lock; "name=version"
+	// holds an exact Debian version across lock --update.
 	Packages []string `yaml:"packages" json:"packages"`
 }
 
