@@ -232,7 +232,7 @@ func (d *Downloader) Fetch(ctx context.Context, c *Cache, upstream, sha256hex st
 		if size > 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
 			return permanentError{fmt.Errorf("GET %s: the server sends %d bytes, %d are pinned; the file changed at its source: if that is intended, re-pin it (kubebake lock --update), otherwise the mirror serves bad content", d.Rewrite(upstream), resp.ContentLength, size)}
 		}
-		cr := &countingReader{r: resp.Body}
+		cr := &countingReader{r: resp.Body, url: d.Rewrite(upstream), total: max(size, resp.ContentLength), start: time.Now(), last: time.Now()}
 		path, err = c.Put(sha256hex, cr)
 		var ce *ChecksumError
 		switch {
@@ -254,13 +254,29 @@ func (d *Downloader) Fetch(ctx context.Context, c *Cache, upstream, sha256hex st
 	return path, nil
 }
 
+// countingReader counts the bytes of a download and logs its progress every few seconds, so
+// a long download shows bytes and elapsed time (plain log lines, terminal or not).
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	url   string
+	total int64 // -1 or 0 when unknown
+	start time.Time
+	last  time.Time
 }
+
+const progressEvery = 5 * time.Second
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if now := time.Now(); now.Sub(c.last) >= progressEvery {
+		c.last = now
+		args := []any{"url", c.url, "bytes", c.n, "elapsed", now.Sub(c.start).Round(time.Second)}
+		if c.total > 0 {
+			args = append(args, "percent", c.n*100/c.total)
+		}
+		slog.Info("downloading", args...)
+	}
 	return n, err
 }
