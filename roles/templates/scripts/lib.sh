@@ -2,11 +2,14 @@
 # sh). Settings come from /etc/kubebake/cluster.env (node-contract.md) through the units'
 # EnvironmentFile=; every value is checked before it is written into a file.
 
-KUBEBAKE_RUN=/run/kubebake
-KUBEBAKE_PKI=/etc/kubernetes/pki
+# The directories can be moved for tests; on a node they are always the defaults.
+KUBEBAKE_RUN=${KUBEBAKE_RUN:-/run/kubebake}
+KUBEBAKE_K8S_DIR=${KUBEBAKE_K8S_DIR:-/etc/kubernetes}
+KUBEBAKE_PKI=$KUBEBAKE_K8S_DIR/pki
 KUBEBAKE_MASTER_ENV=$KUBEBAKE_RUN/master.env
+KUBEBAKE_API_PORT=${KUBEBAKE_API_PORT:-6443}
 KUBEBAKE_K8S_VERSION={{.KubernetesVersion}}
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH="${KUBEBAKE_PATH:-/usr/sbin:/usr/bin:/sbin:/bin}"
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -66,8 +69,8 @@ master_settings() {
 		ENDPOINT=$KUBEBAKE_MASTER_ENDPOINT
 	else
 		case $ADVERTISE in
-		*:*) ENDPOINT="[$ADVERTISE]:6443" ;;
-		*) ENDPOINT="$ADVERTISE:6443" ;;
+		*:*) ENDPOINT="[$ADVERTISE]:$KUBEBAKE_API_PORT" ;;
+		*) ENDPOINT="$ADVERTISE:$KUBEBAKE_API_PORT" ;;
 		esac
 	fi
 	check_endpoint "$ENDPOINT"
@@ -110,7 +113,7 @@ kind: InitConfiguration
 $tokens
 localAPIEndpoint:
   advertiseAddress: "$ADVERTISE"
-  bindPort: 6443
+  bindPort: $KUBEBAKE_API_PORT
 nodeRegistration:
   name: "$NODE_NAME"
   criSocket: "{{.CRISocket}}"
