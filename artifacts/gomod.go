@@ -477,7 +477,18 @@ func (s *GoModSource) build(ctx context.Context, work string, plan *buildPlan, p
 	if err := atomicfile.WriteFile(filepath.Join(work, "tools.go"), []byte(buildToolsGo(pkgs)), 0o644); err != nil {
 		return err
 	}
-	if err := s.goRun(ctx, work, "mod", "tidy"); err != nil {
+	// go's own temporary folder lives in the work folder, so that a killed build leaves no
+	// $WORK behind in /tmp: it is emptied now and when this build ends.
+	tmp := filepath.Join(work, "tmp")
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	goTmp := []string{"GOTMPDIR=" + tmp}
+	if _, err := s.goOutputEnv(ctx, work, goTmp, "mod", "tidy"); err != nil {
 		return fmt.Errorf("preparing the build of %s: %w", m, err)
 	}
 
@@ -496,7 +507,7 @@ func (s *GoModSource) build(ctx context.Context, work string, plan *buildPlan, p
 		if s.beforeBuild != nil {
 			s.beforeBuild()
 		}
-		if err := s.goRun(ctx, work, args...); err != nil {
+		if _, err := s.goOutputEnv(ctx, work, goTmp, args...); err != nil {
 			return fmt.Errorf("building %s: %w", m, err)
 		}
 		for _, pkg := range batch {
@@ -612,16 +623,16 @@ func writeGoModIndex(work string, idx *goModIndex) error {
 // ---------------------------------------------------------------------------------------
 // go commands
 
-// goRun runs the go command in dir with the build environment.
-func (s *GoModSource) goRun(ctx context.Context, dir string, args ...string) error {
-	_, err := s.goOutput(ctx, dir, args...)
-	return err
+// goOutput runs the go command in dir with the build environment and returns its stdout.
+func (s *GoModSource) goOutput(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	return s.goOutputEnv(ctx, dir, nil, args...)
 }
 
-func (s *GoModSource) goOutput(ctx context.Context, dir string, args ...string) ([]byte, error) {
+// goOutputEnv is goOutput with extra environment settings that do not change what is built.
+func (s *GoModSource) goOutputEnv(ctx context.Context, dir string, env []string, args ...string) ([]byte, error) {
 	cmd := run.Command(s.goCmd, args...)
 	cmd.Dir = dir
-	cmd.Env = append(append([]string{}, goBuildEnv...), s.env...)
+	cmd.Env = append(append(append([]string{}, goBuildEnv...), env...), s.env...)
 	out, err := cmd.Output(ctx)
 	if err != nil && (run.IsNotFound(err) || errors.Is(err, fs.ErrNotExist)) {
 		return nil, fmt.Errorf("the go command is needed to build gomod artifacts and was not found (%s); install Go or put it on PATH: %w", s.goCmd, err)

@@ -202,6 +202,9 @@ func TestGoModCancel(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(work, "bin")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("work folder still has bin/: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(work, "tmp")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("work folder still has go's tmp/: %v", err)
+	}
 	if idx := readGoModIndex(work); len(idx.Entries) != 0 {
 		t.Errorf("index has entries after a cancelled build: %v", idx.Entries)
 	}
