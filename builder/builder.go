@@ -1,0 +1,695 @@
+package builder
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kubebake/kubebake/recipes"
+	"github.com/kubebake/kubebake/roles"
+)
+
+// Options is what a build needs. The caller (cmd/kubebake build) has checked the lock
+// against the recipe, fetched the artifacts and rendered the layer.
+type Options struct {
+	Recipe *recipes.Recipe
+	Lock   *recipes.Lock
+	Layer  *roles.Layer
+	// Open reads an artifact blob by name for the layer (roles.OpenFunc).
+	Open roles.OpenFunc
+	// Store keeps rootfs tarballs between builds (an *artifacts.Cache).
+	Store RootfsStore
+	// Mirror is the Debian archive URL mmdebstrap downloads from (recipe base.mirror, else
+	// the machine's). It is never written into the image, the manifest or a log.
+	Mirror string
+	// OutDir receives the images, manifest.json and sbom.spdx.json.
+	OutDir string
+	// Formats to write; empty: the recipe's image.formats.
+	Formats []string
+	// Progress receives stage events; nil: none.
+	Progress func(Event)
+	// Version is kubebake's version for the output folder's manifest (never in the image).
+	Version string
+	// HostBootloader is systemd-boot's EFI binary on the host, used when the rootfs has none
+	// (default HostSystemdBoot).
+	HostBootloader string
+}
+
+// Event reports build progress.
+type Event struct {
+	Stage   string        `json:"stage"`
+	Index   int           `json:"index"` // 1-based stage number
+	Stages  int           `json:"stages"`
+	Kind    EventKind     `json:"kind"`
+	Bytes   int64         `json:"bytes,omitempty"` // work done in the stage so far
+	Total   int64         `json:"total,omitempty"` // work the stage will do, when known
+	Elapsed time.Duration `json:"elapsed"`
+	Message string        `json:"message,omitempty"`
+}
+
+// EventKind says what an Event is.
+type EventKind string
+
+// Event kinds.
+const (
+	EventStart    EventKind = "start"
+	EventProgress EventKind = "progress"
+	EventLog      EventKind = "log"
+	EventDone     EventKind = "done"
+)
+
+// Result is what a build wrote.
+type Result struct {
+	Recipe       string       `json:"recipe"`
+	LockHash     string       `json:"lockHash"`
+	OutDir       string       `json:"outDir"`
+	Outputs      []OutputFile `json:"outputs"`
+	Manifest     string       `json:"manifest"`
+	SBOM         string       `json:"sbom"`
+	Seconds      float64      `json:"seconds"`
+	Stages       []StageTime  `json:"stages"`
+	RootfsCached bool         `json:"rootfsCached"`
+}
+
+// step is one named stage of a build (compare packer's multistep and kind's create actions).
+type step struct {
+	name string
+	run  func(ctx context.Context, s *state) error
+}
+
+// state is what the steps share.
+type state struct {
+	opts     Options
+	formats  []outputFormat
+	lockHash string
+	ids      IDs
+	layout   Layout
+	epoch    int64
+	work     string
+	spec     RootfsSpec
+
+	rootfsTar    string
+	rootfsCached bool
+	layerTar     string
+	rootTar      string
+	info         *MergeInfo
+	manifest     *Manifest
+	sbom         []byte
+	boot         Boot
+	raw          string
+	outputs      []OutputFile
+	outputPaths  map[string]string // output name -> path in work
+	need         int64             // bytes the output folder needs, for ENOSPC messages
+
+	emit func(Event)
+}
+
+var steps = []step{
+	{"check", stepCheck},
+	{"rootfs", stepRootfs},
+	{"layer", stepLayer},
+	{"merge", stepMerge},
+	{"root-ext4", stepRootExt4},
+	{"esp", stepESP},
+	{"outputs", stepOutputs},
+	{"publish", stepPublish},
+}
+
+// StageNames are the build's stages in order.
+func StageNames() []string {
+	out := make([]string, len(steps))
+	for i, s := range steps {
+		out[i] = s.name
+	}
+	return out
+}
+
+// Build runs every stage. On failure or cancellation nothing is left in OutDir but what was
+// there before: temporary files are removed and child processes killed (internal/run).
+func Build(ctx context.Context, opts Options) (*Result, error) {
+	start := time.Now()
+	if err := checkOptions(&opts); err != nil {
+		return nil, err
+	}
+	s := &state{opts: opts, epoch: opts.Lock.SourceDateEpoch}
+	s.lockHash = recipes.LockHash(opts.Lock)
+	s.ids = DeriveIDs(s.lockHash)
+	res := &Result{Recipe: opts.Recipe.Name, LockHash: s.lockHash}
+	defer func() {
+		if s.work != "" {
+			os.RemoveAll(s.work)
+		}
+	}()
+	for i, st := range steps {
+		t0 := time.Now()
+		s.emit = func(e Event) {
+			if opts.Progress == nil {
+				return
+			}
+			e.Stage, e.Index, e.Stages, e.Elapsed = st.name, i+1, len(steps), time.Since(t0)
+			opts.Progress(e)
+		}
+		s.emit(Event{Kind: EventStart})
+		slog.Debug("build stage", "stage", st.name)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("build %s: %w", st.name, err)
+		}
+		if err := st.run(ctx, s); err != nil {
+			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+				err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+			}
+			return nil, fmt.Errorf("build %s: %w", st.name, s.explainSpace(err))
+		}
+		d := time.Since(t0)
+		res.Stages = append(res.Stages, StageTime{Name: st.name, Seconds: round2(d.Seconds())})
+		s.emit(Event{Kind: EventDone})
+		slog.Info("build stage done", "stage", st.name, "elapsed", d.Round(10*time.Millisecond))
+	}
+	res.OutDir = opts.OutDir
+	res.Outputs = s.outputs
+	res.Manifest = filepath.Join(opts.OutDir, ManifestName)
+	res.SBOM = filepath.Join(opts.OutDir, SBOMName)
+	res.Seconds = round2(time.Since(start).Seconds())
+	res.RootfsCached = s.rootfsCached
+	return res, nil
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+func checkOptions(o *Options) error {
+	switch {
+	case o.Recipe == nil:
+		return errors.New("build: no recipe")
+	case o.Lock == nil:
+		return errors.New("build: no lock; run \"kubebake lock\" on the recipe")
+	case o.Layer == nil:
+		return errors.New("build: no node layer")
+	case o.Store == nil:
+		return errors.New("build: no cache for rootfs tarballs")
+	case o.OutDir == "":
+		return errors.New("build: no output folder")
+	}
+	if o.HostBootloader == "" {
+		o.HostBootloader = HostSystemdBoot
+	}
+	if len(o.Formats) == 0 {
+		o.Formats = o.Recipe.Image.Formats
+	}
+	if len(o.Formats) == 0 {
+		o.Formats = []string{"raw"}
+	}
+	abs, err := filepath.Abs(o.OutDir)
+	if err != nil {
+		return err
+	}
+	o.OutDir = abs
+	return nil
+}
+
+// stepCheck validates the request and prepares the work folder inside the output folder
+// (same filesystem, so finished files are renamed, never copied, into place).
+func stepCheck(ctx context.Context, s *state) error {
+	o := s.opts
+	var err error
+	if s.formats, err = parseFormats(o.Formats); err != nil {
+		return err
+	}
+	if bl := o.Recipe.Image.Bootloader; bl != "" && bl != "systemd-boot" {
+		return fmt.Errorf("image.bootloader %q is not supported by the builder yet: use systemd-boot", bl)
+	}
+	size, err := recipes.ParseSize(o.Recipe.Image.Size)
+	if err != nil {
+		return fmt.Errorf("image.size: %w", err)
+	}
+	if s.layout, err = NewLayout(size); err != nil {
+		return err
+	}
+	if err := checkTools(ctx, s.formats); err != nil {
+		return err
+	}
+	if s.spec, err = NewRootfsSpec(ctx, o.Recipe, o.Lock, o.Mirror); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return fmt.Errorf("cannot create the output folder: %w", err)
+	}
+	work, err := os.MkdirTemp(o.OutDir, ".kubebake-build-")
+	if err != nil {
+		return fmt.Errorf("output folder %s is not writable: %w; choose another with --out", o.OutDir, err)
+	}
+	s.work = work
+	return nil
+}
+
+// stepRootfs finds the rootfs tarball in the cache or builds it with mmdebstrap.
+func stepRootfs(ctx context.Context, s *state) error {
+	log := func(line string) { s.emit(Event{Kind: EventLog, Message: line}) }
+	tarball, cached, err := rootfsTarball(ctx, s.opts.Store, s.spec, log)
+	if err != nil {
+		return err
+	}
+	s.rootfsTar, s.rootfsCached = tarball, cached
+	if st, err := os.Stat(tarball); err == nil {
+		s.emit(Event{Kind: EventProgress, Bytes: st.Size(), Total: st.Size(), Message: cachedWord(cached)})
+	}
+	return s.checkSpace()
+}
+
+func cachedWord(cached bool) string {
+	if cached {
+		return "cached"
+	}
+	return "built"
+}
+
+// stepLayer writes the node layer as a tar (roles.Layer.WriteTar), checking every artifact
+// against the lock on the way.
+func stepLayer(ctx context.Context, s *state) error {
+	s.layerTar = filepath.Join(s.work, "layer.tar")
+	f, err := os.Create(s.layerTar)
+	if err != nil {
+		return err
+	}
+	cw := &countingWriter{w: f, progress: func(n int64) { s.emit(Event{Kind: EventProgress, Bytes: n}) }}
+	werr := s.opts.Layer.WriteTar(ctxWriter{ctx, cw}, s.opts.Open, time.Unix(s.epoch, 0))
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	return werr
+}
+
+// stepMerge writes the root filesystem's tarball: rootfs + layer + hygiene + fstab, apt
+// sources, and the manifest and SBOM (which need the merged package list).
+func stepMerge(ctx context.Context, s *state) error {
+	s.rootTar = filepath.Join(s.work, "root.tar")
+	f, err := os.Create(s.rootTar)
+	if err != nil {
+		return err
+	}
+	extractDir := filepath.Join(s.work, "boot")
+	if err := os.Mkdir(extractDir, 0o755); err != nil {
+		f.Close()
+		return err
+	}
+	var total int64
+	if st, err := os.Stat(s.rootfsTar); err == nil {
+		total = st.Size()
+	}
+	info, err := mergeTar(mergeOptions{
+		RootfsTar: s.rootfsTar,
+		LayerTar:  s.layerTar,
+		Out:       ctxWriter{ctx, f},
+		Epoch:     s.epoch,
+		Replace: []ExtraFile{
+			{Path: "/etc/fstab", Mode: 0o644, Content: s.fstab()},
+			{Path: "/etc/apt/sources.list", Mode: 0o644, Content: s.aptSources()},
+		},
+		Extract: func(abs string) bool {
+			return strings.HasPrefix(abs, "/boot/vmlinuz-") || strings.HasPrefix(abs, "/boot/initrd.img-") || abs == HostSystemdBoot
+		},
+		ExtractDir: extractDir,
+		Extras:     s.selfDescription,
+		Progress:   func(n int64) { s.emit(Event{Kind: EventProgress, Bytes: n, Total: total}) },
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	s.info = info
+	slog.Debug("merge", "entries", info.Entries, "dropped", len(info.Dropped), "kernels", info.Kernels)
+	os.Remove(s.layerTar)
+	return nil
+}
+
+// fstab mounts the root filesystem by its partition UUID.
+func (s *state) fstab() []byte {
+	return []byte(fmt.Sprintf("# Written by kubebake: the root filesystem (grown to the disk at first boot).\nPARTUUID=%s / ext4 defaults,errors=remount-ro 0 1\n", s.ids.RootPart))
+}
+
+// aptSources names the recipe's mirror when the recipe sets one. With the default (the build
+// machine's own mirror) the image gets no sources: a build host's mirror means nothing on a
+// node, and a golden image is updated by rebuilding it.
+func (s *state) aptSources() []byte {
+	r := s.opts.Recipe
+	if r.Base.Mirror == "" {
+		return []byte("# kubebake: this image was built from pinned packages and has no apt sources.\n# Update nodes by rebuilding the image (kubebake lock --update; kubebake build).\n")
+	}
+	var b strings.Builder
+	b.WriteString("# Written by kubebake from the recipe's base.mirror.\n")
+	for _, suite := range r.Base.Suites {
+		fmt.Fprintf(&b, "deb %s %s %s\n", strings.TrimRight(r.Base.Mirror, "/"), suite, strings.Join(r.Base.Components, " "))
+	}
+	return []byte(b.String())
+}
+
+// selfDescription computes the image's manifest and SBOM once the rootfs and layer are known;
+// they are appended to the root tarball as /etc/kubebake/manifest.json and sbom.spdx.json.
+func (s *state) selfDescription(info *MergeInfo) ([]ExtraFile, error) {
+	if err := s.chooseBoot(info); err != nil {
+		return nil, err
+	}
+	o := s.opts
+	files := manifestFiles(o.Layer, info.LayerFiles)
+	units, err := roles.Units(o.Recipe)
+	if err != nil {
+		return nil, err
+	}
+	pkgs := parseDpkgStatus(info.DpkgStatus)
+	if len(pkgs) == 0 {
+		return nil, errors.New("the rootfs has no installed packages in /var/lib/dpkg/status")
+	}
+	arts := append([]recipes.LockedArtifact(nil), o.Lock.Artifacts...)
+	sort.Slice(arts, func(i, j int) bool { return arts[i].Name < arts[j].Name })
+	blSum, err := fileSHA256(s.boot.Loader)
+	if err != nil {
+		return nil, err
+	}
+	s.manifest = &Manifest{
+		APIVersion: recipes.APIVersion, Kind: ManifestKind,
+		Recipe: o.Recipe, LockHash: s.lockHash, SourceDateEpoch: s.epoch,
+		Image: ImageInfo{
+			Size: s.layout.DiskSize, Kernel: s.boot.KernelVersion, Cmdline: s.boot.Cmdline,
+			Bootloader: "systemd-boot", BootloaderSHA: blSum, BootloaderFrom: s.bootloaderFrom(),
+			DiskGUID: s.ids.DiskGUID.String(), ESPPartUUID: s.ids.ESPPart.String(),
+			RootPartUUID: s.ids.RootPart.String(), RootFSUUID: s.ids.RootFS.String(),
+			ESPSerial: fmt.Sprintf("%04X-%04X", s.ids.ESPSerial>>16, s.ids.ESPSerial&0xffff),
+			ESPSize:   s.layout.ESPSize, RootSize: s.layout.RootSize,
+		},
+		Artifacts: arts, Files: files, Units: units, Packages: pkgs,
+	}
+	sbom := makeSBOM(sbomInput{Recipe: o.Recipe, Lock: o.Lock, LockHash: s.lockHash, IDs: s.ids, Packages: pkgs, LayerFiles: files, Tool: "kubebake"})
+	if s.sbom, err = marshalJSON(sbom); err != nil {
+		return nil, err
+	}
+	inImage, err := marshalJSON(s.manifest)
+	if err != nil {
+		return nil, err
+	}
+	return []ExtraFile{
+		{Path: ImageManifestPath, Mode: 0o644, Content: inImage},
+		{Path: ImageSBOMPath, Mode: 0o644, Content: s.sbom},
+	}, nil
+}
+
+func (s *state) bootloaderFrom() string {
+	if s.boot.Loader == s.info.Extracted[HostSystemdBoot] && s.boot.Loader != "" {
+		return "rootfs"
+	}
+	return "host"
+}
+
+// chooseBoot picks the kernel (the newest if there are several) and the bootloader.
+func (s *state) chooseBoot(info *MergeInfo) error {
+	s.info = info
+	if len(info.Kernels) == 0 {
+		return fmt.Errorf("the rootfs has no kernel with an initramfs in /boot: is %s in the lock and initramfs-tools installed?", s.opts.Recipe.Base.Kernel)
+	}
+	kernels := append([]string(nil), info.Kernels...)
+	sort.Slice(kernels, func(i, j int) bool { return naturalLess(kernels[i], kernels[j]) })
+	kv := kernels[len(kernels)-1]
+	loader := info.Extracted[HostSystemdBoot]
+	if loader == "" {
+		loader = s.opts.HostBootloader
+		if _, err := os.Stat(loader); err != nil {
+			return fmt.Errorf("systemd-boot not found (%s): install systemd-boot-efi on this machine (make deps) or add systemd-boot-efi to base.packages", loader)
+		}
+	}
+	s.boot = Boot{
+		KernelVersion: kv,
+		Kernel:        info.Extracted["/boot/vmlinuz-"+kv],
+		Initrd:        info.Extracted["/boot/initrd.img-"+kv],
+		Loader:        loader,
+		Cmdline:       fmt.Sprintf("root=PARTUUID=%s rw rootfstype=ext4 console=tty0 console=ttyS0,115200", s.ids.RootPart),
+		Title:         fmt.Sprintf("kubebake %s", s.opts.Recipe.Name),
+	}
+	return nil
+}
+
+// stepRootExt4 creates the disk with its GPT and writes the root filesystem into partition 2.
+func stepRootExt4(ctx context.Context, s *state) error {
+	st, err := os.Stat(s.rootTar)
+	if err != nil {
+		return err
+	}
+	// ext4 metadata, the journal and inode tables take roughly 10% more than the data.
+	if need := st.Size() + st.Size()/10 + 64*mib; need > s.layout.RootSize {
+		return fmt.Errorf("the root filesystem needs about %s but image.size %s leaves %s for it; raise image.size in the recipe",
+			humanBytes(need), s.opts.Recipe.Image.Size, humanBytes(s.layout.RootSize))
+	}
+	s.raw = filepath.Join(s.work, s.opts.Recipe.Name+".raw")
+	if err := createDisk(s.raw, s.layout, s.ids); err != nil {
+		return err
+	}
+	s.emit(Event{Kind: EventProgress, Message: "mke2fs", Total: st.Size()})
+	if err := mkRootFS(ctx, s.work, s.raw, s.rootTar, s.layout, s.ids, s.epoch); err != nil {
+		return err
+	}
+	os.Remove(s.rootTar)
+	return nil
+}
+
+// stepESP writes the EFI system partition: systemd-boot, loader.conf, the entry, kernel and
+// initramfs.
+func stepESP(ctx context.Context, s *state) error {
+	return writeESP(s.raw, s.layout, s.ids, s.epoch, espFiles(s.boot, "kubebake"))
+}
+
+// stepOutputs converts the raw image to every format, two at a time (slowest first), and
+// hashes each result.
+func stepOutputs(ctx context.Context, s *state) error {
+	name := s.opts.Recipe.Name
+	type job struct {
+		f   outputFormat
+		dst string
+	}
+	var jobs []job
+	for _, f := range s.formats {
+		jobs = append(jobs, job{f, filepath.Join(s.work, "out", name+f.Ext)})
+	}
+	if err := os.Mkdir(filepath.Join(s.work, "out"), 0o755); err != nil {
+		return err
+	}
+	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].f.Cost > jobs[j].f.Cost })
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		firstEr error
+		done    int64
+	)
+	sem := make(chan struct{}, 2)
+	results := make([]OutputFile, len(jobs))
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			t0 := time.Now()
+			err := j.f.Convert(ctx, s.raw, j.dst, s.ids, s.epoch)
+			var sum string
+			var size int64
+			if err == nil {
+				sum, size, err = fileSHA256Size(ctx, j.dst)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstEr == nil {
+					firstEr = fmt.Errorf("%s: %w", j.f.Name, err)
+					cancel()
+				}
+				return
+			}
+			results[i] = OutputFile{Name: filepath.Base(j.dst), Format: j.f.Name, Size: size, SHA256: sum}
+			done++
+			s.emit(Event{Kind: EventProgress, Bytes: done, Total: int64(len(jobs)), Message: fmt.Sprintf("%s in %s", j.f.Name, time.Since(t0).Round(100*time.Millisecond))})
+		}()
+	}
+	wg.Wait()
+	if firstEr != nil {
+		return firstEr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Outputs in table order.
+	s.outputPaths = map[string]string{}
+	for _, f := range s.formats {
+		for i, j := range jobs {
+			if j.f.Name == f.Name {
+				s.outputs = append(s.outputs, results[i])
+				s.outputPaths[results[i].Name] = j.dst
+			}
+		}
+	}
+	return nil
+}
+
+// stepPublish writes manifest.json and sbom.spdx.json and renames every file into the output
+// folder: images first, manifest.json last, so a manifest.json means a finished build.
+func stepPublish(ctx context.Context, s *state) error {
+	m := *s.manifest
+	m.Outputs = s.outputs
+	out := filepath.Join(s.work, "out")
+	if err := os.WriteFile(filepath.Join(out, SBOMName), s.sbom, 0o644); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(s.outputs))
+	for _, o := range s.outputs {
+		names = append(names, o.Name)
+	}
+	names = append(names, SBOMName)
+	for _, n := range names {
+		if err := syncFile(filepath.Join(out, n)); err != nil {
+			return err
+		}
+	}
+	for _, n := range names {
+		if err := os.Rename(filepath.Join(out, n), filepath.Join(s.opts.OutDir, n)); err != nil {
+			return err
+		}
+	}
+	// The manifest's build section is filled last; its duration excludes only this rename.
+	m.Build = &BuildInfo{Kubebake: s.opts.Version, RootfsCached: s.rootfsCached}
+	data, err := marshalJSON(&m)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(out, ManifestName)
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	if err := syncFile(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(s.opts.OutDir, ManifestName)); err != nil {
+		return err
+	}
+	if d, err := os.Open(s.opts.OutDir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func fileSHA256(path string) (string, error) {
+	sum, _, err := fileSHA256Size(context.Background(), path)
+	return sum, err
+}
+
+func fileSHA256Size(ctx context.Context, path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, ctxReader{ctx, f}, make([]byte, 4<<20))
+	if err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// naturalLess orders strings with embedded numbers by value: 6.1.0-9 < 6.1.0-50.
+func naturalLess(a, b string) bool {
+	for a != "" && b != "" {
+		da, db := digitsPrefix(a), digitsPrefix(b)
+		if da != "" && db != "" {
+			na, nb := strings.TrimLeft(da, "0"), strings.TrimLeft(db, "0")
+			if len(na) != len(nb) {
+				return len(na) < len(nb)
+			}
+			if na != nb {
+				return na < nb
+			}
+			a, b = a[len(da):], b[len(db):]
+			continue
+		}
+		if a[0] != b[0] {
+			return a[0] < b[0]
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) < len(b)
+}
+
+func digitsPrefix(s string) string {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return s[:i]
+}
+
+// ctxWriter and ctxReader stop long copies when the build is cancelled.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// countingWriter reports bytes written, every 8 MiB.
+type countingWriter struct {
+	w        io.Writer
+	n, last  int64
+	progress func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if c.progress != nil && c.n-c.last >= 8<<20 {
+		c.last = c.n
+		c.progress(c.n)
+	}
+	return n, err
+}

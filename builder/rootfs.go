@@ -1,0 +1,282 @@
+package builder
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/recipes"
+)
+
+// rootfsFormat versions the way the builder calls mmdebstrap; bump it to invalidate every
+// cached rootfs tarball when the arguments change in a way the key does not show.
+const rootfsFormat = "kubebake-rootfs-v1"
+
+// RootfsSpec is everything a rootfs tarball is made of. Its key (RootfsSpec.Key) leaves out
+// the mirror: the same pinned packages from another mirror are the same packages.
+type RootfsSpec struct {
+	Release    string   `json:"release"`
+	Arch       string   `json:"arch"`
+	Variant    string   `json:"variant"`
+	Suites     []string `json:"suites"`
+	Components []string `json:"components"`
+	// Packages are "name=version", sorted.
+	Packages []string `json:"packages"`
+	// Options are the further mmdebstrap arguments (dpkg path excludes, ...).
+	Options []string `json:"options"`
+	// Epoch is the lock's SOURCE_DATE_EPOCH: it is in every mtime of the tarball.
+	Epoch int64 `json:"sourceDateEpoch"`
+	// Tool is "mmdebstrap X.Y.Z" as the host reports it.
+	Tool   string `json:"tool"`
+	Format string `json:"format"`
+	// Mirror is where packages come from; not part of the key.
+	Mirror string `json:"-"`
+}
+
+// Key is the hex sha256 of the spec without its mirror.
+func (s RootfsSpec) Key() string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// dpkgExcludes keep documentation, man pages and translations out of the image (copyright
+// files stay): a node is not read by people, and a smaller tarball is a faster build.
+var dpkgExcludes = []string{
+	"--dpkgopt=path-exclude=/usr/share/man/*",
+	"--dpkgopt=path-exclude=/usr/share/info/*",
+	"--dpkgopt=path-exclude=/usr/share/locale/*",
+	"--dpkgopt=path-include=/usr/share/locale/locale.alias",
+	"--dpkgopt=path-exclude=/usr/share/doc/*",
+	"--dpkgopt=path-include=/usr/share/doc/*/copyright",
+	"--dpkgopt=path-exclude=/usr/share/lintian/*",
+}
+
+// RootfsPackages lists the Debian packages of a recipe's rootfs as "name=version" from the
+// lock: BootPackages, the kernel, runtime.packages and base.packages. A package without a
+// lock entry is an error: every package the recipe names is pinned.
+func RootfsPackages(r *recipes.Recipe, l *recipes.Lock) ([]string, error) {
+	pinned := map[string]string{}
+	for _, a := range l.Artifacts {
+		if a.Kind == recipes.InputDeb {
+			pinned[strings.TrimPrefix(a.Name, "deb/")] = a.Version
+		}
+	}
+	names := append(append(append(recipes.BootPackages(), r.Base.Kernel), r.Runtime.Packages...), r.Base.Packages...)
+	seen := map[string]bool{}
+	var out, missing []string
+	for _, n := range names {
+		if n == "" || seen[n] {
+			continue
+		}
+		seen[n] = true
+		v, ok := pinned[n]
+		if !ok {
+			missing = append(missing, n)
+			continue
+		}
+		out = append(out, n+"="+v)
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("the lock pins no version of %s; run \"kubebake lock %s\"", strings.Join(missing, ", "), recipeFile(r))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func recipeFile(r *recipes.Recipe) string {
+	if r.File != "" {
+		return r.File
+	}
+	return r.Name
+}
+
+// NewRootfsSpec derives the rootfs spec of a recipe and its lock.
+func NewRootfsSpec(ctx context.Context, r *recipes.Recipe, l *recipes.Lock, mirror string) (RootfsSpec, error) {
+	pkgs, err := RootfsPackages(r, l)
+	if err != nil {
+		return RootfsSpec{}, err
+	}
+	tool, err := mmdebstrapVersion(ctx)
+	if err != nil {
+		return RootfsSpec{}, err
+	}
+	return RootfsSpec{
+		Release: r.Base.Release, Arch: r.Base.Arch, Variant: "minbase",
+		Suites: r.Base.Suites, Components: r.Base.Components,
+		Packages: pkgs, Options: dpkgExcludes, Epoch: l.SourceDateEpoch,
+		Tool: tool, Format: rootfsFormat, Mirror: strings.TrimRight(mirror, "/"),
+	}, nil
+}
+
+func mmdebstrapVersion(ctx context.Context) (string, error) {
+	out, err := run.Command("mmdebstrap", "--version").Output(ctx)
+	if err != nil {
+		if run.IsNotFound(err) {
+			return "", fmt.Errorf("mmdebstrap is not installed: run \"make deps\" (or apt-get install mmdebstrap)")
+		}
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// mmdebstrapArgs is the command line that builds the tarball at out.
+func (s RootfsSpec) mmdebstrapArgs(out string) []string {
+	args := []string{
+		"--mode=unshare", "--variant=" + s.Variant, "--format=tar",
+		"--architectures=" + s.Arch,
+		"--include=" + strings.Join(s.Packages, ","),
+	}
+	args = append(args, s.Options...)
+	args = append(args, s.Release, out)
+	for _, suite := range s.Suites {
+		args = append(args, fmt.Sprintf("deb %s %s %s", s.Mirror, suite, strings.Join(s.Components, " ")))
+	}
+	return args
+}
+
+// RootfsStore finds and keeps rootfs tarballs; artifacts.Cache is one.
+type RootfsStore interface {
+	Scratch(name string) (string, error)
+	Lock(ctx context.Context, name string) (unlock func(), err error)
+}
+
+// rootfsTarball returns the cached tarball for spec, building it with mmdebstrap when it is
+// missing. The second return value says whether it came from the cache.
+func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, log func(string)) (string, bool, error) {
+	dir, err := store.Scratch("rootfs")
+	if err != nil {
+		return "", false, err
+	}
+	key := spec.Key()
+	final := filepath.Join(dir, key+".tar")
+	if _, err := os.Stat(final); err == nil {
+		return final, true, nil
+	}
+	unlock, err := store.Lock(ctx, "rootfs-"+key[:16])
+	if err != nil {
+		return "", false, err
+	}
+	defer unlock()
+	if _, err := os.Stat(final); err == nil {
+		return final, true, nil // another build made it while we waited
+	}
+	if spec.Mirror == "" {
+		return "", false, errors.New("no Debian mirror: set base.mirror in the recipe or configure apt on this machine")
+	}
+	// mmdebstrap works in a private temporary folder beside the cache entry so that an
+	// interrupted build leaves nothing outside it; both are removed on failure.
+	tmpDir, err := os.MkdirTemp(dir, ".build-"+key[:16]+"-")
+	if err != nil {
+		return "", false, err
+	}
+	defer os.RemoveAll(tmpDir)
+	tmpTar := filepath.Join(tmpDir, "rootfs.tar")
+	specJSON, _ := json.MarshalIndent(spec, "", "  ")
+	cmd := run.Command("mmdebstrap", spec.mmdebstrapArgs(tmpTar)...)
+	cmd.Env = []string{
+		"SOURCE_DATE_EPOCH=" + strconv.FormatInt(spec.Epoch, 10),
+		"TMPDIR=" + tmpDir,
+		"LC_ALL=C.UTF-8",
+	}
+	lw := &lineWriter{fn: func(line string) {
+		if log != nil {
+			log(redactURLs(line))
+		}
+	}}
+	cmd.Stderr = lw
+	slog.Debug("rootfs", "spec", string(specJSON))
+	err = cmd.Run(ctx)
+	lw.Flush()
+	if err != nil {
+		return "", false, explainMmdebstrap(err, spec)
+	}
+	if err := os.WriteFile(filepath.Join(dir, key+".json"), specJSON, 0o644); err != nil {
+		return "", false, err
+	}
+	if err := os.Rename(tmpTar, final); err != nil {
+		return "", false, err
+	}
+	return final, false, nil
+}
+
+var (
+	aptNoVersion = regexp.MustCompile(`Version '([^']+)' for '([^']+)' was not found`)
+	aptNoPackage = regexp.MustCompile(`Unable to locate package ([^\s]+)`)
+	aptHTTPError = regexp.MustCompile(`(?m)(E: Failed to fetch [^\n]*|Err:\d+ [^\n]*\n[^\n]*)`)
+	aptRelease   = regexp.MustCompile(`The repository '[^']*' does not have a Release file`)
+)
+
+// explainMmdebstrap turns apt's words in mmdebstrap's stderr into what to do.
+func explainMmdebstrap(err error, spec RootfsSpec) error {
+	var re *run.Error
+	stderr := ""
+	if errors.As(err, &re) {
+		stderr = re.Stderr
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("building the rootfs: %w", err)
+	}
+	switch {
+	case aptNoVersion.MatchString(stderr):
+		m := aptNoVersion.FindStringSubmatch(stderr)
+		return fmt.Errorf("building the rootfs: the mirror no longer has %s version %s (the lock pins it); run \"kubebake lock --update\" to move to what the mirror has", m[2], m[1])
+	case aptNoPackage.MatchString(stderr):
+		m := aptNoPackage.FindStringSubmatch(stderr)
+		return fmt.Errorf("building the rootfs: package %s does not exist in %s %s; fix base.packages in the recipe", m[1], spec.Release, strings.Join(spec.Suites, ", "))
+	case aptRelease.MatchString(stderr), aptHTTPError.MatchString(stderr):
+		detail := strings.TrimSpace(aptHTTPError.FindString(stderr))
+		if detail == "" {
+			detail = aptRelease.FindString(stderr)
+		}
+		return fmt.Errorf("building the rootfs: the Debian mirror refused a download (%s); check base.mirror or this machine's apt sources", redactURLs(detail))
+	}
+	return fmt.Errorf("building the rootfs with mmdebstrap: %w", err)
+}
+
+var urlRE = regexp.MustCompile(`[a-z]+://[^/\s]+`)
+
+// redactURLs replaces URL hosts by "<mirror>": errors and logs must not carry mirror names.
+func redactURLs(s string) string { return urlRE.ReplaceAllString(s, "<mirror>") }
+
+// lineWriter calls fn for each complete line written to it.
+type lineWriter struct {
+	fn  func(string)
+	buf []byte
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := strings.IndexByte(string(w.buf), '\n')
+		if i < 0 {
+			break
+		}
+		if w.fn != nil {
+			w.fn(string(w.buf[:i]))
+		}
+		w.buf = w.buf[i+1:]
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) Flush() {
+	if len(w.buf) > 0 && w.fn != nil {
+		w.fn(string(w.buf))
+	}
+	w.buf = nil
+}

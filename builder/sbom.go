@@ -1,0 +1,199 @@
+package builder
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/kubebake/kubebake/recipes"
+)
+
+// SPDX 2.3 JSON, the subset kubebake writes: one package for the image, one per installed
+// Debian package (with a PURL), one per baked binary (with its sha256), and CONTAINS
+// relationships from the image to each. The document is a pure function of the lock and
+// the rootfs: its namespace derives from the lock hash and its creation time is the lock's
+// SOURCE_DATE_EPOCH.
+
+// SPDXDocument is an SPDX 2.3 document.
+type SPDXDocument struct {
+	SPDXVersion       string             `json:"spdxVersion"`
+	DataLicense       string             `json:"dataLicense"`
+	SPDXID            string             `json:"SPDXID"`
+	Name              string             `json:"name"`
+	DocumentNamespace string             `json:"documentNamespace"`
+	CreationInfo      SPDXCreationInfo   `json:"creationInfo"`
+	DocumentDescribes []string           `json:"documentDescribes"`
+	Packages          []SPDXPackage      `json:"packages"`
+	Relationships     []SPDXRelationship `json:"relationships"`
+}
+
+// SPDXCreationInfo says who made the document and when.
+type SPDXCreationInfo struct {
+	Created  string   `json:"created"`
+	Creators []string `json:"creators"`
+}
+
+// SPDXPackage is one package.
+type SPDXPackage struct {
+	Name             string            `json:"name"`
+	SPDXID           string            `json:"SPDXID"`
+	VersionInfo      string            `json:"versionInfo,omitempty"`
+	Supplier         string            `json:"supplier,omitempty"`
+	DownloadLocation string            `json:"downloadLocation"`
+	FilesAnalyzed    bool              `json:"filesAnalyzed"`
+	Checksums        []SPDXChecksum    `json:"checksums,omitempty"`
+	SourceInfo       string            `json:"sourceInfo,omitempty"`
+	LicenseConcluded string            `json:"licenseConcluded"`
+	LicenseDeclared  string            `json:"licenseDeclared"`
+	CopyrightText    string            `json:"copyrightText"`
+	PrimaryPurpose   string            `json:"primaryPackagePurpose,omitempty"`
+	ExternalRefs     []SPDXExternalRef `json:"externalRefs,omitempty"`
+}
+
+// SPDXChecksum is a package checksum.
+type SPDXChecksum struct {
+	Algorithm     string `json:"algorithm"`
+	ChecksumValue string `json:"checksumValue"`
+}
+
+// SPDXExternalRef is a package URL or another reference.
+type SPDXExternalRef struct {
+	ReferenceCategory string `json:"referenceCategory"`
+	ReferenceType     string `json:"referenceType"`
+	ReferenceLocator  string `json:"referenceLocator"`
+}
+
+// SPDXRelationship relates two elements.
+type SPDXRelationship struct {
+	SPDXElementID      string `json:"spdxElementId"`
+	RelationshipType   string `json:"relationshipType"`
+	RelatedSPDXElement string `json:"relatedSpdxElement"`
+}
+
+const noAssertion = "NOASSERTION"
+
+var spdxIDUnsafe = regexp.MustCompile(`[^A-Za-z0-9.-]+`)
+
+// sbomInput is what the SBOM is made of.
+type sbomInput struct {
+	Recipe     *recipes.Recipe
+	Lock       *recipes.Lock
+	LockHash   string
+	IDs        IDs
+	Packages   []DebPackage
+	LayerFiles []ManifestFile
+	Tool       string // "kubebake-<version>"
+}
+
+// makeSBOM builds the SPDX document.
+func makeSBOM(in sbomInput) *SPDXDocument {
+	name := in.Recipe.Name
+	doc := &SPDXDocument{
+		SPDXVersion: "SPDX-2.3",
+		DataLicense: "CC0-1.0",
+		SPDXID:      "SPDXRef-DOCUMENT",
+		Name:        "kubebake-image-" + name,
+		// A URI unique to this lock; it need not resolve (SPDX 2.3 section 6.5).
+		DocumentNamespace: fmt.Sprintf("https://kubebake.dev/spdx/%s/%s", url.PathEscape(name), in.IDs.SBOMPrefix),
+		CreationInfo: SPDXCreationInfo{
+			Created:  time.Unix(in.Lock.SourceDateEpoch, 0).UTC().Format(time.RFC3339),
+			Creators: []string{"Tool: " + in.Tool},
+		},
+	}
+	used := map[string]bool{}
+	id := func(prefix, s string) string {
+		base := prefix + "-" + strings.Trim(spdxIDUnsafe.ReplaceAllString(s, "-"), "-")
+		cand := base
+		for i := 2; used[cand]; i++ {
+			cand = fmt.Sprintf("%s-%d", base, i)
+		}
+		used[cand] = true
+		return cand
+	}
+	imageID := id("SPDXRef-Image", name)
+	doc.DocumentDescribes = []string{imageID}
+	doc.Packages = append(doc.Packages, SPDXPackage{
+		Name: "kubebake-image-" + name, SPDXID: imageID, VersionInfo: in.LockHash,
+		DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: noAssertion,
+		CopyrightText: noAssertion, PrimaryPurpose: "OPERATING-SYSTEM",
+	})
+	doc.Relationships = append(doc.Relationships, SPDXRelationship{SPDXElementID: "SPDXRef-DOCUMENT", RelationshipType: "DESCRIBES", RelatedSPDXElement: imageID})
+	contains := func(pkgID string) {
+		doc.Relationships = append(doc.Relationships, SPDXRelationship{SPDXElementID: imageID, RelationshipType: "CONTAINS", RelatedSPDXElement: pkgID})
+	}
+
+	distro := in.Recipe.Base.Release
+	for _, p := range in.Packages {
+		pid := id("SPDXRef-deb", p.Name+"-"+p.Architecture)
+		purl := fmt.Sprintf("pkg:deb/debian/%s@%s?arch=%s", url.PathEscape(p.Name), url.PathEscape(p.Version), url.QueryEscape(p.Architecture))
+		if distro != "" {
+			purl += "&distro=" + url.QueryEscape(distro)
+		}
+		pkg := SPDXPackage{
+			Name: p.Name, SPDXID: pid, VersionInfo: p.Version, Supplier: "Organization: Debian",
+			DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: noAssertion,
+			CopyrightText: noAssertion, PrimaryPurpose: "LIBRARY",
+			ExternalRefs: []SPDXExternalRef{{ReferenceCategory: "PACKAGE-MANAGER", ReferenceType: "purl", ReferenceLocator: purl}},
+		}
+		if p.Source != "" {
+			pkg.SourceInfo = "built from Debian source package " + p.Source
+		}
+		doc.Packages = append(doc.Packages, pkg)
+		contains(pid)
+	}
+
+	// Baked binaries: every regular layer file that comes from an artifact, with the sha256
+	// of the bytes written and, for lock artifacts, version and origin.
+	arts := map[string]recipes.LockedArtifact{}
+	for _, a := range in.Lock.Artifacts {
+		arts[a.Name] = a
+	}
+	for _, f := range in.LayerFiles {
+		if f.Type != "file" || f.Artifact == "" {
+			continue
+		}
+		a := arts[f.Artifact]
+		pid := id("SPDXRef-bin", f.Path)
+		pkg := SPDXPackage{
+			Name: f.Artifact, SPDXID: pid, VersionInfo: a.Version,
+			DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: noAssertion,
+			CopyrightText: noAssertion, PrimaryPurpose: "APPLICATION",
+			Checksums:  []SPDXChecksum{{Algorithm: "SHA256", ChecksumValue: f.SHA256}},
+			SourceInfo: "installed as " + f.Path,
+		}
+		if purl := binaryPURL(a); purl != "" {
+			pkg.ExternalRefs = []SPDXExternalRef{{ReferenceCategory: "PACKAGE-MANAGER", ReferenceType: "purl", ReferenceLocator: purl}}
+		}
+		if a.Name == "" {
+			pkg.SourceInfo += " (built from this kubebake)"
+		}
+		doc.Packages = append(doc.Packages, pkg)
+		contains(pid)
+	}
+	return doc
+}
+
+// binaryPURL is the package URL of a binary's origin: the Go module it was built from, or
+// the Debian package it was taken out of.
+func binaryPURL(a recipes.LockedArtifact) string {
+	switch a.Source {
+	case recipes.SourceGoMod:
+		mod, ver, _ := strings.Cut(a.Module, "@")
+		if ver == "" {
+			ver = a.Version
+		}
+		if mod == "" {
+			return ""
+		}
+		p := "pkg:golang/" + mod + "@" + url.PathEscape(ver)
+		if sub := strings.TrimPrefix(strings.TrimPrefix(a.Package, mod), "/"); sub != "" && a.Package != mod {
+			p += "#" + sub
+		}
+		return p
+	case recipes.SourceDeb:
+		return ""
+	}
+	return ""
+}
