@@ -24,30 +24,72 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/recipes"
 )
 
 // controlPlaneBins are the binaries TestControlPlane runs for real.
 var controlPlaneBins = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubeadm", "kubectl"}
 
-// findBins looks for the control plane binaries in $KUBEBAKE_TEST_BIN, then in PATH.
+// findBins returns a folder with the control plane binaries: $KUBEBAKE_TEST_BIN when set,
+// else the debian-12 lock's binaries fetched through the artifact cache (built from the Go
+// module proxy on a cold cache, shared with the builder and verify tests).
 func findBins(t *testing.T) string {
 	dir := os.Getenv("KUBEBAKE_TEST_BIN")
 	if dir == "" {
-		for _, b := range controlPlaneBins {
-			p, err := exec.LookPath(b)
-			if err != nil {
-				t.Skipf("%s not found: set KUBEBAKE_TEST_BIN to a folder with %s", b, strings.Join(controlPlaneBins, ", "))
-			}
-			if dir != "" && filepath.Dir(p) != dir {
-				t.Skipf("control plane binaries are in several folders; set KUBEBAKE_TEST_BIN")
-			}
-			dir = filepath.Dir(p)
-		}
+		dir = fetchLockedBins(t)
 	}
 	for _, b := range controlPlaneBins {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
 			t.Skipf("%s/%s is not an executable", dir, b)
+		}
+	}
+	return dir
+}
+
+// fetchLockedBins fetches controlPlaneBins as the debian-12 lock pins them and copies them,
+// executable, into a temp folder (cache blobs are read-only and not executable).
+func fetchLockedBins(t *testing.T) string {
+	t.Helper()
+	r, err := recipes.Load("debian-12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := recipes.ReadRecipeLock(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, b := range controlPlaneBins {
+		want[b] = true
+	}
+	sub := *lock
+	sub.Artifacts = nil
+	for _, a := range lock.Artifacts {
+		if want[a.Name] {
+			sub.Artifacts = append(sub.Artifacts, a)
+		}
+	}
+	cache, err := artifacts.OpenCache("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources, err := artifacts.RecipeSources(cache, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, err := artifacts.Fetch(context.Background(), &sub, sources)
+	if err != nil {
+		t.Fatalf("fetching the control plane binaries of the debian-12 lock: %v", err)
+	}
+	dir := t.TempDir()
+	for name, src := range paths {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+			t.Fatal(err)
 		}
 	}
 	return dir
