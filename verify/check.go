@@ -30,6 +30,9 @@ type Probe struct {
 	Eval   func(out Output) (got string, pass bool)
 	Info   bool
 	Units  []string
+	// Prelude, when set, runs once before every probe (probes sharing one prelude text share
+	// its run) and leaves facts in files under $KB for the probes' scripts to read.
+	Prelude string
 }
 
 // Output is what a probe's script produced.
@@ -91,15 +94,43 @@ const (
 // runtime find are the ones that count.
 const systemdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// BuildScript joins the probes' snippets into one script whose output ParseScriptOutput splits
-// again: one SSH round trip for every check.
+// ScriptParallel is how many probes run at once in the guest. Under TCG every process start
+// costs a good fraction of a second; with two vCPUs, hashing and version runs overlap.
+var ScriptParallel = 4
+
+// BuildScript joins the probes into one script whose output ParseScriptOutput splits again:
+// one SSH round trip for every check. Preludes (shared facts such as the journal or the units'
+// properties, saved under $KB) run first, once each; then the probes run ScriptParallel at a
+// time, each into its own file, and their outputs are printed in order.
 func BuildScript(probes []Probe) string {
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\n# kubebake verify checks\nexport LC_ALL=C PATH=" + systemdPath + "\n")
-	b.WriteString("exec 2>&1\n")
-	for i, p := range probes {
-		fmt.Fprintf(&b, "echo '%s%d'\n(\n%s\n) </dev/null\nprintf '\\n%s%d %%d\\n' \"$?\"\n", beginMark, i, strings.TrimSpace(p.Script), endMark, i)
+	b.WriteString("KB=$(mktemp -d /tmp/kubebake-verify.XXXXXX)\nexport KB\ntrap 'rm -rf \"$KB\"' EXIT\nexec 2>&1\n")
+	seen := map[string]bool{}
+	for _, p := range probes {
+		if pre := strings.TrimSpace(p.Prelude); pre != "" && !seen[pre] {
+			seen[pre] = true
+			b.WriteString("(\n" + pre + "\n) </dev/null >/dev/null 2>&1\n")
+		}
 	}
+	for i, p := range probes {
+		delim := fmt.Sprintf("KUBEBAKE_PROBE_%d_EOF", i)
+		fmt.Fprintf(&b, "cat > \"$KB/p%d.sh\" <<'%s'\n%s\n%s\n", i, delim, strings.TrimSpace(p.Script), delim)
+	}
+	fmt.Fprintf(&b, `cat > "$KB/run-one" <<'KUBEBAKE_RUN_EOF'
+i=$1
+sh "$KB/p$i.sh" </dev/null >"$KB/p$i.out" 2>&1
+echo $? >"$KB/p$i.rc"
+KUBEBAKE_RUN_EOF
+i=0; while [ $i -lt %[1]d ]; do echo $i; i=$((i+1)); done | xargs -P %[2]d -n 1 sh "$KB/run-one"
+i=0
+while [ $i -lt %[1]d ]; do
+  echo '%[3]s'"$i"
+  cat "$KB/p$i.out" 2>/dev/null
+  printf '\n%[4]s%%s %%s\n' "$i" "$(cat "$KB/p$i.rc" 2>/dev/null || echo 255)"
+  i=$((i+1))
+done
+`, len(probes), max(1, ScriptParallel), beginMark, endMark)
 	return b.String()
 }
 

@@ -20,6 +20,14 @@ type Manifest struct {
 	Units    []ManifestUnit     `json:"units"`
 	Lock     []ManifestArtifact `json:"artifacts"`
 	Packages []Package          `json:"packages"`
+	// Outputs are the files of the build output folder (only in its manifest.json).
+	Outputs []ManifestOutput `json:"outputs,omitempty"`
+}
+
+// ManifestOutput is one file a build wrote.
+type ManifestOutput struct {
+	Name   string `json:"name"`
+	Format string `json:"format,omitempty"`
 }
 
 // ManifestRecipe is what the manifest says of the recipe the image was built from.

@@ -16,8 +16,9 @@ func machineIDProbe() Probe {
 		Expected: "generated at this boot (the image has none)",
 		Script: `echo "id=$(cat /etc/machine-id 2>/dev/null)"
 echo "firstboot=$(systemctl show -p ConditionResult --value first-boot-complete.target)"
-journalctl -b --no-pager -q -o cat -g 'machine ID' 2>/dev/null | head -n 3 | sed 's/^/journal=/'
+grep -F 'machine ID' "$KB/journal" | head -n 3 | sed 's/^/journal=/'
 true`,
+		Prelude: journalPrelude,
 		Eval: func(o Output) (string, bool) {
 			kv := o.KV()
 			id := kv["id"]
@@ -112,7 +113,7 @@ grep -rlIsF %[1]s --exclude-dir=containerd --exclude-dir=docker --exclude-dir=jo
   grep -qF -e %[3]s "$f" && kinds="$kinds key"
 %[4]s  printf 'file=%%s%%s\t%%s\n' "$(stat -c %%Y "$f")" "$kinds" "$f"
 done
-echo "journal=$(journalctl -b --no-pager -q -o cat | grep -cF %[1]s)"
+echo "journal=$(grep -cF %[1]s "$KB/journal")"
 true`, strings.Join(pats, " "), strings.Join(secretRoots, " "), shellQuote(keyMark), perFile.String())
 	userData := map[string]bool{}
 	for _, p := range s.UserDataPaths {
@@ -133,6 +134,7 @@ true`, strings.Join(pats, " "), strings.Join(secretRoots, " "), shellQuote(keyMa
 		Name:     "hygiene/no-secrets",
 		Expected: "no private key older than this boot; user-data secrets only where user-data wrote them; none in the journal",
 		Script:   script,
+		Prelude:  journalPrelude,
 		Eval: func(o Output) (string, bool) {
 			kv := o.KV()
 			btime, _ := strconv.ParseInt(kv["btime"], 10, 64)

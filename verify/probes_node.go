@@ -43,9 +43,10 @@ true`, m),
 echo "modresult=$(systemctl show -p Result --value systemd-modules-load.service)"
 echo "sysctl=$(systemctl show -p ExecMainStartTimestampMonotonic --value systemd-sysctl.service)"
 if [ -d /sys/module/%[1]s ] && ! grep -q '^%[1]s ' /proc/modules; then echo builtin=yes; fi
-journalctl -b --no-pager -q -o cat -u systemd-modules-load.service | grep -E "(Inserted module|already loaded|built.?in).*'%[1]s'" | sed 's/^/journal=/'
+grep -E "systemd-modules-load\[[0-9]+\]: .*(Inserted module|already loaded|built.?in).*'%[1]s'" "$KB/journal" | sed 's/^[^]]*\] [^ ]* //; s/^/journal=/'
 true`, m),
-		Units: []string{"systemd-modules-load.service", "systemd-sysctl.service"},
+		Prelude: journalPrelude,
+		Units:   []string{"systemd-modules-load.service", "systemd-sysctl.service"},
 		Eval: func(o Output) (string, bool) {
 			kv := o.KV()
 			modload, _ := strconv.ParseInt(kv["modload"], 10, 64)
@@ -74,6 +75,9 @@ true`, m),
 	}
 	return []Probe{loaded, before}
 }
+
+// journalPrelude saves this boot's journal once for every probe that reads it.
+const journalPrelude = `journalctl -b --no-pager -q -o short-monotonic > "$KB/journal"`
 
 func storageProbe(runtime, driver string) Probe {
 	if runtime == "docker" {
@@ -156,10 +160,21 @@ func toolProbe(t string) Probe {
 // unitProps are the properties the unit checks read.
 const unitProps = "-p Id -p LoadState -p ActiveState -p SubState -p Result -p Type -p ConditionResult -p ConditionTimestampMonotonic -p ExecMainStatus -p ExecMainExitTimestampMonotonic -p NRestarts"
 
-// unitScript shows a unit's state and its pending job, if any ("Job=start/waiting").
-func unitScript(u string) string {
-	return "systemctl show " + unitProps + " " + shellQuote(u) + "\n" +
-		"systemctl list-jobs --no-legend --plain --no-pager | awk -v u=" + shellQuote(u) + " '$2 == u {print \"Job=\" $3 \"/\" $4}'"
+// unitsPrelude saves the properties of every unit (one block each, in order) and the pending
+// jobs: one systemctl call each instead of two per unit.
+func unitsPrelude(units []string) string {
+	q := make([]string, len(units))
+	for i, u := range units {
+		q[i] = shellQuote(u)
+	}
+	return "systemctl show " + unitProps + " " + strings.Join(q, " ") + " > \"$KB/units\"\n" +
+		"systemctl list-jobs --no-legend --plain --no-pager > \"$KB/jobs\""
+}
+
+// unitScript prints the n-th unit's block (1-based) and its pending job ("Job=start/waiting").
+func unitScript(u string, n int) string {
+	return fmt.Sprintf("awk -v n=%d 'BEGIN {RS=\"\"} NR == n' \"$KB/units\"\n", n) +
+		"awk -v u=" + shellQuote(u) + " '$2 == u {print \"Job=\" $3 \"/\" $4}' \"$KB/jobs\""
 }
 
 func unitProbes(s Spec) []Probe {
@@ -168,22 +183,6 @@ func unitProbes(s Spec) []Probe {
 		mine[u] = true
 	}
 	mayWait := s.LoneMinion && s.Role == RoleMinion
-	var ps []Probe
-	for _, u := range sortedKeys(mine) {
-		exp := "active (oneshot: exited successfully)"
-		if mayWait {
-			exp = "active, exited successfully, or waiting for a master (activating/auto-restart); never failed"
-		}
-		ps = append(ps, Probe{
-			Name:     "unit/" + u + "/active",
-			Expected: exp,
-			Script:   unitScript(u),
-			Units:    []string{u},
-			Eval: func(o Output) (string, bool) {
-				return judgeOwnUnit(o.KV(), mayWait)
-			},
-		})
-	}
 	others := map[string]bool{}
 	for r, us := range s.Roles {
 		if r == s.Role {
@@ -195,11 +194,35 @@ func unitProbes(s Spec) []Probe {
 			}
 		}
 	}
+	all := append(sortedKeys(mine), sortedKeys(others)...)
+	prelude := unitsPrelude(all)
+	index := map[string]int{}
+	for i, u := range all {
+		index[u] = i + 1
+	}
+	var ps []Probe
+	for _, u := range sortedKeys(mine) {
+		exp := "active (oneshot: exited successfully)"
+		if mayWait {
+			exp = "active, exited successfully, or waiting for a master (activating/auto-restart); never failed"
+		}
+		ps = append(ps, Probe{
+			Name:     "unit/" + u + "/active",
+			Expected: exp,
+			Script:   unitScript(u, index[u]),
+			Prelude:  prelude,
+			Units:    []string{u},
+			Eval: func(o Output) (string, bool) {
+				return judgeOwnUnit(o.KV(), mayWait)
+			},
+		})
+	}
 	for _, u := range sortedKeys(others) {
 		ps = append(ps, Probe{
 			Name:     "unit/" + u + "/skipped",
 			Expected: "skipped by its role condition (ConditionResult=no), not failed",
-			Script:   unitScript(u),
+			Script:   unitScript(u, index[u]),
+			Prelude:  prelude,
 			Units:    []string{u},
 			Eval: func(o Output) (string, bool) {
 				kv := o.KV()

@@ -2,7 +2,9 @@ package verify
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,8 +52,9 @@ func TestProbeEvaluation(t *testing.T) {
 		{"role/marker", Output{Text: "master=present\nminion=absent"}, true, "kubernetes-master"},
 		{"role/marker", Output{Text: "master=present\nminion=present"}, false, "kubernetes-minion"},
 		{"role/marker", Output{Text: "master=absent\nminion=absent"}, false, "no role marker"},
-		{"userdata/cloud-init", Output{Text: "status: done\nextended_status: done\nboot_status_code: enabled-by-generator\ndetail:\nDataSourceNoCloud\nerrors: []\n"}, true, "done"},
-		{"userdata/cloud-init", Output{Text: "status: error\nerrors:\n\t- ('write_files', KeyError())\n", Exit: 1}, false, "write_files"},
+		{"userdata/cloud-init", Output{Text: `{"v1": {"datasource": "DataSourceNoCloud [seed=/dev/vdb]", "errors": []}}`}, true, "DataSourceNoCloud"},
+		{"userdata/cloud-init", Output{Text: `{"v1": {"datasource": "DataSourceNoCloud", "errors": ["('locale', ProcessExecutionError('update-locale'))"]}}`}, false, "locale"},
+		{"userdata/cloud-init", Output{Text: `{"missing": true}`}, false, "not finished"},
 		{"binary/kubelet/sha256", Output{Text: "aa11  /usr/bin/kubelet"}, true, "aa11"},
 		{"binary/kubelet/sha256", Output{Text: "bb22  /usr/bin/kubelet"}, false, "bb22"},
 		{"binary/kubelet/sha256", Output{Text: "sha256sum: /usr/bin/kubelet: No such file or directory", Exit: 1}, false, "missing"},
@@ -152,7 +155,7 @@ func TestLoneMinionMayWait(t *testing.T) {
 // probe's output and exit status arrive under its own name.
 func TestScriptRoundTrip(t *testing.T) {
 	ps := []Probe{
-		{Name: "a", Script: "echo one; echo two"},
+		{Name: "a", Script: "echo one; echo two; cat \"$KB/shared\"", Prelude: "echo fact > \"$KB/shared\""},
 		{Name: "b", Script: "printf 'no newline'; exit 3"},
 		{Name: "c", Script: "echo to-stderr >&2"},
 		{Name: "d", Script: "true"},
@@ -163,7 +166,7 @@ func TestScriptRoundTrip(t *testing.T) {
 	}
 	got := ParseScriptOutput(ps, string(out))
 	want := map[string]Output{
-		"a": {Text: "one\ntwo", Exit: 0},
+		"a": {Text: "one\ntwo\nfact", Exit: 0},
 		"b": {Text: "no newline", Exit: 3},
 		"c": {Text: "to-stderr", Exit: 0},
 		"d": {Text: "", Exit: 0},
@@ -194,6 +197,34 @@ func TestShellQuote(t *testing.T) {
 			out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(in)).Output()
 			if err != nil || string(out) != in {
 				t.Errorf("sh printf %s = %q, %v", shellQuote(in), out, err)
+			}
+		}
+	}
+}
+
+// TestUnitScriptPicksItsBlock runs a unit probe's script against saved `systemctl show` and
+// `systemctl list-jobs` output: each probe must read its own unit's block and job.
+func TestUnitScriptPicksItsBlock(t *testing.T) {
+	kb := t.TempDir()
+	units := "Id=a.service\nActiveState=active\nConditionResult=yes\n\nId=b.service\nActiveState=inactive\nConditionResult=no\n\nId=c.service\nActiveState=activating\n"
+	jobs := "12 c.service start running\n13 d.service start waiting\n"
+	os.WriteFile(filepath.Join(kb, "units"), []byte(units), 0o644)
+	os.WriteFile(filepath.Join(kb, "jobs"), []byte(jobs), 0o644)
+	for i, want := range []map[string]string{
+		{"Id": "a.service", "ActiveState": "active", "Job": ""},
+		{"Id": "b.service", "ActiveState": "inactive", "Job": ""},
+		{"Id": "c.service", "ActiveState": "activating", "Job": "start/running"},
+	} {
+		cmd := exec.Command("sh", "-c", unitScript(want["Id"], i+1))
+		cmd.Env = append(os.Environ(), "KB="+kb)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		kv := Output{Text: string(out)}.KV()
+		for k, v := range want {
+			if kv[k] != v {
+				t.Errorf("unit %d: %s = %q, want %q (output %q)", i+1, k, kv[k], v, out)
 			}
 		}
 	}

@@ -71,10 +71,12 @@ type Target struct {
 	Manifest string // "" when there is none beside the image
 }
 
-// imageNames are the image files a build output folder may hold, preferred first.
-var imageNames = []string{"image.qcow2", "image.raw", "image.img"}
+// imageFormats are the formats verify boots from a build output folder, preferred first
+// (raw needs no cluster lookups under the overlay).
+var imageFormats = []string{"raw", "qcow2"}
 
-// ResolveTarget finds the image and its manifest from a file or a build output folder.
+// ResolveTarget finds the image and its manifest from a file or a build output folder: the
+// folder's manifest.json names its outputs; without one, the first *.raw or *.qcow2 is used.
 func ResolveTarget(path, manifest string) (Target, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -85,14 +87,29 @@ func ResolveTarget(path, manifest string) (Target, error) {
 	if st.IsDir() {
 		dir = path
 		t.Image = ""
-		for _, n := range imageNames {
-			if fileExists(filepath.Join(path, n)) {
-				t.Image = filepath.Join(path, n)
-				break
+		if t.Manifest == "" && fileExists(filepath.Join(dir, "manifest.json")) {
+			t.Manifest = filepath.Join(dir, "manifest.json")
+		}
+		var outputs []ManifestOutput
+		if t.Manifest != "" {
+			if m, err := LoadManifest(t.Manifest); err == nil {
+				outputs = m.Outputs
+			}
+		}
+		for _, format := range imageFormats {
+			for _, o := range outputs {
+				if o.Format == format && t.Image == "" && fileExists(filepath.Join(dir, o.Name)) {
+					t.Image = filepath.Join(dir, o.Name)
+				}
+			}
+			if t.Image == "" {
+				if found, _ := filepath.Glob(filepath.Join(dir, "*."+format)); len(found) > 0 {
+					t.Image = found[0]
+				}
 			}
 		}
 		if t.Image == "" {
-			return Target{}, fmt.Errorf("%s holds no image (looked for %s): give the image file or run kubebake build first", path, strings.Join(imageNames, ", "))
+			return Target{}, fmt.Errorf("%s holds no image (*.raw, *.qcow2): give the image file, or run kubebake build first", path)
 		}
 	}
 	if t.Manifest == "" && fileExists(filepath.Join(dir, "manifest.json")) {
