@@ -205,8 +205,8 @@ type mergeOptions struct {
 	Progress func(n int64)
 }
 
-// hygiene decides what happens to a rootfs entry: keep, drop, or replace its content.
-// It returns (drop, newContent, newMode, replace).
+// hygiene decides what happens to a rootfs entry: drop it, replace its content (a non-nil
+// content), or keep it as it is. body reads the entry's content when a rule needs it.
 func hygiene(rel string, hdr *tar.Header, body func() ([]byte, error)) (drop bool, content []byte, err error) {
 	isDir := hdr.Typeflag == tar.TypeDir
 	under := func(dir string) bool { return strings.HasPrefix(rel, dir+"/") }
@@ -225,7 +225,11 @@ func hygiene(rel string, hdr *tar.Header, body func() ([]byte, error)) (drop boo
 	case under("var/lib/cloud"):
 		return true, nil, nil
 	// Logs, apt lists and caches, temporary files.
-	case under("var/log"), under("var/lib/apt/lists"), under("var/cache/apt"):
+	case under("var/log"):
+		// Log files go; the folders (journal/, with its group and setgid bit) and symlinks
+		// stay so that services find what their packages set up.
+		return hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeLink, nil, nil
+	case under("var/lib/apt/lists"), under("var/cache/apt"):
 		return !isDir, nil, nil
 	case under("var/cache/debconf") && strings.HasSuffix(base, "-old"):
 		return true, nil, nil

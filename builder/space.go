@@ -1,6 +1,7 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,17 +17,14 @@ import (
 // checkTools makes sure the external tools the build will call are installed, in versions
 // that give reproducible output.
 func checkTools(ctx context.Context, formats []outputFormat) error {
-	out, err := run.Command("mke2fs", "-V").Output(ctx)
-	var re *run.Error
-	if errors.As(err, &re) {
-		out = append(out, re.Stderr...)
-	} else if err != nil {
-		if run.IsNotFound(err) {
-			return errors.New("mke2fs is not installed: run \"make deps\" (e2fsprogs >= 1.47.1)")
-		}
-		return err
+	var stderr bytes.Buffer
+	c := run.Command("mke2fs", "-V")
+	c.Stderr = &stderr // mke2fs prints its version on stderr
+	out, err := c.Output(ctx)
+	if err != nil && run.IsNotFound(err) {
+		return errors.New("mke2fs is not installed: run \"make deps\" (e2fsprogs >= 1.47.1)")
 	}
-	if err := checkMke2fsVersion(string(out)); err != nil {
+	if err := checkMke2fsVersion(string(out) + stderr.String()); err != nil {
 		return err
 	}
 	for _, f := range formats {
