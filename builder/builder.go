@@ -103,7 +103,6 @@ type state struct {
 
 	rootfsTar    string
 	rootfsCached bool
-	layerTar     string
 	rootTar      string
 	info         *MergeInfo
 	manifest     *Manifest
@@ -120,7 +119,6 @@ type state struct {
 var steps = []step{
 	{"check", stepCheck},
 	{"rootfs", stepRootfs},
-	{"layer", stepLayer},
 	{"merge", stepMerge},
 	{"root-ext4", stepRootExt4},
 	{"esp", stepESP},
@@ -176,7 +174,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		d := time.Since(t0)
 		res.Stages = append(res.Stages, StageTime{Name: st.name, Seconds: round2(d.Seconds())})
 		s.emit(Event{Kind: EventDone})
-		slog.Info("build stage done", "stage", st.name, "elapsed", d.Round(10*time.Millisecond))
+		slog.Debug("build stage done", "stage", st.name, "elapsed", d.Round(10*time.Millisecond))
 	}
 	res.OutDir = opts.OutDir
 	res.Outputs = s.outputs
@@ -275,24 +273,9 @@ func cachedWord(cached bool) string {
 	return "built"
 }
 
-// stepLayer writes the node layer as a tar (roles.Layer.WriteTar), checking every artifact
-// against the lock on the way.
-func stepLayer(ctx context.Context, s *state) error {
-	s.layerTar = filepath.Join(s.work, "layer.tar")
-	f, err := os.Create(s.layerTar)
-	if err != nil {
-		return err
-	}
-	cw := &countingWriter{w: f, progress: func(n int64) { s.emit(Event{Kind: EventProgress, Bytes: n}) }}
-	werr := s.opts.Layer.WriteTar(ctxWriter{ctx, cw}, s.opts.Open, time.Unix(s.epoch, 0))
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	return werr
-}
-
-// stepMerge writes the root filesystem's tarball: rootfs + layer + hygiene + fstab, apt
-// sources, and the manifest and SBOM (which need the merged package list).
+// stepMerge writes the root filesystem's tarball: the rootfs with hygiene applied, the node
+// layer streamed from roles.Layer.WriteTar (every artifact checked against the lock on the
+// way), fstab, apt sources, and the manifest and SBOM (which need the merged package list).
 func stepMerge(ctx context.Context, s *state) error {
 	s.rootTar = filepath.Join(s.work, "root.tar")
 	f, err := os.Create(s.rootTar)
@@ -310,7 +293,8 @@ func stepMerge(ctx context.Context, s *state) error {
 	}
 	info, err := mergeTar(mergeOptions{
 		RootfsTar: s.rootfsTar,
-		LayerTar:  s.layerTar,
+		Layer:     s.opts.Layer,
+		Open:      s.opts.Open,
 		Out:       ctxWriter{ctx, f},
 		Epoch:     s.epoch,
 		Replace: []ExtraFile{
@@ -332,7 +316,6 @@ func stepMerge(ctx context.Context, s *state) error {
 	}
 	s.info = info
 	slog.Debug("merge", "entries", info.Entries, "dropped", len(info.Dropped), "kernels", info.Kernels)
-	os.Remove(s.layerTar)
 	return nil
 }
 

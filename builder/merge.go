@@ -7,12 +7,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kubebake/kubebake/roles"
 )
 
 // The merge step: one tar stream rewrite that turns the rootfs tarball and the node layer
@@ -49,58 +52,44 @@ type LayerFile struct {
 	SHA256 string      `json:"sha256"`
 }
 
-// layerEntry is an indexed layer tar entry.
+// layerEntry is one node layer entry as the merge sees it.
 type layerEntry struct {
-	hdr     *tar.Header
-	rel     string // as written by the layer
+	typ     byte   // tar type
+	mode    int64  // permission bits
+	uid     int    // owner
+	gid     int    // group
+	rel     string // as the layer names it
 	target  string // resolved through the rootfs's directory symlinks
-	index   int
 	emitted bool
 }
 
-// layerIndex reads the spooled layer tar once: headers, and sha256 of every regular file.
-func indexLayer(layerTar string) ([]*layerEntry, []LayerFile, error) {
-	f, err := os.Open(layerTar)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	tr := tar.NewReader(f)
+// indexLayer lists the layer's entries without reading any content.
+func indexLayer(layer *roles.Layer) ([]*layerEntry, error) {
 	var entries []*layerEntry
-	var files []LayerFile
 	seen := map[string]bool{}
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("node layer: %w", err)
-		}
-		rel := relPath(hdr.Name)
+	for _, f := range layer.Files {
+		rel := relPath(f.Path)
 		if rel == "" {
 			continue // the root directory belongs to the rootfs
 		}
 		if seen[rel] {
-			return nil, nil, fmt.Errorf("node layer: /%s appears twice", rel)
+			return nil, fmt.Errorf("node layer: %s appears twice", f.Path)
 		}
 		seen[rel] = true
-		switch hdr.Typeflag {
-		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink:
+		e := &layerEntry{rel: rel, mode: int64(f.Mode.Perm()), uid: f.UID, gid: f.GID}
+		switch f.Type {
+		case roles.TypeFile:
+			e.typ = tar.TypeReg
+		case roles.TypeDir:
+			e.typ = tar.TypeDir
+		case roles.TypeSymlink:
+			e.typ = tar.TypeSymlink
 		default:
-			return nil, nil, fmt.Errorf("node layer: /%s: only files, directories and symlinks are supported (type %q)", rel, hdr.Typeflag)
+			return nil, fmt.Errorf("node layer: %s: unknown type %q", f.Path, f.Type)
 		}
-		if hdr.Typeflag == tar.TypeReg {
-			h := sha256.New()
-			n, err := io.Copy(h, tr)
-			if err != nil {
-				return nil, nil, fmt.Errorf("node layer: /%s: %w", rel, err)
-			}
-			files = append(files, LayerFile{Path: "/" + rel, Mode: hdr.FileInfo().Mode().Perm(), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))})
-		}
-		entries = append(entries, &layerEntry{hdr: hdr, rel: rel, index: len(entries)})
+		entries = append(entries, e)
 	}
-	return entries, files, nil
+	return entries, nil
 }
 
 // rootfsScan is what a first, header-only pass over the rootfs tar learns.
@@ -191,9 +180,11 @@ type MergeInfo struct {
 // mergeOptions configures mergeTar.
 type mergeOptions struct {
 	RootfsTar string
-	LayerTar  string
-	Out       io.Writer
-	Epoch     int64
+	// Layer is written with Layer.WriteTar(Open, Epoch) and merged as it streams.
+	Layer *roles.Layer
+	Open  roles.OpenFunc
+	Out   io.Writer
+	Epoch int64
 	// Replace gives the content of files that replace rootfs files (etc/fstab).
 	Replace []ExtraFile
 	// Extract says which rootfs files to copy out (by absolute path) into ExtractDir.
@@ -282,14 +273,14 @@ func mergeTar(o mergeOptions) (*MergeInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	layer, layerFiles, err := indexLayer(o.LayerTar)
+	layer, err := indexLayer(o.Layer)
 	if err != nil {
 		return nil, err
 	}
-	info := &MergeInfo{LayerFiles: layerFiles, Extracted: map[string]string{}}
+	info := &MergeInfo{Extracted: map[string]string{}}
 	byTarget := map[string]*layerEntry{}
 	for _, e := range layer {
-		isDir := e.hdr.Typeflag == tar.TypeDir
+		isDir := e.typ == tar.TypeDir
 		t, err := scan.resolveDirs(e.rel)
 		if err == nil && isDir && scan.types[t] == tar.TypeSymlink {
 			// A layer directory the rootfs has as a symlink to a directory (/lib with merged
@@ -302,7 +293,7 @@ func mergeTar(o mergeOptions) (*MergeInfo, error) {
 		}
 		e.target = t
 		if prev, dup := byTarget[t]; dup {
-			if isDir && prev.hdr.Typeflag == tar.TypeDir {
+			if isDir && prev.typ == tar.TypeDir {
 				e.emitted = true // the same directory reached twice: the first one counts
 				continue
 			}
@@ -310,9 +301,8 @@ func mergeTar(o mergeOptions) (*MergeInfo, error) {
 		}
 		byTarget[t] = e
 		if typ, ok := scan.types[t]; ok {
-			layerDir := e.hdr.Typeflag == tar.TypeDir
-			if (typ == tar.TypeDir) != layerDir {
-				return nil, fmt.Errorf("%w: the layer has /%s as a %s, the rootfs as a %s", errTarConflict, e.rel, typeName(e.hdr.Typeflag), typeName(typ))
+			if (typ == tar.TypeDir) != isDir {
+				return nil, fmt.Errorf("%w: the layer has /%s as a %s, the rootfs as a %s", errTarConflict, e.rel, typeName(e.typ), typeName(typ))
 			}
 		}
 	}
@@ -373,10 +363,9 @@ func mergeTar(o mergeOptions) (*MergeInfo, error) {
 		// The layer wins over the rootfs: a directory keeps its place with the layer's
 		// owner and mode, anything else is written with the layer.
 		if e := byTarget[rel]; e != nil {
-			if e.hdr.Typeflag == tar.TypeDir {
-				h := *e.hdr
-				h.Name = tarName(rel, true)
-				if err := write(&h, nil); err != nil {
+			if e.typ == tar.TypeDir {
+				h := &tar.Header{Typeflag: tar.TypeDir, Name: tarName(rel, true), Mode: e.mode, Uid: e.uid, Gid: e.gid}
+				if err := write(h, nil); err != nil {
 					return nil, err
 				}
 				e.emitted = true
@@ -451,7 +440,7 @@ func mergeTar(o mergeOptions) (*MergeInfo, error) {
 	for rel := range replace {
 		return nil, fmt.Errorf("rootfs has no /%s to replace", rel)
 	}
-	if err := appendLayer(o.LayerTar, byTarget, write); err != nil {
+	if info.LayerFiles, err = appendLayer(o.Layer, o.Open, o.Epoch, byTarget, write); err != nil {
 		return nil, err
 	}
 	if o.Extras != nil {
@@ -492,40 +481,49 @@ func mergeTar(o mergeOptions) (*MergeInfo, error) {
 	return info, nil
 }
 
-// appendLayer writes the layer entries not yet written, in the layer's order.
-func appendLayer(layerTar string, byTarget map[string]*layerEntry, write func(*tar.Header, io.Reader) error) error {
-	f, err := os.Open(layerTar)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+// appendLayer streams the layer (Layer.WriteTar) and writes its entries that the rootfs pass
+// has not written, in the layer's order, hashing every regular file on the way.
+func appendLayer(layer *roles.Layer, open roles.OpenFunc, epoch int64, byTarget map[string]*layerEntry, write func(*tar.Header, io.Reader) error) ([]LayerFile, error) {
 	byRel := map[string]*layerEntry{}
 	for _, e := range byTarget {
 		byRel[e.rel] = e
 	}
-	tr := tar.NewReader(f)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(layer.WriteTar(pw, open, time.Unix(epoch, 0))) }()
+	defer pr.Close() // stops WriteTar if this returns early
+	var files []LayerFile
+	tr := tar.NewReader(pr)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			return files, nil
 		}
 		if err != nil {
-			return fmt.Errorf("node layer: %w", err)
+			return nil, err
 		}
-		e := byRel[relPath(hdr.Name)]
-		if e == nil || e.emitted {
-			continue
-		}
-		h := *hdr
-		h.Name = tarName(e.target, hdr.Typeflag == tar.TypeDir)
+		rel := relPath(hdr.Name)
+		e := byRel[rel]
 		var body io.Reader
+		var h hash.Hash
 		if hdr.Typeflag == tar.TypeReg {
-			body = tr
+			h = sha256.New()
+			body = io.TeeReader(tr, h)
 		}
-		if err := write(&h, body); err != nil {
-			return err
+		if e != nil && !e.emitted {
+			hc := *hdr
+			hc.Name = tarName(e.target, hdr.Typeflag == tar.TypeDir)
+			if err := write(&hc, body); err != nil {
+				return nil, err
+			}
+			e.emitted = true
+		} else if body != nil {
+			if _, err := io.Copy(io.Discard, body); err != nil {
+				return nil, err
+			}
 		}
-		e.emitted = true
+		if h != nil {
+			files = append(files, LayerFile{Path: "/" + rel, Mode: hdr.FileInfo().Mode().Perm(), Size: hdr.Size, SHA256: hex.EncodeToString(h.Sum(nil))})
+		}
 	}
 }
 

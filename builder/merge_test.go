@@ -109,22 +109,15 @@ func openStandIn(name string) (io.ReadCloser, error) {
 	return io.NopCloser(strings.NewReader("kubelet binary")), nil
 }
 
-func writeLayerTar(t *testing.T, path string, l *roles.Layer) {
-	t.Helper()
+// lockedLayer fills in the size and digest of the stand-in kubelet artifact, as a lock would.
+func lockedLayer(l *roles.Layer) *roles.Layer {
 	for i := range l.Files {
 		if l.Files[i].Artifact == "kubelet" {
 			l.Files[i].Size = int64(len("kubelet binary"))
 			l.Files[i].SHA256 = sha256Hex([]byte("kubelet binary"))
 		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := l.WriteTar(f, openStandIn, time.Unix(1795305600, 0)); err != nil {
-		t.Fatal(err)
-	}
+	return l
 }
 
 type readEntry struct {
@@ -159,14 +152,13 @@ func runMerge(t *testing.T) ([]byte, *MergeInfo, string) {
 	t.Helper()
 	dir := t.TempDir()
 	rootfs := filepath.Join(dir, "rootfs.tar")
-	layer := filepath.Join(dir, "layer.tar")
 	writeTestTar(t, rootfs, rootfsStandIn())
-	writeLayerTar(t, layer, testLayer())
+	layer := lockedLayer(testLayer())
 	extract := filepath.Join(dir, "boot")
 	os.Mkdir(extract, 0o755)
 	var out bytes.Buffer
 	info, err := mergeTar(mergeOptions{
-		RootfsTar: rootfs, LayerTar: layer, Out: &out, Epoch: 1795305600,
+		RootfsTar: rootfs, Layer: layer, Open: openStandIn, Out: &out, Epoch: 1795305600,
 		Replace:    []ExtraFile{{Path: "/etc/fstab", Mode: 0o644, Content: []byte("PARTUUID=x / ext4 defaults 0 1\n")}},
 		Extract:    func(abs string) bool { return strings.HasPrefix(abs, "/boot/") },
 		ExtractDir: extract,
@@ -291,9 +283,7 @@ func TestMergeConflicts(t *testing.T) {
 	}
 	for name, l := range cases {
 		t.Run(name, func(t *testing.T) {
-			layer := filepath.Join(t.TempDir(), "layer.tar")
-			writeLayerTar(t, layer, l)
-			_, err := mergeTar(mergeOptions{RootfsTar: rootfs, LayerTar: layer, Out: io.Discard, Epoch: 1})
+			_, err := mergeTar(mergeOptions{RootfsTar: rootfs, Layer: lockedLayer(l), Open: openStandIn, Out: io.Discard, Epoch: 1})
 			if err == nil {
 				t.Fatal("no error")
 			}

@@ -69,6 +69,9 @@ func freeBytes(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
+// skipSpaceCheck lets tests run into a real ENOSPC past the estimate.
+var skipSpaceCheck = false
+
 // checkSpace estimates what the rest of the build writes into the output folder and fails
 // early when it does not fit. The root tarball and the raw disk exist together while mke2fs
 // runs; afterwards the raw disk and the converted outputs.
@@ -92,6 +95,9 @@ func (s *state) checkSpace() error {
 		}
 	}
 	s.need = max(2*data, data+outputs) + data/10
+	if skipSpaceCheck {
+		return nil
+	}
 	free, err := freeBytes(s.opts.OutDir)
 	if err != nil {
 		return nil // no statfs: let the writes tell

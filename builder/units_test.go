@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -314,5 +315,51 @@ func TestCopySparseHashesLikeARead(t *testing.T) {
 	data, _ := os.ReadFile(p)
 	if want := sha256Hex(data); got != want {
 		t.Fatalf("sparse hash %s, read hash %s", got, want)
+	}
+}
+
+// TestRootFSKeepsCapabilities runs the merge and mke2fs on the stand-in rootfs: a file
+// capability (ping's cap_net_raw) must reach the ext4, and two runs give the same bytes.
+func TestRootFSKeepsCapabilities(t *testing.T) {
+	for _, tool := range []string{"mke2fs", "debugfs", "e2fsck"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (make deps)", tool)
+		}
+	}
+	if err := checkTools(context.Background(), nil); err != nil {
+		t.Skip(err)
+	}
+	data, _, _ := runMerge(t)
+	dir := t.TempDir()
+	tarball := filepath.Join(dir, "root.tar")
+	os.WriteFile(tarball, data, 0o644)
+	l, _ := NewLayout(2 * gib)
+	ids := DeriveIDs("caps")
+	var sums []string
+	for i := range 2 {
+		disk := filepath.Join(dir, fmt.Sprintf("d%d.raw", i))
+		if err := createDisk(disk, l, ids); err != nil {
+			t.Fatal(err)
+		}
+		if err := mkRootFS(context.Background(), dir, disk, tarball, l, ids, 1795305600); err != nil {
+			t.Fatal(err)
+		}
+		sum, _ := fileSHA256(disk)
+		sums = append(sums, sum)
+	}
+	if sums[0] != sums[1] {
+		t.Error("mke2fs gave two different filesystems for one tarball")
+	}
+	fs := fmt.Sprintf("%s?offset=%d", filepath.Join(dir, "d0.raw"), l.RootStart)
+	out, _ := exec.Command("debugfs", "-R", "ea_list /usr/bin/ping", fs).CombinedOutput()
+	if !strings.Contains(string(out), "security.capability") {
+		t.Errorf("ping lost its file capability:\n%s", out)
+	}
+	out, _ = exec.Command("debugfs", "-R", "stat /usr/bin/ping4", fs).CombinedOutput()
+	if !strings.Contains(string(out), "Links: 2") {
+		t.Errorf("ping4 is not a hard link of ping:\n%s", out)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", fs).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck: %v\n%s", err, out)
 	}
 }
