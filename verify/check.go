@@ -39,6 +39,8 @@ type Probe struct {
 type Output struct {
 	Text string
 	Exit int
+	// Millis is how long the probe's script ran in the guest.
+	Millis int
 }
 
 // Lines are the non-empty lines of the output, trimmed.
@@ -119,8 +121,9 @@ func BuildScript(probes []Probe) string {
 	}
 	fmt.Fprintf(&b, `cat > "$KB/run-one" <<'KUBEBAKE_RUN_EOF'
 i=$1
+s=$(date +%%s%%N)
 sh "$KB/p$i.sh" </dev/null >"$KB/p$i.out" 2>&1
-echo $? >"$KB/p$i.rc"
+echo $? "$(( ($(date +%%s%%N) - s) / 1000000 ))" >"$KB/p$i.rc"
 KUBEBAKE_RUN_EOF
 i=0; while [ $i -lt %[1]d ]; do echo $i; i=$((i+1)); done | xargs -P %[2]d -n 1 sh "$KB/run-one"
 i=0
@@ -149,14 +152,18 @@ func ParseScriptOutput(probes []Probe, text string) map[string]Output {
 			}
 		case strings.HasPrefix(l, endMark) && cur >= 0:
 			f := strings.Fields(strings.TrimPrefix(l, endMark))
-			if len(f) == 2 {
+			if len(f) >= 2 {
 				if n, _ := strconv.Atoi(f[0]); n == cur {
 					exit, _ := strconv.Atoi(f[1])
+					var ms int
+					if len(f) >= 3 {
+						ms, _ = strconv.Atoi(f[2])
+					}
 					// printf put one newline before the end mark.
 					if len(buf) > 0 && buf[len(buf)-1] == "" {
 						buf = buf[:len(buf)-1]
 					}
-					outs[probes[cur].Name] = Output{Text: strings.Join(buf, "\n"), Exit: exit}
+					outs[probes[cur].Name] = Output{Text: strings.Join(buf, "\n"), Exit: exit, Millis: ms}
 					cur = -1
 					continue
 				}

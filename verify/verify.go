@@ -547,10 +547,29 @@ func (n *node) check(ctx context.Context) ([]Check, error) {
 	spec.Secrets = n.seed.secrets
 	probes := Probes(spec)
 	out, err := n.session.RunScript(ctx, BuildScript(probes))
-	if err != nil {
-		return Evaluate(probes, ParseScriptOutput(probes, string(out.Stdout))), err
+	outs := ParseScriptOutput(probes, string(out.Stdout))
+	logSlowProbes(n.name(), outs)
+	return Evaluate(probes, outs), err
+}
+
+// logSlowProbes says where the checks' time went, slowest first.
+func logSlowProbes(node string, outs map[string]Output) {
+	type pt struct {
+		name string
+		ms   int
 	}
-	return Evaluate(probes, ParseScriptOutput(probes, string(out.Stdout))), nil
+	var all []pt
+	total := 0
+	for name, o := range outs {
+		all = append(all, pt{name, o.Millis})
+		total += o.Millis
+	}
+	slices.SortFunc(all, func(a, b pt) int { return b.ms - a.ms })
+	var top []string
+	for _, p := range all[:min(5, len(all))] {
+		top = append(top, fmt.Sprintf("%s %.1fs", p.name, float64(p.ms)/1000))
+	}
+	slog.Debug("check times", "node", node, "probes", len(outs), "guest_cpu_s", float64(total)/1000, "slowest", strings.Join(top, ", "))
 }
 
 // saveArtifacts keeps the serial log and the journal of every unit a failed check names.
