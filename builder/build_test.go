@@ -569,3 +569,32 @@ func BenchmarkBuildWarm(b *testing.B) {
 		b.ReportMetric(sec/float64(b.N), name+"-s")
 	}
 }
+
+// TestBuildCancelRootfs cancels a build while mmdebstrap runs: its process group is killed
+// and neither the output folder nor the rootfs cache keeps anything of it.
+func TestBuildCancelRootfs(t *testing.T) {
+	heavy(t)
+	in := defaultInputs(t)
+	v := variant(in, func(r *recipes.Recipe, l *recipes.Lock) {})
+	out := filepath.Join(t.TempDir(), "out")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := v.options(out)
+	var once sync.Once
+	opts.Progress = func(e Event) {
+		if e.Stage == "rootfs" && e.Kind == EventLog && strings.Contains(e.Message, "downloading packages") {
+			once.Do(func() { go func() { time.Sleep(3 * time.Second); cancel() }() })
+		}
+	}
+	_, err := Build(ctx, opts)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	assertEmpty(t, out)
+	assertNoRootfsLeftovers(t, in.cache)
+	time.Sleep(500 * time.Millisecond)
+	dir, _ := in.cache.Scratch("rootfs")
+	if o, _ := exec.Command("pgrep", "-f", "mmdebstrap.*"+dir).Output(); len(o) > 0 {
+		t.Errorf("mmdebstrap still running: %s", o)
+	}
+}

@@ -242,7 +242,7 @@ func stepCheck(ctx context.Context, s *state) error {
 		return err
 	}
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-		return fmt.Errorf("cannot create the output folder: %w", err)
+		return fmt.Errorf("cannot create the output folder: %w; choose another with --out", err)
 	}
 	work, err := os.MkdirTemp(o.OutDir, ".kubebake-build-")
 	if err != nil {

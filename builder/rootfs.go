@@ -229,23 +229,23 @@ func explainMmdebstrap(err error, spec RootfsSpec) error {
 		stderr = re.Stderr
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("building the rootfs: %w", err)
+		return err
 	}
 	switch {
 	case aptNoVersion.MatchString(stderr):
 		m := aptNoVersion.FindStringSubmatch(stderr)
-		return fmt.Errorf("building the rootfs: the mirror no longer has %s version %s (the lock pins it); run \"kubebake lock --update\" to move to what the mirror has", m[2], m[1])
+		return fmt.Errorf("the Debian mirror no longer has %s version %s, which the lock pins; run \"kubebake lock --update\" to move to what the mirror has", m[2], m[1])
 	case aptNoPackage.MatchString(stderr):
 		m := aptNoPackage.FindStringSubmatch(stderr)
-		return fmt.Errorf("building the rootfs: package %s does not exist in %s %s; fix base.packages in the recipe", m[1], spec.Release, strings.Join(spec.Suites, ", "))
+		return fmt.Errorf("package %s does not exist in the suites %s; fix base.packages in the recipe", m[1], strings.Join(spec.Suites, ", "))
 	case aptRelease.MatchString(stderr), aptHTTPError.MatchString(stderr):
 		detail := strings.TrimSpace(aptHTTPError.FindString(stderr))
 		if detail == "" {
 			detail = aptRelease.FindString(stderr)
 		}
-		return fmt.Errorf("building the rootfs: the Debian mirror refused a download (%s); check base.mirror or this machine's apt sources", redactURLs(detail))
+		return fmt.Errorf("the Debian mirror refused a download (%s); check base.mirror or this machine's apt sources", strings.Join(strings.Fields(redactURLs(detail)), " "))
 	}
-	return fmt.Errorf("building the rootfs with mmdebstrap: %w", err)
+	return fmt.Errorf("mmdebstrap: %w", err)
 }
 
 var urlRE = regexp.MustCompile(`[a-z]+://[^/\s]+`)
