@@ -287,15 +287,13 @@ func stepMerge(ctx context.Context, s *state) error {
 		f.Close()
 		return err
 	}
-	var total int64
-	if st, err := os.Stat(s.rootfsTar); err == nil {
-		total = st.Size()
-	}
+	total := s.dataSize()
+	cw := &countingWriter{w: f, progress: func(n int64) { s.emit(Event{Kind: EventProgress, Bytes: n, Total: total}) }}
 	info, err := mergeTar(mergeOptions{
 		RootfsTar: s.rootfsTar,
 		Layer:     s.opts.Layer,
 		Open:      s.opts.Open,
-		Out:       ctxWriter{ctx, f},
+		Out:       ctxWriter{ctx, cw},
 		Epoch:     s.epoch,
 		Replace: []ExtraFile{
 			{Path: "/etc/fstab", Mode: 0o644, Content: s.fstab()},
@@ -306,7 +304,6 @@ func stepMerge(ctx context.Context, s *state) error {
 		},
 		ExtractDir: extractDir,
 		Extras:     s.selfDescription,
-		Progress:   func(n int64) { s.emit(Event{Kind: EventProgress, Bytes: n, Total: total}) },
 	})
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -317,6 +314,27 @@ func stepMerge(ctx context.Context, s *state) error {
 	s.info = info
 	slog.Debug("merge", "entries", info.Entries, "dropped", len(info.Dropped), "kernels", info.Kernels)
 	return nil
+}
+
+// dataSize is about what the root tarball will hold: the rootfs and the layer.
+func (s *state) dataSize() int64 {
+	var n int64
+	if st, err := os.Stat(s.rootfsTar); err == nil {
+		n = st.Size()
+	}
+	for _, f := range s.opts.Layer.Files {
+		n += f.Size + int64(len(f.Content)) + 512
+	}
+	return n
+}
+
+// allocatedBytes is the space a (sparse) file takes on disk.
+func allocatedBytes(path string) (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Blocks * 512, nil
 }
 
 // fstab mounts the root filesystem by its partition UUID.
@@ -439,7 +457,29 @@ func stepRootExt4(ctx context.Context, s *state) error {
 		return err
 	}
 	s.emit(Event{Kind: EventProgress, Message: "mke2fs", Total: st.Size()})
-	if err := mkRootFS(ctx, s.work, s.raw, s.rootTar, s.layout, s.ids, s.epoch); err != nil {
+	// mke2fs says nothing while it works: report what it has written so far.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if used, err := allocatedBytes(s.raw); err == nil {
+					s.emit(Event{Kind: EventProgress, Message: "mke2fs", Bytes: used, Total: st.Size()})
+				}
+			}
+		}
+	}()
+	err = mkRootFS(ctx, s.work, s.raw, s.rootTar, s.layout, s.ids, s.epoch)
+	close(stop)
+	wg.Wait()
+	if err != nil {
 		return err
 	}
 	os.Remove(s.rootTar)

@@ -192,8 +192,6 @@ type mergeOptions struct {
 	ExtractDir string
 	// Extras is called after the layer and returns files to append (manifest, SBOM).
 	Extras func(*MergeInfo) ([]ExtraFile, error)
-	// Progress is called with the bytes read so far from the rootfs tarball.
-	Progress func(n int64)
 }
 
 // hygiene decides what happens to a rootfs entry: drop it, replace its content (a non-nil
@@ -331,8 +329,7 @@ func mergeTar(o mergeOptions) (*MergeInfo, error) {
 		return nil, err
 	}
 	defer rf.Close()
-	counter := &countingReader{r: rf, progress: o.Progress}
-	tr := tar.NewReader(counter)
+	tr := tar.NewReader(rf)
 	dropped := map[string]bool{}
 	kernels, initrds := map[string]bool{}, map[string]bool{}
 	for {
@@ -559,22 +556,4 @@ func typeName(t byte) string {
 	default:
 		return fmt.Sprintf("type %q", t)
 	}
-}
-
-// countingReader reports bytes read.
-type countingReader struct {
-	r        io.Reader
-	n        int64
-	progress func(int64)
-	last     int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	if c.progress != nil && c.n-c.last >= 8<<20 {
-		c.last = c.n
-		c.progress(c.n)
-	}
-	return n, err
 }

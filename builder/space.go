@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -76,14 +75,7 @@ var skipSpaceCheck = false
 // early when it does not fit. The root tarball and the raw disk exist together while mke2fs
 // runs; afterwards the raw disk and the converted outputs.
 func (s *state) checkSpace() error {
-	st, err := os.Stat(s.rootfsTar)
-	if err != nil {
-		return err
-	}
-	data := st.Size()
-	for _, f := range s.opts.Layer.Files {
-		data += f.Size + int64(len(f.Content))
-	}
+	data := s.dataSize()
 	var outputs int64
 	for _, f := range s.formats {
 		switch f.Name {

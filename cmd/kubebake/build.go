@@ -197,14 +197,15 @@ func fileExists(p string) bool {
 // buildProgress shows build stages on stderr: on a terminal one live line (stage, bytes,
 // elapsed) redrawn every half second, otherwise a plain line per stage and log message.
 type buildProgress struct {
-	w    io.Writer
-	tty  bool
-	mu   sync.Mutex
-	cur  builder.Event
-	at   time.Time
-	stop chan struct{}
-	done sync.WaitGroup
-	once sync.Once
+	w     io.Writer
+	tty   bool
+	mu    sync.Mutex
+	cur   builder.Event
+	at    time.Time
+	drawn time.Time
+	stop  chan struct{}
+	done  sync.WaitGroup
+	once  sync.Once
 }
 
 func newBuildProgress(w io.Writer) *buildProgress {
@@ -260,6 +261,7 @@ func (p *buildProgress) redraw() {
 		line += "  " + msg
 	}
 	fmt.Fprintf(p.w, "\r\033[K%s", line)
+	p.drawn = time.Now()
 }
 
 // Line prints one plain line (above the live line on a terminal).
@@ -295,7 +297,7 @@ func (p *buildProgress) Event(e builder.Event) {
 		} else {
 			p.cur.Message = msg
 		}
-		if p.tty {
+		if p.tty && time.Since(p.drawn) >= 200*time.Millisecond {
 			p.redraw()
 		}
 	case builder.EventLog:
@@ -331,4 +333,3 @@ func (p *buildProgress) Close() {
 		p.mu.Unlock()
 	})
 }
-
