@@ -54,6 +54,25 @@ type Package struct {
 	Version string `json:"version"`
 }
 
+// runsRuntime reports whether the node's role starts the container runtime (a master whose
+// control plane runs as plain services does not): only then can the daemon be asked.
+func (s Spec) runsRuntime() bool {
+	unit := "containerd.service"
+	if s.Runtime == "docker" {
+		unit = "docker.service"
+	}
+	inSomeRole := false
+	for r, us := range s.Roles {
+		if slices.Contains(us, unit) {
+			inSomeRole = true
+			if r == s.Role {
+				return true
+			}
+		}
+	}
+	return !inSomeRole // a shared runtime runs everywhere
+}
+
 // RequiredHostTools are the tools Kubernetes needs on every node (kubeadm's preflight and
 // kube-proxy): the product's promise, whatever the recipe says.
 var RequiredHostTools = []string{"conntrack", "socat", "ebtables", "iptables", "ip6tables"}
@@ -84,7 +103,7 @@ func Probes(s Spec) []Probe {
 		ps = append(ps, moduleProbes(m)...)
 	}
 	if s.Runtime != "" {
-		ps = append(ps, storageProbe(s.Runtime, s.StorageDriver))
+		ps = append(ps, storageProbe(s.Runtime, s.StorageDriver, s.runsRuntime()))
 	}
 	for _, p := range union(RequiredCNIPlugins, s.CNIPlugins) {
 		ps = append(ps, cniProbe(p))

@@ -14,8 +14,8 @@ func testSpec() Spec {
 		Role:     RoleMaster,
 		UserData: UserDataCloudInit,
 		Roles: map[string][]string{
-			RoleMaster: {"kubebake-master.service", "kubelet.service"},
-			RoleMinion: {"kubebake-join.service", "kubelet.service"},
+			RoleMaster: {"kubebake-master.service", "kubelet.service", "containerd.service"},
+			RoleMinion: {"kubebake-join.service", "kubelet.service", "containerd.service"},
 		},
 		Binaries: []Binary{{Name: "kubelet", Path: "/usr/bin/kubelet", SHA256: "aa11", Version: "v1.35.4", VersionArgs: "--version"}},
 		Sysctls:  map[string]string{"net.ipv4.ip_forward": "1"},
@@ -229,5 +229,26 @@ func TestUnitScriptPicksItsBlock(t *testing.T) {
 				t.Errorf("unit %d: %s = %q, want %q (output %q)", i+1, k, kv[k], v, out)
 			}
 		}
+	}
+}
+
+// TestStorageWhereRuntimeDoesNotRun: a master without containerd is judged by its
+// configuration alone (asking a stopped daemon would only time out).
+func TestStorageWhereRuntimeDoesNotRun(t *testing.T) {
+	s := testSpec()
+	s.Roles = map[string][]string{RoleMaster: {"etcd.service"}, RoleMinion: {"containerd.service"}}
+	p := probeByName(t, Probes(s), "runtime/storage")
+	if strings.Contains(p.Script, "ctr plugins") {
+		t.Error("asks containerd on a role that does not run it")
+	}
+	if got, pass := p.Eval(Output{Text: "cfg_snapshotter=overlayfs"}); !pass {
+		t.Errorf("config-only judgement: %q", got)
+	}
+	if got, pass := p.Eval(Output{Text: "cfg_snapshotter=devmapper"}); pass {
+		t.Errorf("devmapper passed: %q", got)
+	}
+	s.Role = RoleMinion
+	if p := probeByName(t, Probes(s), "runtime/storage"); !strings.Contains(p.Script, "ctr plugins") {
+		t.Error("a minion's running containerd is not asked")
 	}
 }
