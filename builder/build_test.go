@@ -106,7 +106,7 @@ func defaultInputs(t testing.TB) *buildInputs {
 			return
 		}
 		ign := filepath.Join(dir, roles.IgnitionArtifact)
-		c := run.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o", ign, "github.com/kubebake/kubebake/cmd/kubebake-ignition")
+		c := run.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=", "-o", ign, "github.com/kubebake/kubebake/cmd/kubebake-ignition")
 		c.Env = []string{"CGO_ENABLED=0"}
 		if err = c.Run(ctx); err != nil {
 			return

@@ -176,8 +176,8 @@ func localArtifacts(ctx context.Context, cache *artifacts.Cache, layer *roles.La
 	defer unlock()
 	dst := filepath.Join(dir, roles.IgnitionArtifact)
 	tmp := dst + ".tmp"
-	c := run.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o", tmp, "github.com/kubebake/kubebake/cmd/kubebake-ignition")
-	c.Env = []string{"CGO_ENABLED=0", "GOFLAGS=-mod=mod"}
+	c := run.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=", "-o", tmp, "github.com/kubebake/kubebake/cmd/kubebake-ignition")
+	c.Env = []string{"CGO_ENABLED=0"}
 	if err := c.Run(ctx); err != nil {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("building %s (put a built one beside kubebake or in $KUBEBAKE_IGNITION): %w", roles.IgnitionArtifact, err)
