@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -57,6 +58,11 @@ Ctrl-C or a failure leaves nothing behind. Progress goes to stderr, the result t
 
 func runBuild(cmd *cobra.Command, arg, outDir string, formats []string, locked bool) error {
 	ctx := cmd.Context()
+	for _, f := range formats {
+		if !slices.Contains(builder.FormatNames(), f) {
+			return fmt.Errorf("--format %q: use %s", f, strings.Join(builder.FormatNames(), ", "))
+		}
+	}
 	r, err := recipes.Load(arg)
 	if err != nil {
 		return err
