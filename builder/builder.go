@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -112,6 +113,8 @@ type state struct {
 	outputs      []OutputFile
 	outputPaths  map[string]string // output name -> path in work
 	need         int64             // bytes the output folder needs, for ENOSPC messages
+	start        time.Time
+	stages       []StageTime // stages done so far
 
 	emit func(Event)
 }
@@ -142,7 +145,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err := checkOptions(&opts); err != nil {
 		return nil, err
 	}
-	s := &state{opts: opts, epoch: opts.Lock.SourceDateEpoch}
+	s := &state{opts: opts, epoch: opts.Lock.SourceDateEpoch, start: start}
 	s.lockHash = recipes.LockHash(opts.Lock)
 	s.ids = DeriveIDs(s.lockHash)
 	res := &Result{Recipe: opts.Recipe.Name, LockHash: s.lockHash}
@@ -173,6 +176,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		}
 		d := time.Since(t0)
 		res.Stages = append(res.Stages, StageTime{Name: st.name, Seconds: round2(d.Seconds())})
+		s.stages = res.Stages
 		s.emit(Event{Kind: EventDone})
 		slog.Debug("build stage done", "stage", st.name, "elapsed", d.Round(10*time.Millisecond))
 	}
@@ -593,8 +597,20 @@ func stepPublish(ctx context.Context, s *state) error {
 			return err
 		}
 	}
+	// Outputs of this recipe in formats this build did not write would sit beside a manifest
+	// that does not describe them: remove them.
+	for _, f := range outputFormats {
+		if slices.ContainsFunc(s.formats, func(g outputFormat) bool { return g.Name == f.Name }) {
+			continue
+		}
+		stale := filepath.Join(s.opts.OutDir, s.opts.Recipe.Name+f.Ext)
+		if err := os.Remove(stale); err == nil {
+			slog.Info("removed an output of an earlier build", "file", stale)
+		}
+	}
 	// The manifest's build section is filled last; its duration excludes only this rename.
-	m.Build = &BuildInfo{Kubebake: s.opts.Version, RootfsCached: s.rootfsCached}
+	m.Build = &BuildInfo{Kubebake: s.opts.Version, RootfsCached: s.rootfsCached,
+		Seconds: round2(time.Since(s.start).Seconds()), Stages: s.stages}
 	data, err := marshalJSON(&m)
 	if err != nil {
 		return err
