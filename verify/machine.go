@@ -327,6 +327,28 @@ func (m *Machine) removeFiles() {
 // SerialTail returns the last n lines of the serial console, without terminal escapes.
 func (m *Machine) SerialTail(n int) string { return tailLines(m.SerialLog, n) }
 
+// SerialFailures returns up to n distinct "[FAILED] ..." lines of the serial console: the
+// units systemd reported failing, the usual reason a boot never gets to SSH.
+func (m *Machine) SerialFailures(n int) []string {
+	b, err := os.ReadFile(m.SerialLog)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range strings.Split(stripANSI(string(b)), "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "[FAILED]") && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
 func tailLines(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {

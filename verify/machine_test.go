@@ -185,3 +185,17 @@ func TestStripANSI(t *testing.T) {
 		t.Errorf("stripANSI = %q", got)
 	}
 }
+
+func TestSerialFailures(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "serial.log")
+	os.WriteFile(log, []byte("\x1b[0;1;31m[FAILED]\x1b[0m Failed to start \x1b[0;1;39mssh.service\x1b[0m - OpenBSD Secure Shell server.\r\n"+
+		"[  OK  ] Stopped ssh.service\r\n\x1b[0;1;31m[FAILED]\x1b[0m Failed to start \x1b[0;1;39mssh.service\x1b[0m - OpenBSD Secure Shell server.\r\nlocalhost login:\r\n"), 0o644)
+	m := &Machine{SerialLog: log}
+	got := m.SerialFailures(3)
+	if len(got) != 1 || got[0] != "[FAILED] Failed to start ssh.service - OpenBSD Secure Shell server." {
+		t.Errorf("SerialFailures = %q", got)
+	}
+	if tail := m.SerialTail(1); tail != "localhost login:" {
+		t.Errorf("SerialTail = %q", tail)
+	}
+}

@@ -447,7 +447,11 @@ func (n *node) serialHint() string {
 	if tail == "" {
 		return "the serial console is empty (firmware or boot loader hung?)"
 	}
-	return "last console lines: " + strings.ReplaceAll(tail, "\n", " | ")
+	hint := ""
+	if failed := n.machine.SerialFailures(3); len(failed) > 0 {
+		hint = "console shows: " + strings.Join(failed, " | ") + "; "
+	}
+	return hint + "last console lines: " + strings.ReplaceAll(tail, "\n", " | ")
 }
 
 // login authenticates with the ephemeral key, which the user-data installs.
