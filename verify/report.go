@@ -126,6 +126,12 @@ func (rep *Report) WriteText(w io.Writer) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		// The table cuts long cells: failures are spelled out in full below it.
+		for _, c := range r.Checks {
+			if !c.Pass && (len(c.Got) > 80 || len(c.Expected) > 60) {
+				fmt.Fprintf(w, "FAIL %s\n  expected: %s\n  got:      %s\n", c.Name, c.Expected, c.Got)
+			}
+		}
 		for _, a := range r.Artifacts {
 			fmt.Fprintf(w, "saved: %s\n", a)
 		}
