@@ -1,5 +1,31 @@
 #!/usr/bin/env bash
-# Prints kubebake's speed figures: Go benchmarks (medians via -count) for the fast paths.
+# `make bench`: kubebake's speed figures, as medians over repeated runs.
+#   1. Go benchmarks of the fast paths (warm artifact fetch, ...), 5 runs each.
+#   2. Warm fetch of every artifact of the default recipe (the real lock), 7 runs.
+#   3. Warm build of the default image (rootfs and artifacts cached), 3 runs.
+#   4. verify per role, boot to verdict (scripts/bench-verify.sh), 3 runs each.
+# BENCH_QUICK=1 does 1 and 2 only. Figures go to stdout; logs to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-go test -run '^$' -bench . -benchtime 5x -count 5 ./... | tee /tmp/kubebake-bench.txt
+kb=bin/kubebake
+recipe=recipes/debian-12.yaml
+out=${KUBEBAKE_BENCH_OUT:-out/bench-debian-12}
+
+median() { sort -n | awk '{v[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.3f (min %.3f, max %.3f, n=%d)\n", m, v[1], v[NR], NR}'; }
+timeit() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN {printf "%.3f\n", e - s}'; }
+
+echo "== Go benchmarks"
+go test -run '^$' -bench . -benchtime 3x -count 5 ./... 2>/dev/null | grep -E '^(Benchmark|ok|pkg)' || true
+
+echo "== warm fetch of $recipe (seconds)"
+$kb fetch "$recipe" >/dev/null 2>&1 # warm the cache first
+for _ in 1 2 3 4 5 6 7; do timeit $kb fetch "$recipe"; done | median
+
+[ "${BENCH_QUICK:-0}" = 1 ] && exit 0
+
+echo "== warm build of $recipe (seconds; rootfs and artifacts cached)"
+$kb build "$recipe" --out "$out" >/dev/null 2>&1 # warm the rootfs cache first
+for _ in 1 2 3; do rm -rf "$out"; timeit $kb build "$recipe" --out "$out"; done | median
+
+echo "== verify per role (seconds, boot to verdict)"
+./scripts/bench-verify.sh "$out" 3
