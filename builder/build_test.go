@@ -546,8 +546,13 @@ func TestBuildCancel(t *testing.T) {
 }
 
 // BenchmarkBuildWarm is the build of the default recipe with the rootfs and artifacts cached
-// (raw and qcow2). Stage times are reported as metrics.
+// (raw and qcow2). Stage times are reported as metrics. It runs only with
+// KUBEBAKE_BENCH_BUILD=1: scripts/bench.sh times the same build through the CLI, and a
+// "go test -bench . ./..." should not spend minutes on it twice.
 func BenchmarkBuildWarm(b *testing.B) {
+	if os.Getenv("KUBEBAKE_BENCH_BUILD") == "" {
+		b.Skip("set KUBEBAKE_BENCH_BUILD=1 (scripts/bench.sh times the warm build through the CLI)")
+	}
 	heavy(b)
 	in := defaultInputs(b)
 	// Warm the rootfs cache outside the timing.
