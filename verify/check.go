@@ -30,6 +30,9 @@ type Probe struct {
 	Eval   func(out Output) (got string, pass bool)
 	Info   bool
 	Units  []string
+	// Static probes look at what the image holds, not at what the boot did: they may run
+	// before the boot has settled.
+	Static bool
 	// Prelude, when set, runs once before every probe (probes sharing one prelude text share
 	// its run) and leaves facts in files under $KB for the probes' scripts to read.
 	Prelude string

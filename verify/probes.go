@@ -210,6 +210,7 @@ func ignitionProbe() Probe {
 
 func binaryProbes(b Binary) []Probe {
 	ps := []Probe{{
+		Static:   true,
 		Name:     "binary/" + b.Name + "/sha256",
 		Expected: b.SHA256,
 		Script:   "sha256sum " + shellQuote(b.Path),
@@ -227,6 +228,7 @@ func binaryProbes(b Binary) []Probe {
 	if b.Version != "" && b.VersionArgs != "" {
 		want := strings.TrimPrefix(b.Version, "v")
 		ps = append(ps, Probe{
+			Static:   true,
 			Name:     "binary/" + b.Name + "/version",
 			Expected: b.Version,
 			Script:   "timeout 60 " + shellQuote(b.Path) + " " + b.VersionArgs,
@@ -255,6 +257,7 @@ func packagesProbe(pkgs []Package) Probe {
 		names = append(names, shellQuote(p.Name))
 	}
 	return Probe{
+		Static:   true,
 		Name:     "packages/versions",
 		Expected: fmt.Sprintf("%d packages at their locked versions", len(pkgs)),
 		Script:   "dpkg-query -W -f '${Package}=${Version} ${db:Status-Status}\\n' " + strings.Join(names, " ") + " 2>&1",

@@ -152,6 +152,7 @@ true`
 func cniProbe(p string) Probe {
 	path := "/opt/cni/bin/" + p
 	return Probe{
+		Static:   true,
 		Name:     "cni/" + p,
 		Expected: path + " executable",
 		Script:   fmt.Sprintf("if [ -x %[1]s ] && [ -f %[1]s ]; then echo present; else echo missing; fi", path),
@@ -164,6 +165,7 @@ func cniProbe(p string) Probe {
 
 func toolProbe(t string) Probe {
 	return Probe{
+		Static:   true,
 		Name:     "tool/" + t,
 		Expected: "on the services' PATH",
 		Script:   "command -v " + shellQuote(t),

@@ -341,13 +341,45 @@ func (n *node) steps(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, n.opts.TimeoutChecks)
 	defer cancel()
+	if err := n.loadManifest(cctx); err != nil {
+		return &stageError{"checks", "a manifest to derive the checks from", err.Error()}
+	}
+	probes := Probes(n.spec())
+	// Checks of what the image holds (binaries, packages, tools) do not depend on the boot
+	// having finished: they run while the boot settles.
+	var static, dynamic []Probe
+	for _, p := range probes {
+		if p.Static {
+			static = append(static, p)
+		} else {
+			dynamic = append(dynamic, p)
+		}
+	}
+	type scriptResult struct {
+		outs map[string]Output
+		err  error
+	}
+	staticDone := make(chan scriptResult, 1)
+	go func() {
+		outs, err := n.runProbes(cctx, static)
+		staticDone <- scriptResult{outs, err}
+	}()
 	var settleNote *Check
 	_ = n.timed("settle", func() error {
 		settleNote = n.settle(cctx)
 		return nil
 	})
 	return n.timed("checks", func() error {
-		checks, err := n.check(cctx)
+		outs, err := n.runProbes(cctx, dynamic)
+		st := <-staticDone
+		for k, v := range st.outs {
+			outs[k] = v
+		}
+		if err == nil {
+			err = st.err
+		}
+		logSlowProbes(n.name(), outs)
+		checks := Evaluate(probes, outs)
 		if settleNote != nil {
 			checks = append([]Check{*settleNote}, checks...)
 		}
@@ -533,27 +565,38 @@ func (n *node) roleUnits() map[string][]string {
 	return n.manifest.RoleUnits()
 }
 
-// check runs every probe in one script and judges the outputs.
-func (n *node) check(ctx context.Context) ([]Check, error) {
-	if n.manifest == nil {
-		data, err := n.session.ReadFile(ctx, GuestManifestPath)
-		if err != nil {
-			return nil, fmt.Errorf("no manifest.json beside the image and none in the guest: %w", err)
-		}
-		if n.manifest, err = ParseManifest(data); err != nil {
-			return nil, fmt.Errorf("%s in the guest: %w", GuestManifestPath, err)
-		}
+// loadManifest reads the image's manifest from the guest when none was found beside it.
+func (n *node) loadManifest(ctx context.Context) error {
+	if n.manifest != nil {
+		return nil
 	}
+	data, err := n.session.ReadFile(ctx, GuestManifestPath)
+	if err != nil {
+		return fmt.Errorf("no manifest.json beside the image and none in the guest: %w", err)
+	}
+	if n.manifest, err = ParseManifest(data); err != nil {
+		return fmt.Errorf("%s in the guest: %w", GuestManifestPath, err)
+	}
+	return nil
+}
+
+// spec is what this node must show, from the manifest and its user-data.
+func (n *node) spec() Spec {
 	spec := n.manifest.Spec(n.role)
 	spec.UserData = n.userData
 	spec.LoneMinion = n.role == RoleMinion
 	spec.UserDataPaths = n.seed.paths
 	spec.Secrets = n.seed.secrets
-	probes := Probes(spec)
+	return spec
+}
+
+// runProbes runs probes in one guest script and returns their outputs by name.
+func (n *node) runProbes(ctx context.Context, probes []Probe) (map[string]Output, error) {
+	if len(probes) == 0 {
+		return map[string]Output{}, nil
+	}
 	out, err := n.session.RunScript(ctx, BuildScript(probes))
-	outs := ParseScriptOutput(probes, string(out.Stdout))
-	logSlowProbes(n.name(), outs)
-	return Evaluate(probes, outs), err
+	return ParseScriptOutput(probes, string(out.Stdout)), err
 }
 
 // logSlowProbes says where the checks' time went, slowest first.
