@@ -11,8 +11,11 @@ TEST_TIMEOUT ?= 80m
 
 all: build
 
+# kubebake-ignition goes into every image, so it is built reproducibly (no version stamp,
+# no build ID): its bytes are part of the image's.
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/kubebake
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o bin/kubebake-ignition ./cmd/kubebake-ignition
 
 # System packages (QEMU, OVMF, mmdebstrap, e2fsprogs from backports, ...), from the machine's apt.
 deps:

@@ -155,6 +155,9 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	has := func(name string) bool { u, ok := plan.unit(name); return ok && len(u.Roles) > 0 }
 	master := has(MasterPKIUnit) || has("kubebake-master-bootstrap.service")
 	minion := has("kubebake-minion-join.service")
+	if err := data.addTemplate(b, "scripts/growroot", ScriptDir+"/growroot", 0o755); err != nil {
+		return nil, err
+	}
 	if master || minion {
 		if err := data.addTemplate(b, "scripts/lib.sh", ScriptDir+"/lib.sh", 0o644); err != nil {
 			return nil, err
@@ -211,12 +214,23 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		return nil, err
 	}
 	b.file(ModulesPath, 0o644, modules)
+	b.file(CloudConfigPath, 0o644, []byte(cloudConfig))
 	b.dir("/etc/sysconfig", 0o755)
 	b.dir("/etc/kubebake", 0o755)
 	b.file(ReleasePath, 0o644, releaseFile(r, l, data))
 
 	return b.build()
 }
+
+// CloudConfigPath holds the image's cloud-init settings (system config, not user-data).
+const CloudConfigPath = "/etc/cloud/cloud.cfg.d/90-kubebake.cfg"
+
+// cloudConfig: node images carry no locales package, so cloud-init's default en_US.UTF-8
+// makes its locale module (and cloud-config.service) fail; C.UTF-8 is built into glibc and
+// cloud-init's Debian code knows it needs no locale-gen.
+const cloudConfig = `# kubebake node image: cloud-init system settings.
+locale: C.UTF-8
+`
 
 // roleDropIn is /usr/lib/systemd/system/<unit>.d/10-role.conf: the unit runs only where a
 // marker of one of its roles exists, and only after every marker writer has run.

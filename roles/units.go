@@ -14,6 +14,11 @@ const (
 	RolesTarget    = "kubebake-roles.target"
 	IgnitionUnit   = "kubebake-ignition.service"
 	MasterPKIUnit  = "kubebake-master-pki.service"
+	// SSHKeygenUnit makes the SSH host keys the image leaves out when cloud-init did not
+	// (a boot configured by Ignition alone); Debian's ssh.service does not make them.
+	SSHKeygenUnit = "kubebake-ssh-keygen.service"
+	// GrowRootUnit grows the root partition to the disk when cloud-init did not.
+	GrowRootUnit = "kubebake-growroot.service"
 	UnitDir        = "/usr/lib/systemd/system"
 	EnableDir      = "/etc/systemd/system"
 	RoleDropInName = "10-role.conf"
@@ -72,6 +77,8 @@ func catalog(runtime string) []unitDef {
 		{name: "cri-docker.service", runtime: recipes.RuntimeDocker, bins: []string{"cri-dockerd"}, needs: []string{"docker.service"}, listable: true},
 		{name: IgnitionUnit},
 		{name: RolesTarget},
+		{name: SSHKeygenUnit},
+		{name: GrowRootUnit},
 	}
 	var out []unitDef
 	for _, d := range defs {
@@ -214,7 +221,7 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 		switch {
 		case u.Listed:
 			u.Enabled = true
-		case name == RolesTarget || name == IgnitionUnit:
+		case name == RolesTarget || name == IgnitionUnit || name == SSHKeygenUnit || name == GrowRootUnit:
 			u.Enabled = true
 		}
 		if d.foreign && len(u.Roles) == 0 {
