@@ -101,7 +101,7 @@ const systemdPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // ScriptParallel is how many probes run at once in the guest. Under TCG every process start
 // costs a good fraction of a second; with two vCPUs, hashing and version runs overlap.
-var ScriptParallel = 4
+var ScriptParallel = 3
 
 // BuildScript joins the probes into one script whose output ParseScriptOutput splits again:
 // one SSH round trip for every check. Preludes (shared facts such as the journal or the units'

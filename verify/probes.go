@@ -231,9 +231,12 @@ func binaryProbes(b Binary) []Probe {
 			Static:   true,
 			Name:     "binary/" + b.Name + "/version",
 			Expected: b.Version,
-			Script:   "timeout 60 " + shellQuote(b.Path) + " " + b.VersionArgs,
+			Script:   "timeout 300 " + shellQuote(b.Path) + " " + b.VersionArgs,
 			Eval: func(o Output) (string, bool) {
 				got := firstLineOf(o.Text)
+				if o.Exit == 124 {
+					return "timed out after 300s (guest too slow or binary hangs)", false
+				}
 				if o.Exit != 0 {
 					return fmt.Sprintf("exit %d: %s", o.Exit, got), false
 				}

@@ -98,7 +98,7 @@ func storageProbe(runtime, driver string, running bool) Probe {
 		return Probe{
 			Name:     "runtime/storage",
 			Expected: "docker storage driver " + driver,
-			Script:   "timeout 60 docker info --format 'driver={{.Driver}}'",
+			Script:   "timeout 180 docker info --format 'driver={{.Driver}}'",
 			Units:    []string{"docker.service"},
 			Eval: func(o Output) (string, bool) {
 				d := o.KV()["driver"]
@@ -112,11 +112,11 @@ func storageProbe(runtime, driver string, running bool) Probe {
 	if driver == "" {
 		driver = "overlayfs"
 	}
-	script := `timeout 60 containerd config dump 2>/dev/null | grep -E '^[[:space:]]*snapshotter[[:space:]]*=' | tr -d ' "' | sort -u | sed 's/^/cfg_/'
+	script := `timeout 180 containerd config dump 2>/dev/null | grep -E '^[[:space:]]*snapshotter[[:space:]]*=' | tr -d ' "' | sort -u | sed 's/^/cfg_/'
 true`
 	expected := "containerd configured for " + driver + " (containerd does not run on this role)"
 	if running {
-		script = "timeout 20 ctr plugins ls 2>&1 | awk '$1 ~ /snapshotter/ {print \"plugin_\" $2 \"=\" $NF}'\n" + script
+		script = "timeout 120 ctr plugins ls 2>&1 | awk '$1 ~ /snapshotter/ {print \"plugin_\" $2 \"=\" $NF}'\n" + script
 		expected = "containerd snapshotter " + driver + " (plugin ok, CRI uses it)"
 	}
 	return Probe{
@@ -327,7 +327,7 @@ func FailedUnitsIn(c Check) []string {
 const AdminKubeconfig = "/etc/kubernetes/admin.conf"
 
 // ReadyzCommand asks the API server whether it is ready, with the admin kubeconfig.
-const ReadyzCommand = "timeout 30 kubectl --kubeconfig " + AdminKubeconfig + " get --raw /readyz"
+const ReadyzCommand = "timeout 120 kubectl --kubeconfig " + AdminKubeconfig + " get --raw /readyz"
 
 func readyzProbe() Probe {
 	return Probe{
