@@ -1,6 +1,7 @@
 package artifacts
 
 import (
+	"cmp"
 	"strconv"
 	"strings"
 )
@@ -61,7 +62,7 @@ func verrevcmp(a, b string) int {
 		for (i < len(a) && !isDigit(a[i])) || (j < len(b) && !isDigit(b[j])) {
 			ac, bc := debOrder(a, i), debOrder(b, j)
 			if ac != bc {
-				return sign3(ac - bc)
+				return cmp.Compare(ac, bc)
 			}
 			i++
 			j++
@@ -87,18 +88,8 @@ func verrevcmp(a, b string) int {
 			return -1
 		}
 		if firstDiff != 0 {
-			return sign3(firstDiff)
+			return cmp.Compare(firstDiff, 0)
 		}
-	}
-	return 0
-}
-
-func sign3(d int) int {
-	switch {
-	case d < 0:
-		return -1
-	case d > 0:
-		return 1
 	}
 	return 0
 }

@@ -1,6 +1,10 @@
 package recipes
 
-import "sort"
+import (
+	"maps"
+	"slices"
+	"sort"
+)
 
 // The catalog: names the rest of kubebake knows how to build, ship and check. Lint refuses
 // names outside it, so a typo fails at lint time instead of as a unit that never starts.
@@ -136,11 +140,5 @@ func BootPackages() []string {
 	}
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
+// sortedKeys returns a map's keys in order, for deterministic output.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

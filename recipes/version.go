@@ -1,6 +1,7 @@
 package recipes
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -143,20 +144,10 @@ func CompareVersions(a, b string) int {
 	}
 	for _, d := range []int{va.Major - vb.Major, va.Minor - vb.Minor, va.Patch - vb.Patch} {
 		if d != 0 {
-			return sign(d)
+			return cmp.Compare(d, 0)
 		}
 	}
 	return comparePre(va.Pre, vb.Pre)
-}
-
-func sign(d int) int {
-	switch {
-	case d < 0:
-		return -1
-	case d > 0:
-		return 1
-	}
-	return 0
 }
 
 // comparePre applies semver's rule: no pre-release ranks above any; fields compare
@@ -177,7 +168,7 @@ func comparePre(a, b string) int {
 		switch {
 		case errA == nil && errB == nil:
 			if na != nb {
-				return sign(na - nb)
+				return cmp.Compare(na, nb)
 			}
 		case errA == nil:
 			return -1
@@ -189,7 +180,7 @@ func comparePre(a, b string) int {
 			}
 		}
 	}
-	return sign(len(fa) - len(fb))
+	return cmp.Compare(len(fa), len(fb))
 }
 
 // Newest picks the newest candidate that matches the constraint (as returned by the module
