@@ -349,6 +349,12 @@ func (m *Machine) SerialFailures(n int) []string {
 	return out
 }
 
+// SerialHas reports whether the serial console printed s.
+func (m *Machine) SerialHas(s string) bool {
+	b, err := os.ReadFile(m.SerialLog)
+	return err == nil && strings.Contains(stripANSI(string(b)), s)
+}
+
 func tailLines(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {

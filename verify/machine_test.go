@@ -195,6 +195,9 @@ func TestSerialFailures(t *testing.T) {
 	if len(got) != 1 || got[0] != "[FAILED] Failed to start ssh.service - OpenBSD Secure Shell server." {
 		t.Errorf("SerialFailures = %q", got)
 	}
+	if !m.SerialHas(" login: ") && !m.SerialHas("localhost login:") {
+		t.Error("SerialHas misses the login prompt")
+	}
 	if tail := m.SerialTail(1); tail != "localhost login:" {
 		t.Errorf("SerialTail = %q", tail)
 	}

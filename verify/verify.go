@@ -483,6 +483,10 @@ func (n *node) serialHint() string {
 	if failed := n.machine.SerialFailures(3); len(failed) > 0 {
 		hint = "console shows: " + strings.Join(failed, " | ") + "; "
 	}
+	if n.machine.SerialHas(" login: ") {
+		hint += "the guest reached its login prompt, so SSH is unreachable rather than the boot stuck: " +
+			"is the NIC configured (DHCP) without cloud-init, and does sshd run?; "
+	}
 	return hint + "last console lines: " + strings.ReplaceAll(tail, "\n", " | ")
 }
 
