@@ -1,0 +1,88 @@
+package main
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestVerifyCommandRefusals(t *testing.T) {
+	dir := t.TempDir()
+	image := filepath.Join(dir, "x.raw")
+	os.WriteFile(image, make([]byte, 1<<20), 0o644)
+	empty := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"verify", dir, "--userdata", "yaml", "--role", "all"}, "use cloud-init, ignition or both"},
+		{[]string{"verify", filepath.Join(dir, "nothere.qcow2"), "--userdata", "cloud-init", "--role", "all"}, "no such file"},
+		{[]string{"verify", empty, "--userdata", "cloud-init", "--role", "all"}, "holds no image"},
+		{[]string{"verify", image, "--userdata", "cloud-init", "--role", "all", "--accel", "hvf"}, "use auto, kvm or tcg"},
+	} {
+		_, _, err := kb(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("kubebake %s: err = %v, want %q", strings.Join(c.args, " "), err, c.want)
+		}
+	}
+}
+
+// TestVerifyCommandReports boots a blank disk (nothing to boot: the boot stage must time out)
+// and checks what the command leaves: a non-zero exit, JSON on stdout, a JUnit file naming the
+// stage, the serial log saved.
+func TestVerifyCommandReports(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	image := filepath.Join(dir, "blank.raw")
+	os.WriteFile(image, make([]byte, 8<<20), 0o644)
+	manifest := filepath.Join(dir, "manifest.json")
+	os.WriteFile(manifest, []byte(`{"files": [{"path": "/usr/bin/kubelet", "type": "file", "artifact": "kubelet", "sha256": "00"}]}`), 0o644)
+	junit := filepath.Join(dir, "verify.xml")
+	artifacts := filepath.Join(dir, "artifacts")
+	out, logs, err := kb(t, "verify", image, "--manifest", manifest, "--role", "minion", "--userdata", "cloud-init",
+		"--accel", "tcg", "--timeout-boot", "15s", "--junit", junit, "--artifacts", artifacts, "-o", "json")
+	t.Cleanup(func() { kb(t, "version", "-o", "text") }) // reset the persistent -o flag
+	if err == nil || !strings.Contains(err.Error(), "verify failed: 1 checks failed") || !strings.Contains(err.Error(), artifacts) {
+		t.Fatalf("err = %v\n%s", err, logs)
+	}
+	var rep struct {
+		Pass    bool `json:"pass"`
+		Results []struct {
+			Checks []struct {
+				Name string `json:"name"`
+				Got  string `json:"got"`
+			} `json:"checks"`
+			Artifacts []string `json:"artifacts"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("stdout is not the JSON report: %v\n%s", err, out)
+	}
+	if rep.Pass || len(rep.Results) != 1 || rep.Results[0].Checks[0].Name != "stage/boot" || len(rep.Results[0].Artifacts) == 0 {
+		t.Errorf("report: %+v", rep)
+	}
+	data, err := os.ReadFile(junit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var suites struct {
+		Failures int `xml:"failures,attr"`
+	}
+	if err := xml.Unmarshal(data, &suites); err != nil || suites.Failures != 1 || !strings.Contains(string(data), `name="stage/boot"`) {
+		t.Errorf("junit (%v):\n%s", err, data)
+	}
+	if !strings.Contains(logs, "verify: minion/cloud-init: boot") {
+		t.Errorf("no stage progress on stderr:\n%s", logs)
+	}
+}
