@@ -197,27 +197,32 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	rep.Results = make([]Result, len(jobs))
-	sem := make(chan struct{}, opts.Parallel)
+	// Workers take the nodes in order (master before minion, cloud-init before Ignition).
+	next := make(chan int, len(jobs))
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
 	var keptMu sync.Mutex
 	var wg sync.WaitGroup
-	for i, j := range jobs {
+	for range min(opts.Parallel, len(jobs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				rep.Results[i] = Result{Role: j.role, UserData: j.userData, Accel: accel,
-					Checks: []Check{{Name: "stage/start", Expected: "VM started", Got: "cancelled before start"}}}
-				return
-			}
-			defer func() { <-sem }()
-			n := &node{opts: opts, target: target, manifest: manifest, accel: accel, role: j.role, userData: j.userData}
-			rep.Results[i] = n.run(ctx)
-			if n.kept {
-				keptMu.Lock()
-				rep.kept = append(rep.kept, n.machine)
-				keptMu.Unlock()
+			for i := range next {
+				j := jobs[i]
+				if ctx.Err() != nil {
+					rep.Results[i] = Result{Role: j.role, UserData: j.userData, Accel: accel,
+						Checks: []Check{{Name: "stage/start", Expected: "VM started", Got: "cancelled before start"}}}
+					continue
+				}
+				n := &node{opts: opts, target: target, manifest: manifest, accel: accel, role: j.role, userData: j.userData}
+				rep.Results[i] = n.run(ctx)
+				if n.kept {
+					keptMu.Lock()
+					rep.kept = append(rep.kept, n.machine)
+					keptMu.Unlock()
+				}
 			}
 		}()
 	}
