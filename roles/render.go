@@ -215,6 +215,10 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	}
 	b.file(ModulesPath, 0o644, modules)
 	b.file(CloudConfigPath, 0o644, []byte(cloudConfig))
+	b.file(FallbackNetworkPath, 0o644, []byte(fallbackNetwork))
+	for _, link := range fallbackNetworkLinks {
+		b.symlink(EnableDir+"/"+link[0], UnitDir+"/"+link[1])
+	}
 	b.dir("/etc/sysconfig", 0o755)
 	b.dir("/etc/kubebake", 0o755)
 	b.file(ReleasePath, 0o644, releaseFile(r, l, data))
@@ -231,6 +235,30 @@ const CloudConfigPath = "/etc/cloud/cloud.cfg.d/90-kubebake.cfg"
 const cloudConfig = `# kubebake node image: cloud-init system settings.
 locale: C.UTF-8
 `
+
+// FallbackNetworkPath configures every ethernet NIC by DHCP with systemd-networkd when nothing
+// else does: a boot configured by Ignition alone has no cloud-init datasource, so no netplan
+// config, and without an address kubeadm, SSH and the API server have nothing to bind to.
+// cloud-init's netplan files (/run/systemd/network/10-netplan-*) sort first and win.
+const FallbackNetworkPath = "/usr/lib/systemd/network/90-kubebake-dhcp.network"
+
+const fallbackNetwork = `# kubebake node image: DHCP on every ethernet NIC unless cloud-init's netplan config
+# (10-netplan-*, sorted first) configured it.
+[Match]
+Type=ether
+Name=en* eth*
+
+[Network]
+DHCP=yes
+`
+
+// fallbackNetworkLinks enable systemd-networkd (and wait-online, which the Ignition applier
+// orders after, so that it can reach EC2's IMDS): {link under EnableDir, unit}.
+var fallbackNetworkLinks = [][2]string{
+	{"multi-user.target.wants/systemd-networkd.service", "systemd-networkd.service"},
+	{"sockets.target.wants/systemd-networkd.socket", "systemd-networkd.socket"},
+	{"network-online.target.wants/systemd-networkd-wait-online.service", "systemd-networkd-wait-online.service"},
+}
 
 // roleDropIn is /usr/lib/systemd/system/<unit>.d/10-role.conf: the unit runs only where a
 // marker of one of its roles exists, and only after every marker writer has run.
