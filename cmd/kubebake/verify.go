@@ -115,6 +115,6 @@ secrets). The guest network is QEMU user-mode with restrict=on: nothing leaves t
 	f.IntVar(&parallel, "parallel", 0, "VMs at once (default: one per two cores under TCG, one per core under KVM)")
 	f.DurationVar(&tBoot, "timeout-boot", verify.DefaultTimeoutBoot, "time for the guest's SSH server to answer")
 	f.DurationVar(&tSSH, "timeout-ssh", verify.DefaultTimeoutSSH, "time for the user-data's key to let root log in")
-	f.DurationVar(&tChecks, "timeout-checks", verify.DefaultTimeoutChecks, "time for boot to settle, and again for the checks to run")
+	f.DurationVar(&tChecks, "timeout-checks", verify.DefaultTimeoutChecks, "time for boot to settle and every check to run")
 	rootCmd.AddCommand(cmd)
 }
