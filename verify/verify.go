@@ -550,7 +550,6 @@ func (n *node) settle(ctx context.Context) *Check {
 		return nil
 	}
 	var last string
-	units := n.roleUnits()[RoleMaster]
 	for {
 		out, err := n.session.Run(ctx, ReadyzCommand+" 2>&1")
 		if err == nil && out.Exit == 0 && strings.TrimSpace(string(out.Stdout)) == "ok" {
@@ -559,11 +558,6 @@ func (n *node) settle(ctx context.Context) *Check {
 		if err == nil {
 			last = firstLineOf(string(out.Stdout))
 		}
-		// A failed control-plane unit will not come back by waiting: stop and report it.
-		if failed := n.failedUnits(ctx, units); len(failed) > 0 {
-			return &Check{Name: "stage/settle", Expected: "the API server becomes ready",
-				Got: "API server not ready (" + last + ") and units failed: " + strings.Join(failed, " "), Units: failed}
-		}
 		select {
 		case <-ctx.Done():
 			return &Check{Name: "stage/settle", Expected: "the API server becomes ready",
@@ -571,28 +565,6 @@ func (n *node) settle(ctx context.Context) *Check {
 		case <-time.After(3 * time.Second):
 		}
 	}
-}
-
-// failedUnits returns those of units that systemd reports failed.
-func (n *node) failedUnits(ctx context.Context, units []string) []string {
-	if len(units) == 0 {
-		return nil
-	}
-	q := make([]string, len(units))
-	for i, u := range units {
-		q[i] = shellQuote(u)
-	}
-	out, err := n.session.Run(ctx, "systemctl is-failed "+strings.Join(q, " "))
-	if err != nil {
-		return nil
-	}
-	var failed []string
-	for i, l := range strings.Split(strings.TrimSpace(string(out.Stdout)), "\n") {
-		if strings.TrimSpace(l) == "failed" && i < len(units) {
-			failed = append(failed, units[i])
-		}
-	}
-	return failed
 }
 
 func (n *node) roleUnits() map[string][]string {
