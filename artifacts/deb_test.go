@@ -383,7 +383,7 @@ func TestDebFetch(t *testing.T) {
 	// Through a mirror rule: the lock's pool path is the same, the host differs.
 	other := newFileServer(t)
 	other.set("/debian/"+art.URL, []byte("conntrack deb (updates)"))
-	m := NewDebSource(newCache(t), "http://deb.debian.org/debian", nil, []recipes.URLRewrite{{Prefix: "http://deb.debian.org/", Replacement: other.URL + "/"}})
+	m := NewDebSource(newCache(t), "http://mirror.example/debian", nil, []recipes.URLRewrite{{Prefix: "http://mirror.example/", Replacement: other.URL + "/"}})
 	if _, err := m.Fetch(context.Background(), []recipes.LockedArtifact{art}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,14 +11,14 @@ import (
 
 // Unit names kubebake itself defines (not role units).
 const (
-	RolesTarget    = "kubebake-roles.target"
-	IgnitionUnit   = "kubebake-ignition.service"
-	MasterPKIUnit  = "kubebake-master-pki.service"
+	RolesTarget   = "kubebake-roles.target"
+	IgnitionUnit  = "kubebake-ignition.service"
+	MasterPKIUnit = "kubebake-master-pki.service"
 	// SSHKeygenUnit makes the SSH host keys the image leaves out when cloud-init did not
 	// (a boot configured by Ignition alone); Debian's ssh.service does not make them.
 	SSHKeygenUnit = "kubebake-ssh-keygen.service"
 	// GrowRootUnit grows the root partition to the disk when cloud-init did not.
-	GrowRootUnit = "kubebake-growroot.service"
+	GrowRootUnit   = "kubebake-growroot.service"
 	UnitDir        = "/usr/lib/systemd/system"
 	EnableDir      = "/etc/systemd/system"
 	RoleDropInName = "10-role.conf"
