@@ -259,8 +259,6 @@ type node struct {
 	key     *KeyPair
 	seed    seedInfo
 	kept    bool
-	// interrupted: the run was cancelled (Ctrl-C); no time is spent fetching journals.
-	interrupted bool
 }
 
 type seedInfo struct {
@@ -277,14 +275,6 @@ func (n *node) progress(stage string) {
 	}
 }
 
-// vmExited reports whether the node's QEMU has exited on its own.
-func (n *node) vmExited() (bool, error) {
-	if n.machine == nil {
-		return false, nil
-	}
-	return n.machine.Exited()
-}
-
 // stageError is a stage that did not complete: it becomes a failed "stage/<name>" check.
 type stageError struct {
 	stage, expected, got string
@@ -296,13 +286,6 @@ func (n *node) run(ctx context.Context) Result {
 	n.res = Result{Role: n.role, UserData: n.userData, Accel: n.accel}
 	start := time.Now()
 	err := n.steps(ctx)
-	var se0 *stageError
-	if exited, _ := n.vmExited(); exited && ctx.Err() == nil && !(errors.As(err, &se0) && strings.Contains(se0.got, "QEMU exited")) {
-		// Whatever stage was running failed because the VM went away: say that.
-		_, werr := n.machine.Exited()
-		n.res.Checks = append(n.res.Checks, Check{Name: "stage/vm", Expected: "the VM runs until the checks end",
-			Got: fmt.Sprintf("QEMU exited after %s (%v); %s", n.machine.Uptime().Round(time.Second), werr, n.serialHint())})
-	}
 	var se *stageError
 	switch {
 	case errors.As(err, &se):
@@ -311,7 +294,6 @@ func (n *node) run(ctx context.Context) Result {
 		n.res.Checks = append(n.res.Checks, Check{Name: "stage/setup", Expected: "VM set up", Got: err.Error()})
 	}
 	n.res.Seconds = time.Since(start).Seconds()
-	n.interrupted = ctx.Err() != nil
 	n.res.Finish()
 	if !n.res.Pass {
 		n.saveArtifacts()
@@ -356,16 +338,6 @@ func (n *node) steps(ctx context.Context) error {
 	}); err != nil {
 		return &stageError{"start", "QEMU starts", err.Error()}
 	}
-	// Every later stage ends as soon as QEMU does (a crash, a reboot under -no-reboot, a kill).
-	ctx, vmGone := context.WithCancel(ctx)
-	defer vmGone()
-	go func() {
-		select {
-		case <-n.machine.Done():
-			vmGone()
-		case <-ctx.Done():
-		}
-	}()
 	if err := n.timed("boot", func() error { return n.waitBoot(ctx) }); err != nil {
 		return err
 	}
@@ -672,7 +644,7 @@ func (n *node) saveArtifacts() {
 			}
 		}
 	}
-	if exited, _ := n.vmExited(); n.session == nil || exited || n.interrupted {
+	if n.session == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
