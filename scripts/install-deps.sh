@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # Tools whose presence means the packages below are installed.
-need_tools=(qemu-system-x86_64 qemu-img mmdebstrap xorriso mcopy fsck.fat sgdisk cloud-init busybox bsdtar shellcheck)
+need_tools=(qemu-system-x86_64 qemu-img mmdebstrap xorriso mcopy fsck.fat sgdisk cloud-init busybox bsdtar shellcheck
+	socat containerd ctr runc iptables)
 # e2fsprogs >= 1.47.1 takes a tarball for `mke2fs -d` and honours SOURCE_DATE_EPOCH.
 min_e2fs=1.47.1
 
@@ -42,7 +43,7 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
 	qemu-system-x86 qemu-utils ovmf mmdebstrap xorriso mtools dosfstools gdisk \
 	libarchive13 libarchive-tools cloud-init busybox-static e2fsprogs \
-	systemd-boot-efi zstd shellcheck >/dev/null
+	systemd-boot-efi zstd shellcheck socat containerd runc iptables >/dev/null
 e2fs_version=$(dpkg-query -W -f='${Version}' e2fsprogs)
 if ! dpkg --compare-versions "$e2fs_version" ge "$min_e2fs"; then
 	$SUDO apt-get install -y -qq -t "${codename}-backports" e2fsprogs >/dev/null
