@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -52,6 +53,10 @@ type Options struct {
 	SSHUser string
 	// AdvertiseAddress is the address a master's API server advertises (master only).
 	AdvertiseAddress string
+	// Hostname, when set, is the node's host name (and so its Kubernetes node name): written
+	// to /etc/hostname by every format and set on the running system at first boot. Nodes of
+	// one cluster need distinct names; a seed's meta-data local-hostname says the same.
+	Hostname string
 }
 
 // File is one file user-data writes on a node.
@@ -139,6 +144,13 @@ func (o Options) sshUser() string {
 
 var userRE = dnsLabelRE
 
+// HostnamePath is where user-data writes Options.Hostname.
+const HostnamePath = "/etc/hostname"
+
+// nodeNameRE: a host name the kubelet keeps as its node name unchanged (a DNS label or
+// dotted labels, lower case, at most 63 characters so it is also one label of kubeadm's).
+var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$`)
+
 func (o Options) validate(role string) error {
 	if err := ValidateRole(role, o.Roles); err != nil {
 		return err
@@ -150,6 +162,9 @@ func (o Options) validate(role string) error {
 		if !hostRE.MatchString(o.AdvertiseAddress) && net.ParseIP(o.AdvertiseAddress) == nil {
 			return fmt.Errorf("advertise address %q is not an IP address or host name", o.AdvertiseAddress)
 		}
+	}
+	if o.Hostname != "" && !nodeNameRE.MatchString(o.Hostname) {
+		return fmt.Errorf("host name %q is not a valid Kubernetes node name: use lower-case letters, digits, '-' and '.', at most 63 characters", o.Hostname)
 	}
 	if u := o.sshUser(); u != "root" && !userRE.MatchString(u) {
 		return fmt.Errorf("SSH user %q: use lower-case letters, digits and '-'", u)
@@ -195,6 +210,9 @@ func NodeFiles(b *Bundle, role string, opts Options) ([]File, error) {
 		files = append(files,
 			File{Path: CACertPath, Mode: 0o644, Content: []byte(b.CACert)},
 			File{Path: CAKeyPath, Mode: 0o600, Content: []byte(b.CAKey), Secret: true})
+	}
+	if opts.Hostname != "" {
+		files = append(files, File{Path: HostnamePath, Mode: 0o644, Content: []byte(opts.Hostname + "\n")})
 	}
 	files = append(files, File{Path: recipes.MarkerPath(role), Mode: 0o644, Content: nil})
 	return files, nil

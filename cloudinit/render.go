@@ -85,6 +85,9 @@ type ccUser struct {
 }
 
 type cloudConfig struct {
+	// Hostname makes cloud-init's set_hostname module name the node (it runs before the role
+	// units); write_files also carries /etc/hostname, as every format does.
+	Hostname          string        `yaml:"hostname,omitempty"`
 	WriteFiles        []ccWriteFile `yaml:"write_files"`
 	DisableRoot       *bool         `yaml:"disable_root,omitempty"`
 	SSHAuthorizedKeys []string      `yaml:"ssh_authorized_keys,omitempty"`
@@ -99,7 +102,7 @@ func RenderCloudConfig(b *Bundle, role string, opts Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc := cloudConfig{}
+	cc := cloudConfig{Hostname: opts.Hostname}
 	for _, f := range files {
 		cc.WriteFiles = append(cc.WriteFiles, ccWriteFile{
 			Path: f.Path, Content: string(f.Content), Owner: "root:root",
@@ -173,6 +176,9 @@ func RenderShell(b *Bundle, role string, opts Options) ([]byte, error) {
 		}
 		w("mkdir -p -m 0700 \"$home/.ssh\"\ncat >> \"$home/.ssh/authorized_keys\" <<'%s'\n%s\n%s\n", heredocEnd, strings.Join(keys, "\n"), heredocEnd)
 		w("chmod 0600 \"$home/.ssh/authorized_keys\"\nchown -R %s: \"$home/.ssh\"\n", u)
+	}
+	if opts.Hostname != "" {
+		w("hostname %s\n", opts.Hostname)
 	}
 	w("# Start the role units that were skipped before the marker existed.\n")
 	w("if [ -d /run/systemd/system ]; then systemctl --no-block start %s || true; fi\n", RolesTarget)

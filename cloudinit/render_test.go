@@ -75,6 +75,24 @@ func TestNodeFilesPerRole(t *testing.T) {
 	if _, err := NodeFiles(b, RoleMinion, Options{AdvertiseAddress: "10.0.2.15"}); err == nil {
 		t.Error("advertise address accepted for a minion")
 	}
+	// A host name rides in every format: /etc/hostname before the marker.
+	named, err := NodeFiles(b, RoleMinion, Options{Hostname: "demo-minion-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNamed := []string{"/etc/kubebake/cluster.env -rw-------", "/etc/hostname -rw-r--r--", "/etc/sysconfig/kubernetes-minion -rw-r--r--"}
+	if got := paths(named); !slices.Equal(got, wantNamed) || string(named[1].Content) != "demo-minion-1\n" {
+		t.Errorf("named minion files %q (%q), want %q", got, named[1].Content, wantNamed)
+	}
+	cc, err := RenderCloudConfig(b, RoleMinion, Options{Hostname: "demo-minion-1"})
+	if err != nil || !strings.Contains(string(cc), "\nhostname: demo-minion-1\n") {
+		t.Errorf("cloud-config does not set the host name (%v):\n%s", err, cc)
+	}
+	for _, bad := range []string{"Upper", "under_score", "-lead", strings.Repeat("a", 64), "a b"} {
+		if _, err := NodeFiles(b, RoleMinion, Options{Hostname: bad}); err == nil || !strings.Contains(err.Error(), "node name") {
+			t.Errorf("host name %q: %v", bad, err)
+		}
+	}
 }
 
 func TestUnknownRole(t *testing.T) {

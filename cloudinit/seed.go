@@ -153,7 +153,6 @@ type SeedOptions struct {
 	Options
 	Format     Format // cloud-config (default) or shell
 	InstanceID string // default DefaultInstanceID(user-data)
-	Hostname   string // default DefaultHostname
 }
 
 // CheckSeedFormat accepts the formats cloud-init reads from a NoCloud seed.
@@ -183,14 +182,17 @@ func Seed(path string, b *Bundle, role string, opts SeedOptions) error {
 	if opts.InstanceID == "" {
 		opts.InstanceID = DefaultInstanceID(ud)
 	}
-	if opts.Hostname == "" {
-		opts.Hostname = DefaultHostname(b, role)
+	// meta-data always names the host; Options.Hostname (also written to /etc/hostname by
+	// the user-data) wins over the default.
+	hostname := opts.Hostname
+	if hostname == "" {
+		hostname = DefaultHostname(b, role)
 	}
-	if !hostRE.MatchString(opts.Hostname) {
-		return fmt.Errorf("hostname %q is not a valid host name", opts.Hostname)
+	if !hostRE.MatchString(hostname) {
+		return fmt.Errorf("hostname %q is not a valid host name", hostname)
 	}
 	if strings.ContainsAny(opts.InstanceID, " \t\n:#") || opts.InstanceID == "" {
 		return fmt.Errorf("instance-id %q: use letters, digits, '-' and '.'", opts.InstanceID)
 	}
-	return WriteSeedISO(path, ud, MetaData(opts.InstanceID, opts.Hostname))
+	return WriteSeedISO(path, ud, MetaData(opts.InstanceID, hostname))
 }

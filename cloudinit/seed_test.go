@@ -109,7 +109,7 @@ func TestSeedRefusals(t *testing.T) {
 	if err := Seed(iso, b, "worker", SeedOptions{}); err == nil || !strings.Contains(err.Error(), "unknown role") {
 		t.Errorf("unknown role: %v", err)
 	}
-	if err := Seed(iso, b, RoleMinion, SeedOptions{Hostname: "bad host"}); err == nil {
+	if err := Seed(iso, b, RoleMinion, SeedOptions{Options: Options{Hostname: "bad host"}}); err == nil {
 		t.Error("bad hostname accepted")
 	}
 	if err := WriteSeedISOFiles(iso, map[string][]byte{SeedUserData: nil, SeedMetaData: nil, "extra": nil}); err == nil {
@@ -122,7 +122,7 @@ func TestSeedRefusals(t *testing.T) {
 		t.Errorf("a failed seed left files: %v", entries)
 	}
 	// shell user-data works too, and network-config rides along when given.
-	if err := Seed(iso, b, RoleMinion, SeedOptions{Format: FormatShell, Hostname: "m1", InstanceID: "i-1"}); err != nil {
+	if err := Seed(iso, b, RoleMinion, SeedOptions{Format: FormatShell, Options: Options{Hostname: "m1"}, InstanceID: "i-1"}); err != nil {
 		t.Fatal(err)
 	}
 	_, files, err := ReadSeedISO(iso)

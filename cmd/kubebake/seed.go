@@ -12,7 +12,7 @@ func init() {
 	var (
 		flags                userDataFlags
 		format, out          string
-		hostname, instanceID string
+		instanceID string
 	)
 	cmd := &cobra.Command{
 		Use:   "seed --role ROLE --bundle FILE -o seed.iso",
@@ -40,7 +40,7 @@ Here -o/--output names the ISO FILE (it is not the global result format).`,
 			if err != nil {
 				return err
 			}
-			so := cloudinit.SeedOptions{Options: opts, Format: f, Hostname: hostname, InstanceID: instanceID}
+			so := cloudinit.SeedOptions{Options: opts, Format: f, InstanceID: instanceID}
 			if err := cloudinit.Seed(out, b, flags.role, so); err != nil {
 				return err
 			}
@@ -52,7 +52,6 @@ Here -o/--output names the ISO FILE (it is not the global result format).`,
 	fl := cmd.Flags()
 	fl.StringVar(&format, "format", string(cloudinit.FormatCloudConfig), "user-data format: cloud-config or shell")
 	fl.StringVarP(&out, "output", "o", "", "seed ISO FILE to write")
-	fl.StringVar(&hostname, "hostname", "", "meta-data local-hostname (default CLUSTER-ROLE)")
 	fl.StringVar(&instanceID, "instance-id", "", "meta-data instance-id (default derived from the user-data)")
 	rootCmd.AddCommand(cmd)
 }

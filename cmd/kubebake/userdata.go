@@ -13,7 +13,7 @@ import (
 
 // userDataFlags are the flags userdata and seed share.
 type userDataFlags struct {
-	role, bundle, sshKey, sshUser, rolesFrom, advertise string
+	role, bundle, sshKey, sshUser, rolesFrom, advertise, hostname string
 }
 
 func (u *userDataFlags) register(cmd *cobra.Command) {
@@ -24,13 +24,14 @@ func (u *userDataFlags) register(cmd *cobra.Command) {
 	f.StringVar(&u.sshUser, "ssh-user", "root", "user that receives --ssh-key")
 	f.StringVar(&u.rolesFrom, "roles-from", "", "recipe (NAME or PATH) whose custom roles are allowed too")
 	f.StringVar(&u.advertise, "advertise-address", "", "address the master's API server advertises (master only)")
+	f.StringVar(&u.hostname, "hostname", "", "the node's host name and Kubernetes node name (nodes of one cluster need distinct names)")
 	cmd.MarkFlagRequired("role")
 	cmd.MarkFlagRequired("bundle")
 }
 
 // load reads the bundle and turns the flags into render options.
 func (u *userDataFlags) load() (*cloudinit.Bundle, cloudinit.Options, error) {
-	opts := cloudinit.Options{SSHUser: u.sshUser, AdvertiseAddress: u.advertise}
+	opts := cloudinit.Options{SSHUser: u.sshUser, AdvertiseAddress: u.advertise, Hostname: u.hostname}
 	if u.rolesFrom != "" {
 		r, err := recipes.Load(u.rolesFrom)
 		if err != nil {
