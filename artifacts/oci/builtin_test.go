@@ -137,7 +137,7 @@ func TestBusyboxImageChroot(t *testing.T) {
 id -un; id -u nobody; ls -ld /tmp | head -c 10; echo
 mkdir -p /tmp/www && echo served > /tmp/www/index.html
 httpd -f -p 127.0.0.1:$port -h /tmp/www & h=$!
-i=0; until wget -q -O - http://127.0.0.1:$port/index.html; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+i=0; until wget -q -O - http://127.0.0.1:$port/index.html 2>/dev/null; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
 printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc 127.0.0.1 $port | grep -c served
 kill $h`
 	out, err := combined(t, &run.Cmd{Name: "chroot", Args: []string{dir, "/bin/sh", "-c", script}, Env: []string{"port=" + freePort(t)}})
