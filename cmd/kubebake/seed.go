@@ -10,9 +10,9 @@ import (
 
 func init() {
 	var (
-		flags                userDataFlags
-		format, out          string
-		instanceID string
+		flags       userDataFlags
+		format, out string
+		instanceID  string
 	)
 	cmd := &cobra.Command{
 		Use:   "seed --role ROLE --bundle FILE -o seed.iso",
