@@ -16,15 +16,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubebake/kubebake/artifacts/gomain"
 	"github.com/kubebake/kubebake/internal/atomicfile"
 	"github.com/kubebake/kubebake/internal/run"
 	"github.com/kubebake/kubebake/recipes"
 )
 
 // GoModSource builds Go main packages at a pinned module version from the Go module proxy
-// (Source type "gomod"). All binaries of one module@version are built by a single go build in
-// a persistent work folder under the cache (scratch/gomod/<module>@<version>), so shared
-// packages compile once and the Go build cache is reused between runs. Builds are
+// (Source type "gomod"): the module's own, or mains kubebake provides against it
+// (gomod_main.go, package gomain). All binaries of one module@version are built by a single
+// go build in a persistent work folder under the cache (scratch/gomod/<module>@<version>), so
+// shared packages compile once and the Go build cache is reused between runs. Builds are
 // reproducible for a given toolchain: CGO_ENABLED=0, -trimpath, no build ID, version
 // variables from the module proxy (never the wall clock).
 //
@@ -156,28 +158,30 @@ func (s *GoModSource) Resolve(ctx context.Context, inputs []recipes.Input, prev 
 	for _, k := range keys {
 		idx := groups[k]
 		mod, ver := inputs[idx[0]].Source.Module, version[idx[0]]
-		var pkgs []string
+		var targets []string
 		for _, i := range idx {
-			pkgs = append(pkgs, inputs[i].Package)
+			targets = append(targets, inputTarget(inputs[i]))
 		}
-		res, err := s.binaries(ctx, mod, ver, pkgs)
+		res, err := s.binaries(ctx, mod, ver, targets)
 		if err != nil {
 			return nil, err
 		}
 		for _, i := range idx {
 			in := inputs[i]
-			b := res.bins[in.Package]
+			b := res.bins[inputTarget(in)]
 			out[i] = recipes.LockedArtifact{
-				Name:      in.Name,
-				Kind:      recipes.InputBinary,
-				Source:    recipes.SourceGoMod,
-				Version:   ver,
-				Module:    mod + "@" + ver,
-				ModuleSum: res.info.Sum,
-				Package:   in.Package,
-				Toolchain: res.toolchain,
-				SHA256:    b.SHA256,
-				Size:      b.Size,
+				Name:       in.Name,
+				Kind:       recipes.InputBinary,
+				Source:     recipes.SourceGoMod,
+				Version:    ver,
+				Module:     mod + "@" + ver,
+				ModuleSum:  res.info.Sum,
+				Package:    in.Package,
+				Main:       in.Main,
+				MainSHA256: in.MainSHA256,
+				Toolchain:  res.toolchain,
+				SHA256:     b.SHA256,
+				Size:       b.Size,
 			}
 		}
 	}
@@ -200,7 +204,14 @@ func checkGoModInput(in recipes.Input) (recipes.Constraint, error) {
 	if mod == "" {
 		return recipes.Constraint{}, fmt.Errorf("%s: source.module is empty; name the Go module (k8s.io/kubernetes)", where)
 	}
-	if in.Package != mod && !strings.HasPrefix(in.Package, mod+"/") {
+	if in.Main != "" {
+		if in.Package != "" {
+			return recipes.Constraint{}, fmt.Errorf("%s: both package %q and kubebake's main %q; name one", where, in.Package, in.Main)
+		}
+		if err := checkProvidedMain(in.Main, in.MainSHA256); err != nil {
+			return recipes.Constraint{}, fmt.Errorf("%s: %w", where, err)
+		}
+	} else if in.Package != mod && !strings.HasPrefix(in.Package, mod+"/") {
 		return recipes.Constraint{}, fmt.Errorf("%s: package %q is not inside module %s", where, in.Package, mod)
 	}
 	c, err := recipes.ParseConstraint(in.Version)
@@ -218,6 +229,7 @@ func keepLocked(in recipes.Input, c recipes.Constraint, p recipes.LockedArtifact
 	return p.Source == recipes.SourceGoMod &&
 		(p.Kind == recipes.InputBinary || p.Kind == "") &&
 		p.Package == in.Package &&
+		p.Main == in.Main && p.MainSHA256 == in.MainSHA256 &&
 		p.Module == in.Source.Module+"@"+p.Version &&
 		goModMatches(c.String(), p.Version) &&
 		ValidSHA256(p.SHA256)
@@ -253,8 +265,13 @@ func (s *GoModSource) Fetch(ctx context.Context, arts []recipes.LockedArtifact) 
 			paths[a.Name] = p
 			continue
 		}
-		if a.Module == "" || !strings.Contains(a.Module, "@") || a.Package == "" {
-			return nil, fmt.Errorf("lock entry %q: module %q / package %q incomplete; run kubebake lock", a.Name, a.Module, a.Package)
+		if a.Module == "" || !strings.Contains(a.Module, "@") || (a.Package == "") == (a.Main == "") {
+			return nil, fmt.Errorf("lock entry %q: module %q / package %q / main %q incomplete; run kubebake lock", a.Name, a.Module, a.Package, a.Main)
+		}
+		if a.Main != "" {
+			if err := checkProvidedMain(a.Main, a.MainSHA256); err != nil {
+				return nil, fmt.Errorf("lock entry %q: %w", a.Name, err)
+			}
 		}
 		missing[a.Module] = append(missing[a.Module], a)
 	}
@@ -267,15 +284,15 @@ func (s *GoModSource) Fetch(ctx context.Context, arts []recipes.LockedArtifact) 
 	for _, m := range mods {
 		group := missing[m]
 		mod, ver, _ := strings.Cut(m, "@")
-		var pkgs []string
+		var targets []string
 		for _, a := range group {
-			pkgs = append(pkgs, a.Package)
+			targets = append(targets, artifactTarget(a))
 		}
 		if tc, err := s.goVersion(ctx); err == nil && group[0].Toolchain != "" && group[0].Toolchain != tc {
 			slog.Warn("the lock was made with another Go toolchain; the rebuilt binaries will probably not match it",
 				"module", m, "locked", group[0].Toolchain, "local", tc)
 		}
-		res, err := s.binaries(ctx, mod, ver, pkgs)
+		res, err := s.binaries(ctx, mod, ver, targets)
 		if err != nil {
 			return nil, err
 		}
@@ -285,7 +302,7 @@ func (s *GoModSource) Fetch(ctx context.Context, arts []recipes.LockedArtifact) 
 					a.Name, m, res.info.Sum, a.ModuleSum))
 				continue
 			}
-			b := res.bins[a.Package]
+			b := res.bins[artifactTarget(a)]
 			if b.SHA256 != a.SHA256 {
 				errs = append(errs, mismatchError(a, m, res.toolchain, b.SHA256))
 				continue
@@ -324,7 +341,7 @@ func mismatchError(a recipes.LockedArtifact, module, toolchain, got string) erro
 
 // builtBinary is one binary of the build index.
 type builtBinary struct {
-	Package string `json:"package"`
+	Package string `json:"package"` // the build target: a Go package path
 	SHA256  string `json:"sha256"`
 	Size    int64  `json:"size"`
 }
@@ -333,7 +350,7 @@ type builtBinary struct {
 type buildResult struct {
 	info      moduleInfo
 	toolchain string
-	bins      map[string]builtBinary // by package
+	bins      map[string]builtBinary // by target: package path (mainTarget for a provided main)
 }
 
 // moduleInfo is what the module proxy says about one module version.
@@ -354,19 +371,24 @@ type buildPlan struct {
 	flagsHash string
 }
 
-// indexKey is the build index key of one package under plan.
+// indexKey is the build index key of one target under plan; a provided main's key also
+// covers its source.
 func (p *buildPlan) indexKey(pkg string) string {
 	h := sha256.New()
-	for _, f := range []string{goModIndexVersion, p.info.Path, p.info.Version, p.info.Sum, pkg, p.toolchain, p.flagsHash} {
+	fields := []string{goModIndexVersion, p.info.Path, p.info.Version, p.info.Sum, pkg, p.toolchain, p.flagsHash}
+	if name, ok := providedMain(pkg); ok {
+		fields = append(fields, gomain.SHA256(name))
+	}
+	for _, f := range fields {
 		h.Write([]byte(f))
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// binaries returns the sha256 and size of each package's binary at module@version, building
-// them (one go build) unless the build index already knows all of them and the cache holds
-// them.
+// binaries returns the sha256 and size of each target's binary (a main package of the module
+// or a provided main) at module@version, building them (one go build) unless the build index
+// already knows all of them and the cache holds them.
 func (s *GoModSource) binaries(ctx context.Context, module, version string, pkgs []string) (*buildResult, error) {
 	pkgs = sortedUnique(pkgs)
 	toolchain, err := s.goVersion(ctx)
@@ -466,6 +488,9 @@ func (s *GoModSource) build(ctx context.Context, work string, plan *buildPlan, p
 	what := fmt.Sprintf("%d packages of %s", len(pkgs), m)
 	if len(pkgs) == 1 {
 		what = pkgs[0] + "@" + plan.info.Version
+		if name, ok := providedMain(pkgs[0]); ok {
+			what = name + " (kubebake's main) against " + m
+		}
 	}
 	slog.Info("building "+what, "toolchain", plan.toolchain, "dir", work)
 	stop := progress("still building "+what, start)
@@ -474,7 +499,15 @@ func (s *GoModSource) build(ctx context.Context, work string, plan *buildPlan, p
 	if err := atomicfile.WriteFile(filepath.Join(work, "go.mod"), []byte(plan.goMod), 0o644); err != nil {
 		return err
 	}
-	if err := atomicfile.WriteFile(filepath.Join(work, "tools.go"), []byte(buildToolsGo(pkgs)), 0o644); err != nil {
+	if err := writeMains(work, pkgs); err != nil {
+		return err
+	}
+	tools := filepath.Join(work, "tools.go")
+	if modPkgs := modulePackages(pkgs); len(modPkgs) > 0 {
+		if err := atomicfile.WriteFile(tools, []byte(buildToolsGo(modPkgs)), 0o644); err != nil {
+			return err
+		}
+	} else if err := os.Remove(tools); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	// go's own temporary folder lives in the work folder, so that a killed build leaves no

@@ -20,7 +20,7 @@ type ldVar struct {
 // goModVersionVars says, per module, which variables carry the version a release build would
 // stamp. Modules not listed get no -X settings. Keep it small and next to the upstream
 // build scripts it mirrors (Kubernetes hack/lib/version.sh, CNI plugins build_linux.sh,
-// etcd scripts/build-binary.sh).
+// etcd scripts/build-binary.sh, flannel's and CoreDNS's Makefiles).
 var goModVersionVars = map[string][]ldVar{
 	"k8s.io/kubernetes": {
 		{Symbol: "k8s.io/component-base/version.gitVersion", Value: "{version}"},
@@ -33,6 +33,11 @@ var goModVersionVars = map[string][]ldVar{
 	"github.com/containernetworking/plugins": {
 		{Symbol: "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion", Value: "{version}"},
 	},
+	// flannel's Makefile stamps the tag; kubebake's flanneld prints it for --version.
+	"github.com/flannel-io/flannel": {{Symbol: "github.com/flannel-io/flannel/pkg/version.Version", Value: "{version}"}},
+	// CoreDNS's version constant is in its source (coremain.CoreVersion); its Makefile stamps
+	// the commit, which -version prints after the Go version.
+	"github.com/coredns/coredns": {{Symbol: "github.com/coredns/coredns/coremain.GitCommit", Value: "{commit}", IfKnown: true}},
 	// etcd's version constant is in its source; only the git SHA is stamped at build time.
 	"go.etcd.io/etcd/server/v3":  {{Symbol: "go.etcd.io/etcd/api/v3/version.GitSHA", Value: "{commit}", IfKnown: true}},
 	"go.etcd.io/etcd/etcdctl/v3": {{Symbol: "go.etcd.io/etcd/api/v3/version.GitSHA", Value: "{commit}", IfKnown: true}},

@@ -108,7 +108,12 @@ func Lock(ctx context.Context, r *recipes.Recipe, prev *recipes.Lock, update boo
 		InputsDigest: recipes.InputsDigest(inputs),
 		Artifacts:    arts,
 	}
-	if prev != nil && prev.SourceDateEpoch != 0 && sameArtifacts(prev.Artifacts, arts) {
+	var prevBase []recipes.LockedArtifact // prev without its images, which derive from the rest
+	if prev != nil {
+		prevBase = slices.DeleteFunc(slices.Clone(prev.Artifacts), func(a recipes.LockedArtifact) bool { return a.Kind == recipes.KindImage })
+	}
+	unchanged := prev != nil && prev.SourceDateEpoch != 0 && sameArtifacts(prevBase, arts)
+	if unchanged {
 		l.SourceDateEpoch = prev.SourceDateEpoch
 	} else {
 		epoch, err := newSourceDateEpoch()
@@ -117,6 +122,12 @@ func Lock(ctx context.Context, r *recipes.Recipe, prev *recipes.Lock, update boo
 		}
 		l.SourceDateEpoch = epoch
 	}
+	images, err := lockedImages(ctx, r, prev, unchanged, arts, l.SourceDateEpoch, sources)
+	if err != nil {
+		return nil, err
+	}
+	l.Artifacts = append(l.Artifacts, images...)
+	sort.Slice(l.Artifacts, func(i, j int) bool { return l.Artifacts[i].Name < l.Artifacts[j].Name })
 	return l, nil
 }
 
@@ -263,7 +274,12 @@ func short(h string) string {
 func Fetch(ctx context.Context, l *recipes.Lock, sources map[string]Source) (map[string]string, error) {
 	byType := map[string][]recipes.LockedArtifact{}
 	var types []string
+	var images []recipes.LockedArtifact // built from the others, after them
 	for _, a := range l.Artifacts {
+		if a.Source == SourceOCI {
+			images = append(images, a)
+			continue
+		}
 		if _, ok := byType[a.Source]; !ok {
 			if s, ok := sources[a.Source]; !ok || s == nil {
 				return nil, fmt.Errorf("%s: source type %q has no implementation here (have: %s)", a.Name, a.Source, strings.Join(sortedSourceTypes(sources), ", "))
@@ -303,6 +319,19 @@ func Fetch(ctx context.Context, l *recipes.Lock, sources map[string]Source) (map
 			out[k] = v
 		}
 	}
+	if len(images) > 0 {
+		src, _ := sources[SourceOCI].(*ImageSource)
+		if src == nil {
+			return nil, fmt.Errorf("%s: the lock bakes container images, but no image source is configured here (a kubebake bug)", images[0].Name)
+		}
+		paths, err := fetchImages(ctx, src, l, images, sources)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range paths {
+			out[k] = v
+		}
+	}
 	for _, a := range l.Artifacts {
 		if out[a.Name] == "" {
 			return nil, fmt.Errorf("%s source returned no path for %q (a bug in the source)", a.Source, a.Name)
@@ -322,6 +351,7 @@ func DefaultSources(cache *Cache, mirror string, opts ...SourceOption) map[strin
 		recipes.SourceURL:   NewURLSource(cache, o.rewrites),
 		recipes.SourceDeb:   NewDebSource(cache, mirror, o.components, o.rewrites),
 		recipes.SourceGoMod: NewGoModSource(cache),
+		SourceOCI:           NewImageSource(cache),
 	}
 }
 

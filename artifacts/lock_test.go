@@ -8,11 +8,13 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/artifacts/oci"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -81,14 +83,43 @@ func loadRecipe(t *testing.T) *recipes.Recipe {
 	return r
 }
 
-func fakeSources() (map[string]Source, map[string]*fakeSource) {
+func fakeSources(t *testing.T) (map[string]Source, map[string]*fakeSource) {
 	fakes := map[string]*fakeSource{}
 	srcs := map[string]Source{}
-	for _, t := range []string{recipes.SourceGoMod, recipes.SourceURL, recipes.SourceDeb} {
-		fakes[t] = &fakeSource{typ: t, generation: 3}
-		srcs[t] = fakes[t]
+	for _, typ := range []string{recipes.SourceGoMod, recipes.SourceURL, recipes.SourceDeb} {
+		fakes[typ] = &fakeSource{typ: typ, generation: 3}
+		srcs[typ] = fakes[typ]
 	}
+	srcs[SourceOCI] = fakeImageSource(t)
 	return srcs, fakes
+}
+
+// fakeImageSource builds each baked image as a one-file image naming its inputs' versions,
+// so lock tests need no real binaries; it still writes real archives into a real cache.
+func fakeImageSource(t *testing.T, caches ...*Cache) *ImageSource {
+	c, err := OpenCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(caches) > 0 {
+		c = caches[0]
+	}
+	fake := func(name string) imageBuilder {
+		return func(_, versions map[string]string, epoch int64) (oci.NamedImage, error) {
+			var keys []string
+			for k, v := range versions {
+				keys = append(keys, k+"="+v)
+			}
+			sort.Strings(keys)
+			img, err := oci.Build(oci.Spec{Files: []oci.File{{Path: "/inputs", Mode: 0o644, Open: oci.FromBytes([]byte(strings.Join(keys, "\n")))}}, SourceDateEpoch: epoch})
+			return oci.NamedImage{Ref: "kubebake.local/" + strings.TrimPrefix(name, "image/") + ":test", Image: img}, err
+		}
+	}
+	b := map[string]imageBuilder{}
+	for name := range imageBuilders {
+		b[name] = fake(name)
+	}
+	return &ImageSource{cache: c, builders: b}
 }
 
 func setClock(t *testing.T, at time.Time) {
@@ -100,15 +131,15 @@ func setClock(t *testing.T, at time.Time) {
 
 func TestLockGroupsAndSorts(t *testing.T) {
 	r := loadRecipe(t)
-	srcs, fakes := fakeSources()
+	srcs, fakes := fakeSources(t)
 	setClock(t, time.Date(2026, 11, 22, 15, 4, 5, 0, time.UTC))
 	l, err := Lock(context.Background(), r, nil, false, srcs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	inputs := r.Inputs()
-	if len(l.Artifacts) != len(inputs) {
-		t.Fatalf("%d artifacts for %d inputs", len(l.Artifacts), len(inputs))
+	if len(l.Artifacts) != len(inputs)+len(r.BakedImages()) {
+		t.Fatalf("%d artifacts for %d inputs and %d images", len(l.Artifacts), len(inputs), len(r.BakedImages()))
 	}
 	if !slices.IsSortedFunc(l.Artifacts, func(a, b recipes.LockedArtifact) int { return strings.Compare(a.Name, b.Name) }) {
 		t.Error("artifacts not sorted")
@@ -144,7 +175,7 @@ func TestLockGroupsAndSorts(t *testing.T) {
 
 func TestLockAgainIsByteIdentical(t *testing.T) {
 	r := loadRecipe(t)
-	srcs, fakes := fakeSources()
+	srcs, fakes := fakeSources(t)
 	setClock(t, time.Date(2026, 11, 22, 15, 0, 0, 0, time.UTC))
 	first, err := Lock(context.Background(), r, nil, false, srcs)
 	if err != nil {
@@ -188,7 +219,7 @@ func TestLockAgainIsByteIdentical(t *testing.T) {
 
 func TestLockSourceDateEpochEnv(t *testing.T) {
 	r := loadRecipe(t)
-	srcs, _ := fakeSources()
+	srcs, _ := fakeSources(t)
 	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
 	l, err := Lock(context.Background(), r, nil, false, srcs)
 	if err != nil {
@@ -205,7 +236,7 @@ func TestLockSourceDateEpochEnv(t *testing.T) {
 
 func TestLockPrevOfOtherRecipeIgnored(t *testing.T) {
 	r := loadRecipe(t)
-	srcs, fakes := fakeSources()
+	srcs, fakes := fakeSources(t)
 	setClock(t, time.Now())
 	first, _ := Lock(context.Background(), r, nil, false, srcs)
 	first.Recipe = "someone-else"
@@ -221,21 +252,21 @@ func TestLockErrors(t *testing.T) {
 	r := loadRecipe(t)
 	ctx := context.Background()
 
-	srcs, fakes := fakeSources()
+	srcs, fakes := fakeSources(t)
 	fakes[recipes.SourceDeb].err = errors.New("mirror unreachable")
 	_, err := Lock(ctx, r, nil, false, srcs)
 	if err == nil || !strings.Contains(err.Error(), "resolving deb inputs: mirror unreachable") {
 		t.Errorf("source error: %v", err)
 	}
 
-	srcs, _ = fakeSources()
+	srcs, _ = fakeSources(t)
 	delete(srcs, recipes.SourceGoMod)
 	_, err = Lock(ctx, r, nil, false, srcs)
 	if err == nil || !strings.Contains(err.Error(), `source type "gomod" has no implementation`) {
 		t.Errorf("missing source: %v", err)
 	}
 
-	srcs, fakes = fakeSources()
+	srcs, fakes = fakeSources(t)
 	fakes[recipes.SourceGoMod].skip = "kubectl"
 	_, err = Lock(ctx, r, nil, false, srcs)
 	if err == nil || !strings.Contains(err.Error(), `did not pin "kubectl"`) {
@@ -245,7 +276,7 @@ func TestLockErrors(t *testing.T) {
 
 func TestFetchGroups(t *testing.T) {
 	r := loadRecipe(t)
-	srcs, fakes := fakeSources()
+	srcs, fakes := fakeSources(t)
 	l, err := Lock(context.Background(), r, nil, false, srcs)
 	if err != nil {
 		t.Fatal(err)
@@ -282,12 +313,15 @@ func urlRecipe(t *testing.T) (*recipes.Recipe, *releaseServer, *synthArchive) {
 	r.Kubernetes.Source = recipes.Source{Type: recipes.SourceURL, URL: "https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}"}
 	r.Etcd.Source = recipes.Source{Type: recipes.SourceURL, URL: "https://github.com/etcd-io/etcd/releases/download/{version}/{name}"}
 	r.CNI.Source = recipes.Source{Type: recipes.SourceURL, URL: "https://github.com/containernetworking/plugins/releases/download/{version}/{name}-linux-{arch}"}
+	// flannel publishes flanneld-amd64; the CoreDNS layout is made up (it publishes tarballs).
+	r.PodNetwork.Source = recipes.Source{Type: recipes.SourceURL, URL: "https://github.com/flannel-io/flannel/releases/download/{version}/{name}-{arch}"}
+	r.DNS.Source = recipes.Source{Type: recipes.SourceURL, URL: "https://github.com/coredns/coredns/releases/download/{version}/{name}-linux-{arch}"}
 	r.Mirrors = []recipes.URLRewrite{
 		{Prefix: "https://dl.k8s.io/", Replacement: rel.URL + "/k8s/"},
 		{Prefix: "https://github.com/", Replacement: rel.URL + "/gh/"},
 	}
 	r.Base.Mirror = arch.srv.URL
-	newest := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.5", "1.9": "v1.9.1"}
+	newest := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.5", "1.9": "v1.9.1", "0.28": "v0.28.10", "1.15": "v1.15.0"}
 	local := func(u string) string {
 		for _, m := range r.Mirrors {
 			u = strings.Replace(u, m.Prefix, m.Replacement, 1)
@@ -308,7 +342,11 @@ func urlRecipe(t *testing.T) (*recipes.Recipe, *releaseServer, *synthArchive) {
 			rel.set(local(u), data)
 			rel.set(local(u)+".sha256", []byte(sum(data)+"  "+in.Package+"\n"))
 		case recipes.SourceDeb:
-			arch.suites["bookworm"] = append(arch.suites["bookworm"], synthPkg{in.Package, "1.0-1", "amd64", []byte(in.Package + " 1.0-1")})
+			content := []byte(in.Package + " 1.0-1")
+			if in.Kind == recipes.InputBinary { // a binary is taken out of a real .deb
+				content = buildDeb(t, in.Package, "1.0-1", map[string]string{"bin/" + in.Name: in.Name + " 1.0-1"})
+			}
+			arch.suites["bookworm"] = append(arch.suites["bookworm"], synthPkg{in.Package, "1.0-1", "amd64", content})
 		}
 	}
 	arch.publish(t)
@@ -324,6 +362,7 @@ func TestLockAndFetchURLAndDeb(t *testing.T) {
 		t.Fatal(err)
 	}
 	srcs[recipes.SourceDeb].(*DebSource).Insecure = true // the synthetic archive is unsigned
+	srcs[SourceOCI] = fakeImageSource(t, c)              // its busybox is no real binary
 	ctx := context.Background()
 	setClock(t, time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
 	l, err := Lock(ctx, r, nil, false, srcs)
@@ -342,6 +381,9 @@ func TestLockAndFetchURLAndDeb(t *testing.T) {
 	}
 	if e := byName["etcd"]; e.Version != "v3.6.5" || e.Source != "url" {
 		t.Errorf("etcd %+v", e)
+	}
+	if f := byName["flanneld"]; f.Version != "v0.28.10" || f.URL != "https://github.com/flannel-io/flannel/releases/download/v0.28.10/flanneld-amd64" || f.Main != "" {
+		t.Errorf("flanneld %+v", f)
 	}
 	if d := byName["deb/conntrack"]; d.Version != "1.0-1" || d.Suite != "bookworm" {
 		t.Errorf("conntrack %+v", d)
@@ -369,6 +411,9 @@ func TestLockAndFetchURLAndDeb(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range l.Artifacts {
+		if a.Source == recipes.SourceDeb && a.Kind == recipes.InputBinary {
+			continue // pinned by its .deb's sha256; the path is the binary taken out of it
+		}
 		got, err := os.ReadFile(paths[a.Name])
 		if err != nil || sum(got) != a.SHA256 {
 			t.Errorf("%s: %s does not hold it (%v)", a.Name, paths[a.Name], err)

@@ -32,6 +32,26 @@ var CNIPlugins = map[string]string{
 // RequiredCNIPlugins are what kubelet and the default pod network need in /opt/cni/bin.
 var RequiredCNIPlugins = []string{"loopback", "bridge", "host-local", "portmap"}
 
+// Pod networks and cluster DNS servers kubebake builds, each from a main it provides
+// (artifacts/gomain) against the upstream module: flannel's kube subnet manager with the
+// host-gw and vxlan backends, and CoreDNS with the plugins a cluster DNS needs.
+const (
+	PodNetworkFlannel = "flannel"
+	DNSCoreDNS        = "coredns"
+
+	// host-gw routes each node's pod range via that node's address: no encapsulation, but
+	// every node must be on one layer-2 network. vxlan tunnels between nodes across routers.
+	FlannelBackendHostGW = "host-gw"
+	FlannelBackendVXLAN  = "vxlan"
+
+	// Binaries (lock names and file names in /usr/bin).
+	FlanneldBinary = "flanneld"
+	CoreDNSBinary  = "coredns"
+)
+
+// FlannelBackends are the backends kubebake's flanneld is built with.
+var FlannelBackends = []string{FlannelBackendHostGW, FlannelBackendVXLAN}
+
 // Container runtimes and their storage drivers. Only overlay storage is accepted: the
 // devicemapper/loopback pitfall (DESIGN.md).
 const (
@@ -56,13 +76,21 @@ const (
 // Units of the built-in roles. roles/ renders exactly these (plus the runtime's own units
 // from Debian packages), so this is also the set of unit names a role may list.
 var (
+	// MasterUnits are the control plane's.
 	MasterUnits = []string{
 		"etcd.service", "kube-apiserver.service", "kube-controller-manager.service",
 		"kube-scheduler.service", "kubebake-master-bootstrap.service",
 	}
-	// minionUnits lack the runtime unit; see BuiltinRoles.
-	minionUnits = []string{"kubelet.service", "kube-proxy.service", "kubebake-minion-join.service"}
+	// nodeUnits run on every node of the pod network, the master included (it reaches pods
+	// and Services like any node; its kubelet carries the control-plane taint). With the
+	// runtime's units and, when the recipe has a podNetwork, FlannelUnit; see BuiltinRoles.
+	nodeUnits = []string{"kubelet.service", "kube-proxy.service"}
+	// minionUnits are the minion's own: the join.
+	minionUnits = []string{"kubebake-minion-join.service"}
 )
+
+// FlannelUnit is the pod network agent's unit (recipes with a podNetwork).
+const FlannelUnit = "flanneld.service"
 
 // RuntimeUnits are the units that run a container runtime (docker needs cri-dockerd's unit
 // to speak CRI).
@@ -73,18 +101,23 @@ func RuntimeUnits(runtime string) []string {
 	return []string{"containerd.service"}
 }
 
-// BuiltinRoles are the master and minion roles used when a recipe has no roles section.
-func BuiltinRoles(runtime string) []Role {
-	minion := append(RuntimeUnits(runtime), minionUnits...)
-	return []Role{
-		{Name: RoleMaster, Units: append([]string(nil), MasterUnits...)},
-		{Name: RoleMinion, Units: minion},
+// BuiltinRoles are the master and minion roles used when a recipe has no roles section:
+// both run the node units (and flannel with a pod network); the master adds the control
+// plane, the minion its join.
+func BuiltinRoles(runtime string, podNetwork bool) []Role {
+	node := append(RuntimeUnits(runtime), nodeUnits...)
+	if podNetwork {
+		node = append(node, FlannelUnit)
 	}
+	master := append(append([]string(nil), MasterUnits...), node...)
+	minion := append(append([]string(nil), node...), minionUnits...)
+	return []Role{{Name: RoleMaster, Units: master}, {Name: RoleMinion, Units: minion}}
 }
 
 // KnownUnits are the unit names roles may list for a runtime, sorted.
 func KnownUnits(runtime string) []string {
-	u := append(append(append([]string(nil), MasterUnits...), minionUnits...), RuntimeUnits(runtime)...)
+	u := append(append(append(append([]string(nil), MasterUnits...), nodeUnits...), minionUnits...), RuntimeUnits(runtime)...)
+	u = append(u, FlannelUnit)
 	sort.Strings(u)
 	return u
 }

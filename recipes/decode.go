@@ -118,7 +118,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, key Pos) {
 	d.pos[path] = FieldPos{Key: key, Value: valPos}
 
 	if v.Kind() == reflect.Pointer {
-		if isNull(n) {
+		// An optional section written with nothing under it ("dns:") is present but empty, so
+		// that its required fields are reported; other null pointers stay nil.
+		if isNull(n) && v.Type().Elem().Kind() != reflect.Struct {
 			return
 		}
 		if v.IsNil() {
@@ -253,6 +255,12 @@ var fieldExamples = map[string]string{
 	"cni":                          `{version: "1.9", plugins: [loopback, bridge, host-local, portmap]}`,
 	"cni.version":                  `"1.9"`,
 	"cni.source.type":              "gomod",
+	"podNetwork.name":              "flannel",
+	"podNetwork.version":           `"0.28"`,
+	"podNetwork.source.type":       "gomod",
+	"dns.name":                     "coredns",
+	"dns.version":                  `"1.15"`,
+	"dns.source.type":              "gomod",
 	"roles[].name":                 "master",
 	"roles[].units":                "[kubelet.service]",
 	"mirrors[].prefix":             "https://dl.k8s.io/",

@@ -1,20 +1,42 @@
 package recipes
 
+import "net/netip"
+
 // Default values, applied by SetDefaults after parsing so that `recipe show` prints them.
 const (
 	DefaultArch         = "amd64"
 	DefaultImageSize    = "4GiB"
 	DefaultBootloader   = "systemd-boot"
 	DefaultCgroupDriver = "systemd"
-	DefaultSandboxImage = "registry.k8s.io/pause:3.10"
+	// DefaultSandboxImage is empty: containerd nodes use the pause image baked into the node
+	// image (kubebake.local/pause:<busybox version>), since nodes pull nothing.
+	DefaultSandboxImage = ""
+	// ExampleSandboxImage is what a recipe may name instead, with a registry its nodes reach.
+	ExampleSandboxImage = "registry.k8s.io/pause:3.10"
 	DefaultPodCIDR      = "10.244.0.0/16"
 	DefaultServiceCIDR  = "10.96.0.0/12"
+	// Node pod range sizes: a /24 holds 254 pod addresses, more than kubelet's default
+	// maxPods (110); /64 is the usual IPv6 subnet.
+	DefaultNodeCIDRMaskSizeIPv4 = 24
+	DefaultNodeCIDRMaskSizeIPv6 = 64
+	DefaultFlannelBackend       = FlannelBackendHostGW
 
 	KubernetesModule = "k8s.io/kubernetes"
 	EtcdModule       = "go.etcd.io/etcd/server/v3"
 	EtcdctlModule    = "go.etcd.io/etcd/etcdctl/v3"
 	CNIModule        = "github.com/containernetworking/plugins"
+	FlannelModule    = "github.com/flannel-io/flannel"
+	CoreDNSModule    = "github.com/coredns/coredns"
 )
+
+// DefaultNodeCIDRMaskSize is the default size of each node's pod range for a pod CIDR: 64 when
+// it is IPv6, else 24.
+func DefaultNodeCIDRMaskSize(podCIDR string) int {
+	if p, err := netip.ParsePrefix(podCIDR); err == nil && p.Addr().Is6() {
+		return DefaultNodeCIDRMaskSizeIPv6
+	}
+	return DefaultNodeCIDRMaskSizeIPv4
+}
 
 // DefaultKernel is the Debian cloud kernel for an architecture: small, virtio built in.
 func DefaultKernel(arch string) string { return "linux-image-cloud-" + arch }
@@ -92,6 +114,18 @@ func SetDefaults(r *Recipe) {
 	if unset("network.serviceCIDR", r.Network.ServiceCIDR == "") {
 		r.Network.ServiceCIDR = DefaultServiceCIDR
 	}
+	if unset("network.nodeCIDRMaskSize", r.Network.NodeCIDRMaskSize == 0) {
+		r.Network.NodeCIDRMaskSize = DefaultNodeCIDRMaskSize(r.Network.PodCIDR)
+	}
+	if pn := r.PodNetwork; pn != nil {
+		if unset("podNetwork.backend", pn.Backend == "") {
+			pn.Backend = DefaultFlannelBackend
+		}
+		defaultSource(r, "podNetwork.source", &pn.Source, FlannelModule)
+	}
+	if r.DNS != nil {
+		defaultSource(r, "dns.source", &r.DNS.Source, CoreDNSModule)
+	}
 	if unset("sysctls", len(r.Sysctls) == 0) {
 		r.Sysctls = DefaultSysctls(r.Network.IPv6)
 	}
@@ -99,7 +133,7 @@ func SetDefaults(r *Recipe) {
 		r.Modules = DefaultModules()
 	}
 	if unset("roles", len(r.Roles) == 0) {
-		r.Roles = BuiltinRoles(r.Runtime.Name)
+		r.Roles = BuiltinRoles(r.Runtime.Name, r.PodNetwork != nil)
 	}
 
 	if unset("image.size", r.Image.Size == "") {

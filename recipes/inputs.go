@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/kubebake/kubebake/artifacts/gomain"
 )
 
 // Input is one thing the lock must pin, derived from a recipe by Recipe.Inputs. The artifacts
@@ -17,6 +19,11 @@ type Input struct {
 	// Package is the Go main package for gomod (k8s.io/kubernetes/cmd/kubelet), the file name
 	// for url (kubelet), or the Debian package name for deb (containerd).
 	Package string `json:"package"`
+	// Main (gomod only) names a main package kubebake provides (artifacts/gomain/<Main>),
+	// built against Source.Module at Version instead of one of the module's own; Package is
+	// then empty. MainSHA256 is that main's sha256, so that changing it changes the lock.
+	Main       string `json:"main,omitempty"`
+	MainSHA256 string `json:"mainSha256,omitempty"`
 	// Suites and Mirror say where deb inputs (and binaries from a deb source) are looked up
 	// (Mirror empty: the machine's apt). Arch is the Debian architecture, set on every input
 	// (GOARCH for gomod).
@@ -29,6 +36,12 @@ type Input struct {
 const (
 	InputBinary = "binary"
 	InputDeb    = "deb"
+	// KindImage is a container image archive built at lock time from other locked inputs.
+	KindImage = "image"
+	// BusyboxArtifact is /bin/busybox out of BusyboxPackage, what the baked pause and busybox
+	// images are made of.
+	BusyboxArtifact = "busybox"
+	BusyboxPackage  = "busybox-static"
 )
 
 // Source types.
@@ -39,7 +52,8 @@ const (
 )
 
 // Inputs lists everything the lock must pin for this recipe, sorted by Name: one binary per
-// Kubernetes component, etcd and etcdctl, one per CNI plugin ("cni/<plugin>"), and one Debian
+// Kubernetes component, etcd and etcdctl, one per CNI plugin ("cni/<plugin>"), flanneld and
+// coredns when the recipe has podNetwork and dns (from kubebake's own mains), and one Debian
 // package per name in BootPackages, base.kernel, runtime.packages and base.packages
 // ("deb/<pkg>"). Versions are normalised constraints (v1.35.4 or 1.35); a deb input carries
 // the exact Debian version when the recipe pins one ("containerd=1.6.20~ds1-1+deb12u3"), else
@@ -54,11 +68,16 @@ func (r *Recipe) Inputs() []Input {
 		return v // lint refuses it; keep it visible rather than guess
 	}
 	var ins []Input
+	// binary adds one binary input; goPkg is the module's main package to build (gomod), or
+	// "" when kubebake provides the main (gomain.<name>).
 	binary := func(name string, src Source, version, goPkg string) {
 		in := Input{Name: name, Kind: InputBinary, Source: src, Version: norm(version), Arch: arch}
 		switch src.Type {
 		case SourceGoMod:
 			in.Package = goPkg
+			if goPkg == "" {
+				in.Main, in.MainSHA256 = name, gomain.SHA256(name)
+			}
 		case SourceURL:
 			in.Package = path.Base(name) // the file name: kubelet, etcd, bridge
 		case SourceDeb:
@@ -86,6 +105,19 @@ func (r *Recipe) Inputs() []Input {
 	for _, p := range c.Plugins {
 		binary("cni/"+p, c.Source, c.Version, c.Source.Module+"/"+CNIPlugins[p])
 	}
+	// flannel's and CoreDNS's own mains are unfit for a node (see artifacts/gomain): kubebake
+	// builds its own against their modules.
+	if pn := r.PodNetwork; pn != nil {
+		binary(FlanneldBinary, pn.Source, pn.Version, "")
+	}
+	if d := r.DNS; d != nil {
+		binary(CoreDNSBinary, d.Source, d.Version, "")
+	}
+	// containerd nodes bake their container images (the pod sandbox, busybox): nodes pull
+	// nothing. Both are made from Debian's statically linked busybox (artifacts/images.go).
+	if r.Runtime.Name == "" || r.Runtime.Name == RuntimeContainerd {
+		binary(BusyboxArtifact, Source{Type: SourceDeb, Package: BusyboxPackage}, "", "")
+	}
 
 	// Debian packages: "name" or "name=version" (an exact Debian pin, carried in Version).
 	// A pinned entry wins over an unpinned one of the same name wherever it is listed.
@@ -107,6 +139,29 @@ func (r *Recipe) Inputs() []Input {
 	}
 	sort.SliceStable(ins, func(i, j int) bool { return ins[i].Name < ins[j].Name })
 	return ins
+}
+
+// BakedImage is a container image the node image carries (nodes pull nothing), built at
+// lock time from other locked artifacts; the lock pins it as "image/<name>".
+type BakedImage struct {
+	Name   string   // lock name: "image/pause"
+	Inputs []string // the artifacts it is built from, by lock name
+}
+
+// BakedImages are the images a recipe bakes: on containerd nodes the pod sandbox (pause) and
+// busybox, both from Debian's busybox-static, and CoreDNS when the recipe has cluster DNS.
+func (r *Recipe) BakedImages() []BakedImage {
+	if r.Runtime.Name != "" && r.Runtime.Name != RuntimeContainerd {
+		return nil
+	}
+	out := []BakedImage{
+		{Name: "image/busybox", Inputs: []string{BusyboxArtifact}},
+		{Name: "image/pause", Inputs: []string{BusyboxArtifact}},
+	}
+	if r.DNS != nil {
+		out = append(out, BakedImage{Name: "image/coredns", Inputs: []string{CoreDNSBinary}})
+	}
+	return out
 }
 
 // ExpandURL fills a url source template: {version} (as locked, e.g. v1.35.4), {name} (the

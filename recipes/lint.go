@@ -88,6 +88,8 @@ func Lint(r *Recipe) []Finding {
 	l.cni()
 	l.storage()
 	l.network()
+	l.podNetwork()
+	l.dns()
 	l.sysctls()
 	l.modules()
 	l.roles()
@@ -354,11 +356,13 @@ func (l *linter) runtime() {
 	}
 	l.packages("runtime.packages", rt.Packages)
 	switch img := rt.SandboxImage; {
+	case img == "" && rt.Name == RuntimeDocker:
+		l.atKey("runtime.sandboxImage", "is empty: name a pinned pause image, e.g. "+ExampleSandboxImage, "only containerd nodes get a baked pause image; docker would fall back to its own, which kubelet then garbage-collects or pulls from the network")
 	case img == "":
-		l.atKey("runtime.sandboxImage", "is empty: use "+DefaultSandboxImage, "the runtime falls back to its own pause image, which kubelet then garbage-collects or pulls from the network")
+		// containerd: the pause image baked into the node image (nothing to pull).
 	default:
 		if !pinnedImage(img) {
-			l.at("runtime.sandboxImage", fmt.Sprintf("%q is not pinned: give a tag other than latest, or a digest, e.g. %s", img, DefaultSandboxImage), whyUnpinned)
+			l.at("runtime.sandboxImage", fmt.Sprintf("%q is not pinned: give a tag other than latest, or a digest, e.g. %s", img, ExampleSandboxImage), whyUnpinned)
 		}
 	}
 	if rt.CgroupDriver != DefaultCgroupDriver {
@@ -449,6 +453,7 @@ func (l *linter) network() {
 		l.at("network.serviceCIDR", fmt.Sprintf("%s overlaps network.podCIDR %s", n.ServiceCIDR, n.PodCIDR),
 			"Service virtual IPs and pod IPs must not collide, or traffic goes to the wrong place")
 	}
+	l.nodeCIDRMaskSize()
 	if n.IPv6 {
 		if l.r.Sysctls[IPv6ForwardingSysctl] != "1" {
 			l.atKey("sysctls", IPv6ForwardingSysctl+" must be \"1\" when network.ipv6 is true",
@@ -458,6 +463,78 @@ func (l *linter) network() {
 			l.atKey("base.packages", "network.ipv6 is true but iptables (which carries ip6tables) is missing",
 				"kube-proxy programs IPv6 Services with ip6tables")
 		}
+	}
+}
+
+// nodeCIDRMaskSize checks the size of each node's pod range against network.podCIDR.
+func (l *linter) nodeCIDRMaskSize() {
+	n := l.r.Network
+	pod, err := netip.ParsePrefix(n.PodCIDR)
+	if err != nil {
+		return // reported at network.podCIDR
+	}
+	const path = "network.nodeCIDRMaskSize"
+	bits, size := pod.Addr().BitLen(), n.NodeCIDRMaskSize
+	family, hostMax := "IPv4", 30 // a /30 holds 2 pod addresses besides network and gateway
+	if bits == 128 {
+		family, hostMax = "IPv6", 126
+	}
+	why := "kube-controller-manager cuts network.podCIDR into one range of this size per node and flannel routes between them; a node that gets no range never runs a pod"
+	switch {
+	case size < 1 || size > bits:
+		l.at(path, fmt.Sprintf("%d is not an %s prefix length: use %d", size, family, DefaultNodeCIDRMaskSize(n.PodCIDR)), why)
+	case size <= pod.Bits():
+		l.at(path, fmt.Sprintf("/%d is not longer than network.podCIDR %s: it leaves room for one node at most; use at least /%d (2 nodes), typically /%d",
+			size, n.PodCIDR, pod.Bits()+1, max(DefaultNodeCIDRMaskSize(n.PodCIDR), pod.Bits()+1)), why)
+	case size > hostMax:
+		l.at(path, fmt.Sprintf("/%d leaves no addresses for pods on a node: use at most /%d, typically /%d", size, hostMax, DefaultNodeCIDRMaskSize(n.PodCIDR)),
+			"each node's range holds its pods' addresses besides the network address and the bridge gateway")
+	case bits == 128 && size-pod.Bits() > 16:
+		l.at(path, fmt.Sprintf("/%d is more than 16 bits longer than network.podCIDR %s: use at most /%d", size, n.PodCIDR, pod.Bits()+16),
+			"kube-controller-manager refuses IPv6 node ranges more than 16 bits longer than the cluster range, and no node gets a pod range")
+	}
+}
+
+func (l *linter) podNetwork() {
+	pn := l.r.PodNetwork
+	if pn == nil {
+		if len(l.r.Roles) > 1 {
+			l.add(l.r.Positions.KeyOf("roles"), SeverityWarning, "podNetwork", fmt.Sprintf("%d roles but no podNetwork: pods on different nodes cannot reach each other", len(l.r.Roles)),
+				"nothing routes between the nodes' pod ranges; add podNetwork: {name: flannel, version: \"0.28\"}")
+		}
+		return
+	}
+	if pn.Name != PodNetworkFlannel {
+		l.at("podNetwork.name", fmt.Sprintf("unknown pod network %q: use flannel, the only one kubebake builds", pn.Name), "kubebake cannot build or run it")
+	}
+	if !slices.Contains(FlannelBackends, pn.Backend) {
+		l.at("podNetwork.backend", fmt.Sprintf("unknown flannel backend %q: use host-gw (nodes on one network) or vxlan (nodes across routers)", pn.Backend),
+			"kubebake's flanneld is built with these two backends only; another fails at startup")
+	}
+	l.version("podNetwork.version", pn.Version, "v0.28.10", "0.28")
+	l.source("podNetwork.source", pn.Source, FlannelModule)
+	l.providedMainModule("podNetwork.source.module", pn.Source, FlannelModule, FlanneldBinary)
+}
+
+func (l *linter) dns() {
+	d := l.r.DNS
+	if d == nil {
+		return
+	}
+	if d.Name != DNSCoreDNS {
+		l.at("dns.name", fmt.Sprintf("unknown DNS server %q: use coredns, the only one kubebake builds", d.Name), "kubebake cannot build or run it")
+	}
+	l.version("dns.version", d.Version, "v1.15.0", "1.15")
+	l.source("dns.source", d.Source, CoreDNSModule)
+	l.providedMainModule("dns.source.module", d.Source, CoreDNSModule, CoreDNSBinary)
+}
+
+// providedMainModule refuses a gomod module other than the one kubebake's main for binary
+// is written against.
+func (l *linter) providedMainModule(path string, s Source, module, binary string) {
+	if s.Type == SourceGoMod && s.Module != "" && s.Module != module {
+		l.at(path, fmt.Sprintf("kubebake builds %s from its own main written against %s: use that module", binary, module),
+			"the main imports that module's packages; another module does not build")
 	}
 }
 

@@ -1,6 +1,7 @@
 package recipes
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -64,8 +65,9 @@ func TestLintPitfalls(t *testing.T) {
 		{"other driver", [][2]string{e("driver: overlayfs", "driver: vfs")}, "storage.driver", "only overlay storage is supported", "driver: ¦vfs", 0},
 		{"overlay2 with containerd", [][2]string{e("driver: overlayfs", "driver: overlay2")}, "storage.driver", "containerd calls it overlayfs", "driver: ¦overlay2", 0},
 		{"overlayfs with docker", [][2]string{
-			e("name: containerd", "name: docker"), e("packages: [containerd, runc]", "packages: [docker.io, runc]"),
+			e("name: containerd", "name: docker"), e("packages: [containerd, runc]", "packages: [docker.io, runc]\n  sandboxImage: registry.k8s.io/pause:3.10"),
 			e("      - containerd.service\n", "      - docker.service\n      - cri-docker.service\n"),
+			e("      - containerd.service\n", "      - docker.service\n      - cri-docker.service\n"), // master and minion
 		}, "storage.driver", "docker calls it overlay2", "driver: ¦overlayfs", 0},
 
 		// Sysctls and modules.
@@ -96,8 +98,8 @@ func TestLintPitfalls(t *testing.T) {
 		{"component unpinned", [][2]string{e(kubeletLine, kubeletLine+"      version: latest\n")}, "kubernetes.components[0].version", `"latest" floats`, "      version: ¦latest", 0},
 		{"etcd unpinned", [][2]string{e(`version: "3.6"`, `version: latest`)}, "etcd.version", `"latest" floats`, "version: ¦latest", 0},
 		{"cni unpinned", [][2]string{e(`version: "1.9"`, `version: "*"`)}, "cni.version", "wildcard", `version: ¦"*"`, 0},
-		{"sandbox image unpinned", [][2]string{e("sandboxImage: registry.k8s.io/pause:3.10", "sandboxImage: registry.k8s.io/pause")}, "runtime.sandboxImage", "is not pinned", "sandboxImage: ¦registry", 0},
-		{"sandbox image latest", [][2]string{e("sandboxImage: registry.k8s.io/pause:3.10", "sandboxImage: registry.k8s.io/pause:latest")}, "runtime.sandboxImage", "is not pinned", "sandboxImage: ¦registry", 0},
+		{"sandbox image unpinned", [][2]string{e("packages: [containerd, runc]\n", "packages: [containerd, runc]\n  sandboxImage: registry.k8s.io/pause\n")}, "runtime.sandboxImage", "is not pinned", "sandboxImage: ¦registry", 0},
+		{"sandbox image latest", [][2]string{e("packages: [containerd, runc]\n", "packages: [containerd, runc]\n  sandboxImage: registry.k8s.io/pause:latest\n")}, "runtime.sandboxImage", "is not pinned", "sandboxImage: ¦registry", 0},
 		{"url without version", [][2]string{e("    type: gomod\n    module: k8s.io/kubernetes\n", "    type: url\n    url: https://dl.k8s.io/release/stable/bin/linux/{arch}/{name}\n")}, "kubernetes.source.url", "url has no {version}", "url: ¦https", 0},
 
 		// IPv6.
@@ -105,13 +107,13 @@ func TestLintPitfalls(t *testing.T) {
 		{"ipv6 without ip6tables", [][2]string{e("ipv6: false", "ipv6: true"), e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  net.ipv6.conf.all.forwarding: \"1\"\n"), e("    - iptables\n", "")}, "base.packages", "network.ipv6 is true but iptables (which carries ip6tables) is missing", "  ¦packages:", 2},
 
 		// Roles and units.
-		{"unknown unit", [][2]string{e("      - kubelet.service\n", "      - kubelett.service\n")}, "roles[1].units[1]", `unknown unit "kubelett.service": did you mean "kubelet.service"?`, "- ¦kubelett", 0},
-		{"unit of the other runtime", [][2]string{e("      - containerd.service\n", "      - docker.service\n")}, "roles[1].units[0]", "docker.service belongs to runtime docker, but runtime.name is containerd", "- ¦docker.service", 0},
-		{"unit without its binary", [][2]string{e("    - name: kube-proxy\n", "")}, "roles[1].units[2]", "kube-proxy.service needs component kube-proxy", "- ¦kube-proxy.service", 0},
+		{"unknown unit", [][2]string{e("      - kubelet.service\n", "      - kubelett.service\n")}, "roles[0].units[6]", `unknown unit "kubelett.service": did you mean "kubelet.service"?`, "- ¦kubelett", 0},
+		{"unit of the other runtime", [][2]string{e("      - containerd.service\n", "      - docker.service\n")}, "roles[0].units[5]", "docker.service belongs to runtime docker, but runtime.name is containerd", "- ¦docker.service", 0},
+		{"unit without its binary", [][2]string{e("    - name: kube-proxy\n", "")}, "roles[0].units[7]", "kube-proxy.service needs component kube-proxy", "- ¦kube-proxy.service", 2}, // master and minion
 		{"duplicate role", [][2]string{e("  - name: minion\n", "  - name: master\n")}, "roles[1].name", `duplicate role "master"`, "  - name: ¦master\n    units:\n      - containerd", 0},
 		{"bad role name", [][2]string{e("  - name: minion\n", "  - name: Minion_1\n")}, "roles[1].name", `"Minion_1" is not a role name`, "name: ¦Minion_1", 0},
 		{"role without units", [][2]string{e("\nimage:", "  - name: gpu\n    units: []\n\nimage:")}, "roles[2].units", "is empty", "    ¦units: []", 0},
-		{"duplicate unit", [][2]string{e("      - kubelet.service\n", "      - kubelet.service\n      - kubelet.service\n")}, "roles[1].units[2]", `duplicate unit "kubelet.service"`, "kubelet.service\n      - ¦kubelet.service", 0},
+		{"duplicate unit", [][2]string{e("      - kubelet.service\n", "      - kubelet.service\n      - kubelet.service\n")}, "roles[0].units[7]", `duplicate unit "kubelet.service"`, "kubelet.service\n      - ¦kubelet.service", 0},
 		{"no roles", [][2]string{e(rolesSection(t), "roles: []\n")}, "roles", "is empty", "¦roles: []", 0},
 
 		// Components, plugins, duplicates.
@@ -127,6 +129,27 @@ func TestLintPitfalls(t *testing.T) {
 		{"bad pod CIDR", [][2]string{e("podCIDR: 10.244.0.0/16", "podCIDR: 10.244.0.0/33")}, "network.podCIDR", `"10.244.0.0/33" is not a CIDR`, "podCIDR: ¦10.244", 0},
 		{"CIDR with host bits", [][2]string{e("podCIDR: 10.244.0.0/16", "podCIDR: 10.244.0.1/16")}, "network.podCIDR", "did you mean 10.244.0.0/16?", "podCIDR: ¦10.244", 0},
 		{"overlapping CIDRs", [][2]string{e("serviceCIDR: 10.96.0.0/12", "serviceCIDR: 10.240.0.0/12")}, "network.serviceCIDR", "overlaps network.podCIDR", "serviceCIDR: ¦10.240", 0},
+
+		// Node pod ranges.
+		{"node range not longer than the pod CIDR", [][2]string{e("nodeCIDRMaskSize: 24", "nodeCIDRMaskSize: 16")}, "network.nodeCIDRMaskSize", "/16 is not longer than network.podCIDR 10.244.0.0/16: it leaves room for one node at most; use at least /17 (2 nodes), typically /24", "nodeCIDRMaskSize: ¦16", 0},
+		{"node range shorter than the pod CIDR", [][2]string{e("nodeCIDRMaskSize: 24", "nodeCIDRMaskSize: 8")}, "network.nodeCIDRMaskSize", "/8 is not longer than network.podCIDR", "nodeCIDRMaskSize: ¦8", -1},
+		{"node range without pod addresses", [][2]string{e("nodeCIDRMaskSize: 24", "nodeCIDRMaskSize: 31")}, "network.nodeCIDRMaskSize", "/31 leaves no addresses for pods on a node: use at most /30", "nodeCIDRMaskSize: ¦31", 0},
+		{"node range not a prefix length", [][2]string{e("nodeCIDRMaskSize: 24", "nodeCIDRMaskSize: 40")}, "network.nodeCIDRMaskSize", "40 is not an IPv4 prefix length: use 24", "nodeCIDRMaskSize: ¦40", 0},
+		{"IPv6 node range too far from the pod CIDR", [][2]string{
+			e("ipv6: false", "ipv6: true"), e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  net.ipv6.conf.all.forwarding: \"1\"\n"),
+			e("podCIDR: 10.244.0.0/16", "podCIDR: fd00:10:244::/48"), e("serviceCIDR: 10.96.0.0/12", "serviceCIDR: fd00:10:96::/112"),
+			e("nodeCIDRMaskSize: 24", "nodeCIDRMaskSize: 80"),
+		}, "network.nodeCIDRMaskSize", "/80 is more than 16 bits longer than network.podCIDR fd00:10:244::/48: use at most /64", "nodeCIDRMaskSize: ¦80", 0},
+
+		// Pod network and DNS.
+		{"unknown pod network", [][2]string{e("name: flannel", "name: calico")}, "podNetwork.name", `unknown pod network "calico": use flannel`, "name: ¦calico", 0},
+		{"unknown flannel backend", [][2]string{e("backend: host-gw", "backend: udp")}, "podNetwork.backend", `unknown flannel backend "udp": use host-gw`, "backend: ¦udp", 0},
+		{"pod network unpinned", [][2]string{e(`version: "0.28"`, `version: latest`)}, "podNetwork.version", `"latest" floats`, "version: ¦latest", 0},
+		{"flannel from another module", [][2]string{e("module: github.com/flannel-io/flannel", "module: github.com/example/flannel")}, "podNetwork.source.module", "kubebake builds flanneld from its own main written against github.com/flannel-io/flannel", "module: ¦github.com/example", 0},
+		{"unknown DNS server", [][2]string{e("name: coredns", "name: kube-dns")}, "dns.name", `unknown DNS server "kube-dns": use coredns`, "name: ¦kube-dns", 0},
+		{"dns unpinned", [][2]string{e(`version: "1.15"`, `version: "1"`)}, "dns.version", "major version only", `version: ¦"1"`, 0},
+		{"coredns from another module", [][2]string{e("module: github.com/coredns/coredns", "module: github.com/example/coredns")}, "dns.source.module", "kubebake builds coredns from its own main written against github.com/coredns/coredns", "module: ¦github.com/example", 0},
+		{"dns source without a module path", [][2]string{e("module: github.com/coredns/coredns", "module: coredns")}, "dns.source.module", `"coredns" is not a Go module path`, "module: ¦coredns", -1},
 
 		// Image.
 		{"unknown image format", [][2]string{e("formats: [raw, qcow2]", "formats: [raw, vdi]")}, "image.formats[1]", `unknown image format "vdi": use raw, qcow2, vhd and vmdk`, "¦vdi", 0},
@@ -273,4 +296,53 @@ func TestLintBuiltinRolesNeedComponents(t *testing.T) {
 	if len(fs) != 1 || !strings.HasPrefix(fs[0].String(), want) {
 		t.Errorf("findings:\n%s\nwant one starting %s", findingsText(fs), want)
 	}
+}
+
+// Several roles and no podNetwork: a warning (pods on two nodes cannot talk), at the roles the
+// user wrote, or at the top of the document for the built-in roles.
+func TestLintNoPodNetwork(t *testing.T) {
+	src := mutate(t, e(podNetworkSection(t), ""))
+	r, err := Parse("nopn.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := Lint(r)
+	if len(fs) != 1 || LintError(fs) != nil {
+		t.Fatalf("findings: %v", fs)
+	}
+	want := fmt.Sprintf("nopn.yaml:%d:1: warning: podNetwork: 2 roles but no podNetwork: pods on different nodes cannot reach each other (", posOf(t, src, "\n¦roles:").Line)
+	if got := fs[0].String(); !strings.HasPrefix(got, want) || !strings.Contains(got, "add podNetwork: {name: flannel") {
+		t.Errorf("got  %s\nwant %s...", got, want)
+	}
+
+	// One role: nothing to route between.
+	one := strings.Replace(src, rolesSection(t), "roles:\n  - name: minion\n    units: [containerd.service, kubelet.service, kube-proxy.service, kubebake-minion-join.service]\n", 1)
+	r, err = Parse("one.yaml", []byte(one))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := Lint(r); len(fs) != 0 {
+		t.Errorf("one role: %v", fs)
+	}
+
+	// Built-in roles: at the document's start.
+	mini := strings.Replace(minimal, "podNetwork: {name: flannel, version: \"0.28\"}\n", "", 1)
+	r, err = Parse("mini.yaml", []byte(mini))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := Lint(r); len(fs) != 1 || !strings.HasPrefix(fs[0].String(), "mini.yaml:1:1: warning: podNetwork: 2 roles but no podNetwork") {
+		t.Errorf("built-in roles: %v", fs)
+	}
+}
+
+// podNetworkSection is the podNetwork: block of the embedded debian-12 recipe, with its comment.
+func podNetworkSection(t *testing.T) string {
+	data, _ := EmbeddedFile("debian-12.yaml")
+	s := string(data)
+	i, j := strings.Index(s, "\n# Routes between the nodes' pod ranges"), strings.Index(s, "\n# Cluster DNS")
+	if i < 0 || j < i {
+		t.Fatal("no podNetwork section")
+	}
+	return s[i+1 : j+1]
 }

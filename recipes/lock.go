@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kubebake/kubebake/artifacts/gomain"
 	"github.com/kubebake/kubebake/internal/atomicfile"
 )
 
@@ -39,14 +40,22 @@ type LockedArtifact struct {
 	Source  string `json:"source"`  // gomod, url, deb
 	Version string `json:"version"` // exact: v1.35.4, 1.6.20~ds1-1+deb12u1
 	// gomod: the module at its version, its go.sum hash, the main package and the toolchain.
-	Module    string `json:"module,omitempty"`
-	ModuleSum string `json:"moduleSum,omitempty"`
-	Package   string `json:"package,omitempty"`
-	Toolchain string `json:"toolchain,omitempty"`
+	// For a main kubebake provides, Main names it (artifacts/gomain/<Main>) and MainSHA256 is
+	// the sha256 of its source, instead of Package.
+	Module     string `json:"module,omitempty"`
+	ModuleSum  string `json:"moduleSum,omitempty"`
+	Package    string `json:"package,omitempty"`
+	Main       string `json:"main,omitempty"`
+	MainSHA256 string `json:"mainSha256,omitempty"`
+	Toolchain  string `json:"toolchain,omitempty"`
 	// url: the upstream URL (before mirror rewrites). deb: the pool path relative to the
 	// mirror root (never a host name), and the suite it was found in.
-	URL    string `json:"url,omitempty"`
-	Suite  string `json:"suite,omitempty"`
+	URL   string `json:"url,omitempty"`
+	Suite string `json:"suite,omitempty"`
+	// image: the reference the archive names the image by (kubebake.local/busybox:1.35.0)
+	// and its manifest digest; SHA256 is the archive's.
+	Ref    string `json:"ref,omitempty"`
+	Digest string `json:"digest,omitempty"`
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
 }
@@ -236,6 +245,18 @@ func CheckLock(r *Recipe, l *Lock) error {
 			items++
 		}
 	}
+	for _, img := range r.BakedImages() {
+		a, ok := arts[img.Name]
+		delete(arts, img.Name)
+		switch {
+		case !ok:
+			ds = append(ds, Drift{Name: img.Name, What: DriftAdded, Detail: "added"})
+			items++
+		case a.Kind != KindImage || a.Package != strings.Join(img.Inputs, ","):
+			ds = append(ds, Drift{Name: img.Name, What: DriftChanged, Detail: fmt.Sprintf("is now built from %s, the lock has %s %s", strings.Join(img.Inputs, ","), a.Kind, a.Package)})
+			items++
+		}
+	}
 	for _, name := range sortedKeys(arts) {
 		ds = append(ds, Drift{Name: name, What: DriftRemoved, Detail: "removed"})
 		items++
@@ -266,8 +287,16 @@ func artifactDrift(in Input, a LockedArtifact) string {
 		if mod, _, _ := strings.Cut(a.Module, "@"); mod != in.Source.Module {
 			return fmt.Sprintf("module changed from %s to %s", mod, in.Source.Module)
 		}
-		if a.Package != in.Package {
+		switch {
+		case a.Main != in.Main && in.Main != "":
+			return fmt.Sprintf("is now built from kubebake's %s, the lock has %s", gomain.Path(in.Main), lockedMain(a))
+		case a.Main != in.Main:
+			return fmt.Sprintf("is now built from package %s, the lock has %s", in.Package, lockedMain(a))
+		case a.Package != in.Package:
 			return fmt.Sprintf("package changed from %s to %s", a.Package, in.Package)
+		case a.MainSHA256 != in.MainSHA256:
+			return fmt.Sprintf("is built from kubebake's %s, which changed since the lock was written (sha256 %s, the lock has %s)",
+				gomain.Path(in.Main), short(in.MainSHA256), short(a.MainSHA256))
 		}
 	case SourceURL:
 		if want := ExpandURL(in.Source.URL, a.Version, in.Package, in.Arch); a.URL != want {
@@ -279,4 +308,23 @@ func artifactDrift(in Input, a LockedArtifact) string {
 		}
 	}
 	return ""
+}
+
+// lockedMain says what a locked gomod artifact was built from, for messages.
+func lockedMain(a LockedArtifact) string {
+	if a.Main != "" {
+		return "kubebake's " + gomain.Path(a.Main)
+	}
+	return "package " + a.Package
+}
+
+// short abbreviates a sha256 for messages.
+func short(sum string) string {
+	if len(sum) > 12 {
+		return sum[:12]
+	}
+	if sum == "" {
+		return "none"
+	}
+	return sum
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kubebake/kubebake/artifacts/gomain"
 )
 
 func loadT(t *testing.T, name string) *Recipe {
@@ -33,9 +35,10 @@ func TestInputs(t *testing.T) {
 	if !slices.IsSorted(names) {
 		t.Errorf("inputs not sorted: %v", names)
 	}
-	// 7 Kubernetes components, etcd and etcdctl, 4 CNI plugins, and Debian packages: the boot
-	// baseline, the kernel, the runtime's and base.packages (with no duplicates).
-	if want := 7 + 2 + 4 + len(BootPackages()) + 1 + 2 + 9; len(ins) != want {
+	// 7 Kubernetes components, etcd and etcdctl, 4 CNI plugins, flanneld and coredns,
+	// busybox (the baked images' binary), and Debian packages: the boot baseline, the kernel,
+	// the runtime's and base.packages (with no duplicates).
+	if want := 7 + 2 + 4 + 2 + 1 + len(BootPackages()) + 1 + 2 + 9; len(ins) != want {
 		t.Errorf("%d inputs, want %d: %v", len(ins), want, names)
 	}
 	for name, want := range map[string]Input{
@@ -44,6 +47,11 @@ func TestInputs(t *testing.T) {
 		"etcdctl": {Name: "etcdctl", Kind: "binary", Source: Source{Type: "gomod", Module: "go.etcd.io/etcd/etcdctl/v3"}, Version: "3.6", Package: "go.etcd.io/etcd/etcdctl/v3", Arch: "amd64"},
 		"cni/host-local": {Name: "cni/host-local", Kind: "binary", Source: Source{Type: "gomod", Module: "github.com/containernetworking/plugins"}, Version: "1.9",
 			Package: "github.com/containernetworking/plugins/plugins/ipam/host-local", Arch: "amd64"},
+		// kubebake's own mains, pinned by their sha256.
+		"flanneld": {Name: "flanneld", Kind: "binary", Source: Source{Type: "gomod", Module: "github.com/flannel-io/flannel"}, Version: "0.28",
+			Main: "flanneld", MainSHA256: gomain.SHA256("flanneld"), Arch: "amd64"},
+		"coredns": {Name: "coredns", Kind: "binary", Source: Source{Type: "gomod", Module: "github.com/coredns/coredns"}, Version: "1.15",
+			Main: "coredns", MainSHA256: gomain.SHA256("coredns"), Arch: "amd64"},
 		"deb/containerd":              {Name: "deb/containerd", Kind: "deb", Source: Source{Type: "deb"}, Package: "containerd", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
 		"deb/linux-image-cloud-amd64": {Name: "deb/linux-image-cloud-amd64", Kind: "deb", Source: Source{Type: "deb"}, Package: "linux-image-cloud-amd64", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
 		"deb/cloud-init":              {Name: "deb/cloud-init", Kind: "deb", Source: Source{Type: "deb"}, Package: "cloud-init", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
@@ -125,12 +133,12 @@ func TestInputsDeterministic(t *testing.T) {
 
 // fakeLock resolves inputs the way the artifacts resolver would, without a network.
 func fakeLock(r *Recipe) *Lock {
-	exact := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.16", "1.9": "v1.9.1"}
+	exact := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.16", "1.9": "v1.9.1", "0.28": "v0.28.10", "1.15": "v1.15.0"}
 	l := &Lock{Recipe: r.Name, InputsDigest: InputsDigest(r.Inputs()), SourceDateEpoch: 1767225600}
 	ins := r.Inputs()
 	for i := len(ins) - 1; i >= 0; i-- { // unsorted on purpose: WriteLock sorts
 		in := ins[i]
-		a := LockedArtifact{Name: in.Name, Kind: in.Kind, Source: in.Source.Type, Package: in.Package, Size: 1234}
+		a := LockedArtifact{Name: in.Name, Kind: in.Kind, Source: in.Source.Type, Package: in.Package, Main: in.Main, MainSHA256: in.MainSHA256, Size: 1234}
 		sum := sha256.Sum256([]byte(in.Name))
 		a.SHA256 = hex.EncodeToString(sum[:])
 		switch in.Kind {
@@ -144,6 +152,12 @@ func fakeLock(r *Recipe) *Lock {
 			a.URL = "pool/main/x/" + in.Package + "_1.0-1_amd64.deb"
 		}
 		l.Artifacts = append(l.Artifacts, a)
+	}
+	for _, img := range r.BakedImages() {
+		sum := sha256.Sum256([]byte(img.Name))
+		l.Artifacts = append(l.Artifacts, LockedArtifact{Name: img.Name, Kind: KindImage, Source: "oci", Version: "v1.0.0",
+			Package: strings.Join(img.Inputs, ","), Ref: "kubebake.local/" + strings.TrimPrefix(img.Name, "image/") + ":1.0.0",
+			Digest: "sha256:" + hex.EncodeToString(sum[:]), SHA256: hex.EncodeToString(sum[:]), Size: 1234})
 	}
 	return l
 }
@@ -270,6 +284,28 @@ func TestCheckLockDrift(t *testing.T) {
 		{"deb pin added", func(r *Recipe, l *Lock) {
 			r.Runtime.Packages = []string{"containerd=1.6.20~ds1-1+deb12u3", "runc"}
 		}, []Drift{{Name: "deb/containerd", What: DriftChanged, Detail: "version 1.0-1 is not the pinned 1.6.20~ds1-1+deb12u3"}}},
+		{"pod network added", func(r *Recipe, l *Lock) {
+			l.Artifacts = slices.DeleteFunc(l.Artifacts, func(a LockedArtifact) bool { return a.Name == "flanneld" })
+		}, []Drift{{Name: "flanneld", What: DriftAdded, Detail: "added"}}},
+		{"dns removed", func(r *Recipe, l *Lock) {
+			r.DNS = nil
+		}, []Drift{{Name: "coredns", What: DriftRemoved, Detail: "removed"}, {Name: "image/coredns", What: DriftRemoved, Detail: "removed"}}},
+		{"kubebake's main changed", func(r *Recipe, l *Lock) {
+			for i := range l.Artifacts {
+				if l.Artifacts[i].Name == "flanneld" {
+					l.Artifacts[i].MainSHA256 = strings.Repeat("ab", 32) // locked with an older main.go
+				}
+			}
+		}, []Drift{{Name: "flanneld", What: DriftChanged, Detail: "is built from kubebake's artifacts/gomain/flanneld/main.go, which changed since the lock was written (sha256 " +
+			gomain.SHA256("flanneld")[:12] + ", the lock has abababababab)"}}},
+		{"main instead of package", func(r *Recipe, l *Lock) {
+			for i := range l.Artifacts {
+				if l.Artifacts[i].Name == "coredns" {
+					l.Artifacts[i].Main, l.Artifacts[i].MainSHA256 = "", ""
+					l.Artifacts[i].Package = "github.com/coredns/coredns"
+				}
+			}
+		}, []Drift{{Name: "coredns", What: DriftChanged, Detail: "is now built from kubebake's artifacts/gomain/coredns/main.go, the lock has package github.com/coredns/coredns"}}},
 		{"lock hand-edited", func(r *Recipe, l *Lock) {
 			for i := range l.Artifacts {
 				if l.Artifacts[i].Name == "kubelet" {
@@ -305,5 +341,23 @@ func TestCheckLockDrift(t *testing.T) {
 				t.Errorf("a long drift list is not shortened: %s", msg)
 			}
 		})
+	}
+}
+
+// The committed locks pin what the embedded recipes ask for, including the sha256 of
+// kubebake's own mains (artifacts/gomain): editing a main.go without relocking fails here.
+func TestEmbeddedLocksMatch(t *testing.T) {
+	for _, name := range EmbeddedNames() {
+		r := loadT(t, name)
+		l, err := ReadRecipeLock(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckLock(r, l); err != nil {
+			t.Error(err)
+		}
+		if l.InputsDigest != InputsDigest(r.Inputs()) {
+			t.Errorf("%s: inputs digest %s, the recipe's inputs hash to %s; run kubebake lock", name, l.InputsDigest, InputsDigest(r.Inputs()))
+		}
 	}
 }

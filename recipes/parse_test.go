@@ -2,6 +2,7 @@ package recipes
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,7 +38,7 @@ func TestBrokenCorpus(t *testing.T) {
 		{"top-level-list.yaml", `testdata/broken/top-level-list.yaml:1:1: want a mapping of recipe fields, got a list; a recipe starts with "apiVersion: kubebake.dev/v1alpha1" and "kind: Recipe"`},
 		{"top-level-scalar.yaml", `testdata/broken/top-level-scalar.yaml:1:1: want a mapping of recipe fields, got the string "debian-12"; a recipe starts with "apiVersion: kubebake.dev/v1alpha1" and "kind: Recipe"`},
 		{"two-documents.yaml", `testdata/broken/two-documents.yaml:26:1: more than one YAML document; keep one recipe per file and remove the extra "---"`},
-		{"unknown-field-far.yaml", `testdata/broken/unknown-field-far.yaml:26:3: network.dnsDomain: unknown field; known fields here: ipv6, podCIDR, serviceCIDR`},
+		{"unknown-field-far.yaml", `testdata/broken/unknown-field-far.yaml:26:3: network.dnsDomain: unknown field; known fields here: ipv6, nodeCIDRMaskSize, podCIDR, serviceCIDR`},
 		{"unknown-field.yaml", `testdata/broken/unknown-field.yaml:7:3: base.pakages: unknown field; did you mean "packages"?`},
 		{"unknown-top-field.yaml", `testdata/broken/unknown-top-field.yaml:26:1: sysctl: unknown field; did you mean "sysctls"?`},
 		{"wrong-type-bool.yaml", `testdata/broken/wrong-type-bool.yaml:25:9: network.ipv6: want true or false, got the string "yes"; write true or false`},
@@ -209,6 +210,8 @@ kubernetes:
     {name: kube-apiserver}, {name: kube-controller-manager}, {name: kube-scheduler}]
 etcd: {version: "3.6"}
 cni: {version: "1.9", plugins: [loopback, bridge, host-local, portmap]}
+podNetwork: {name: flannel, version: "0.28"}
+dns: {name: coredns, version: "1.15"}
 `
 
 func TestDefaults(t *testing.T) {
@@ -231,14 +234,17 @@ func TestDefaults(t *testing.T) {
 		{"kubernetes.source", r.Kubernetes.Source, Source{Type: "gomod", Module: "k8s.io/kubernetes"}},
 		{"etcd.source", r.Etcd.Source, Source{Type: "gomod", Module: "go.etcd.io/etcd/server/v3"}},
 		{"cni.source", r.CNI.Source, Source{Type: "gomod", Module: "github.com/containernetworking/plugins"}},
-		{"runtime", r.Runtime, Runtime{Name: "containerd", Packages: []string{"containerd", "runc"}, SandboxImage: "registry.k8s.io/pause:3.10", CgroupDriver: "systemd"}},
+		{"runtime", r.Runtime, Runtime{Name: "containerd", Packages: []string{"containerd", "runc"}, CgroupDriver: "systemd"}},
 		{"storage.driver", r.Storage.Driver, "overlayfs"},
-		{"network", r.Network, Network{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12"}},
+		{"network", r.Network, Network{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12", NodeCIDRMaskSize: 24}},
+		{"podNetwork", r.PodNetwork, &PodNetwork{Name: "flannel", Backend: "host-gw", Version: "0.28", Source: Source{Type: "gomod", Module: "github.com/flannel-io/flannel"}}},
+		{"dns", r.DNS, &DNS{Name: "coredns", Version: "1.15", Source: Source{Type: "gomod", Module: "github.com/coredns/coredns"}}},
 		{"sysctls", r.Sysctls, map[string]string{"net.bridge.bridge-nf-call-iptables": "1", "net.bridge.bridge-nf-call-ip6tables": "1", "net.ipv4.ip_forward": "1"}},
 		{"modules", r.Modules, []string{"overlay", "br_netfilter"}},
 		{"roles", r.Roles, []Role{
-			{Name: "master", Units: []string{"etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service", "kubebake-master-bootstrap.service"}},
-			{Name: "minion", Units: []string{"containerd.service", "kubelet.service", "kube-proxy.service", "kubebake-minion-join.service"}},
+			{Name: "master", Units: []string{"etcd.service", "kube-apiserver.service", "kube-controller-manager.service", "kube-scheduler.service", "kubebake-master-bootstrap.service",
+				"containerd.service", "kubelet.service", "kube-proxy.service", "flanneld.service"}},
+			{Name: "minion", Units: []string{"containerd.service", "kubelet.service", "kube-proxy.service", "flanneld.service", "kubebake-minion-join.service"}},
 		}},
 		{"image", r.Image, Image{Size: "4GiB", Formats: []string{"raw", "qcow2"}, Bootloader: "systemd-boot"}},
 	}
@@ -257,7 +263,7 @@ func TestDefaults(t *testing.T) {
 	if r.Storage.Driver != "overlay2" || r.Runtime.CgroupDriver != "systemd" {
 		t.Errorf("docker: storage %q cgroup %q", r.Storage.Driver, r.Runtime.CgroupDriver)
 	}
-	if got := r.Roles[1].Units; !reflect.DeepEqual(got, []string{"docker.service", "cri-docker.service", "kubelet.service", "kube-proxy.service", "kubebake-minion-join.service"}) {
+	if got := r.Roles[1].Units; !reflect.DeepEqual(got, []string{"docker.service", "cri-docker.service", "kubelet.service", "kube-proxy.service", "flanneld.service", "kubebake-minion-join.service"}) {
 		t.Errorf("docker minion units: %v", got)
 	}
 	if fs := Lint(r); LintError(fs) != nil || len(fs) != 1 || !strings.Contains(fs[0].Message, "cri-dockerd") {
@@ -271,6 +277,14 @@ func TestDefaults(t *testing.T) {
 	}
 	if r.Sysctls[IPv6ForwardingSysctl] != "1" {
 		t.Errorf("ipv6 default sysctls: %v", r.Sysctls)
+	}
+	// An IPv6 pod range gets /64 node ranges.
+	r, err = Parse("v6pods.yaml", []byte(minimal+"network: {ipv6: true, podCIDR: \"fd00:10:244::/56\", serviceCIDR: \"fd00:10:96::/112\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Network.NodeCIDRMaskSize != 64 {
+		t.Errorf("IPv6 node CIDR mask size: %d, want 64", r.Network.NodeCIDRMaskSize)
 	}
 
 	// A section written explicitly is not completed: lint sees what it lacks.
@@ -309,6 +323,9 @@ func TestPositions(t *testing.T) {
 		{"roles[1].units[0]", false, "containerd.service"},
 		{"cni.plugins[3]", false, "portmap]"},
 		{"modules", true, "modules:"},
+		{"network.nodeCIDRMaskSize", false, "24"},
+		{"podNetwork.backend", false, "host-gw"},
+		{"dns.source.module", false, "github.com/coredns/coredns"},
 		// Not written: the nearest written parent's key.
 		{"kubernetes.components[2].version", false, "name: kubectl"},
 		{"base.mirror", false, "base:"},
@@ -372,5 +389,74 @@ func TestAliasesAreBounded(t *testing.T) {
 	_, err = Parse("self.yaml", []byte(minimal+"modules: &m [*m]\n"))
 	if err == nil || !strings.Contains(err.Error(), "modules[0]: want a string, got a list") {
 		t.Errorf("self alias: %v", err)
+	}
+}
+
+// podNetwork and dns are optional, but a section that is written is read strictly: an empty
+// one reports its required fields at its key, and every problem has the user's line:col.
+func TestParseOptionalSections(t *testing.T) {
+	base := strings.Replace(minimal, "podNetwork: {name: flannel, version: \"0.28\"}\ndns: {name: coredns, version: \"1.15\"}\n", "", 1)
+	r, err := Parse("none.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PodNetwork != nil || r.DNS != nil {
+		t.Errorf("absent sections are set: %+v %+v", r.PodNetwork, r.DNS)
+	}
+	for _, in := range r.Inputs() {
+		if in.Name == "flanneld" || in.Name == "coredns" {
+			t.Errorf("input %s without its section", in.Name)
+		}
+	}
+	line := strings.Count(base, "\n") + 1 // the first line after base
+	for _, c := range []struct {
+		name, add string
+		want      []string
+	}{
+		{"empty sections", "podNetwork:\ndns:\n", []string{
+			fmt.Sprintf("e.yaml:%d:1: podNetwork.name: missing required field; add name: flannel under podNetwork", line),
+			fmt.Sprintf(`e.yaml:%d:1: podNetwork.version: missing required field; add version: "0.28" under podNetwork`, line),
+			fmt.Sprintf("e.yaml:%d:1: dns.name: missing required field; add name: coredns under dns", line+1),
+			fmt.Sprintf(`e.yaml:%d:1: dns.version: missing required field; add version: "1.15" under dns`, line+1),
+		}},
+		{"scalar section", "podNetwork: flannel\n", []string{
+			fmt.Sprintf("e.yaml:%d:13: podNetwork: want a mapping (key: value lines), got the string \"flannel\"; put the fields on indented lines under the key", line),
+		}},
+		{"misspelt field", "podNetwork:\n  name: flannel\n  version: \"0.28\"\n  backnd: vxlan\n", []string{
+			fmt.Sprintf(`e.yaml:%d:3: podNetwork.backnd: unknown field; did you mean "backend"?`, line+3),
+		}},
+		{"mask size not a number", "network:\n  nodeCIDRMaskSize: /24\n", []string{
+			fmt.Sprintf(`e.yaml:%d:21: network.nodeCIDRMaskSize: want a whole number, got the string "/24"; write a number such as 4`, line+1),
+		}},
+		{"dns source without type", "dns:\n  name: coredns\n  version: \"1.15\"\n  source: {module: github.com/coredns/coredns}\n", []string{
+			fmt.Sprintf("e.yaml:%d:3: dns.source.type: missing required field; add type: gomod under dns.source", line+3),
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("e.yaml", []byte(base+c.add))
+			if err == nil {
+				t.Fatal("parsed")
+			}
+			if got := strings.Split(err.Error(), "\n"); !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))
+			}
+		})
+	}
+
+	// vxlan and an exact version are accepted as written.
+	r, err = Parse("x.yaml", []byte(base+"podNetwork: {name: flannel, backend: vxlan, version: v0.28.10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PodNetwork.Backend != "vxlan" || r.PodNetwork.Source.Module != FlannelModule {
+		t.Errorf("podNetwork: %+v", r.PodNetwork)
+	}
+	if fs := Lint(r); len(fs) != 0 {
+		t.Errorf("findings: %v", fs)
+	}
+	for _, in := range r.Inputs() {
+		if in.Name == "flanneld" && (in.Version != "v0.28.10" || in.Main != "flanneld" || in.Package != "") {
+			t.Errorf("flanneld input: %+v", in)
+		}
 	}
 }

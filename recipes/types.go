@@ -29,6 +29,10 @@ type Recipe struct {
 	CNI        CNI        `yaml:"cni" json:"cni" kubebake:"required"`
 	Storage    Storage    `yaml:"storage" json:"storage"`
 	Network    Network    `yaml:"network" json:"network"`
+	// PodNetwork routes between the nodes' pod ranges; DNS serves cluster DNS. Both are
+	// optional: nil when the recipe leaves the section out.
+	PodNetwork *PodNetwork `yaml:"podNetwork,omitempty" json:"podNetwork,omitempty"`
+	DNS        *DNS        `yaml:"dns,omitempty" json:"dns,omitempty"`
 	// Sysctls are written to /usr/lib/sysctl.d; values are strings as sysctl(8) takes them.
 	Sysctls map[string]string `yaml:"sysctls" json:"sysctls"`
 	// Modules are written to /usr/lib/modules-load.d.
@@ -128,6 +132,25 @@ type Network struct {
 	PodCIDR     string `yaml:"podCIDR" json:"podCIDR"`
 	ServiceCIDR string `yaml:"serviceCIDR" json:"serviceCIDR"`
 	IPv6        bool   `yaml:"ipv6" json:"ipv6"`
+	// NodeCIDRMaskSize is the prefix length of each node's pod range, cut from PodCIDR by
+	// kube-controller-manager (default 24 for an IPv4 PodCIDR, 64 for IPv6).
+	NodeCIDRMaskSize int `yaml:"nodeCIDRMaskSize" json:"nodeCIDRMaskSize"`
+}
+
+// PodNetwork is the pod network agent that runs on every node (flanneld, as
+// /usr/bin/flanneld): it routes between the nodes' pod ranges.
+type PodNetwork struct {
+	Name    string `yaml:"name" json:"name" kubebake:"required"`       // "flannel"
+	Backend string `yaml:"backend,omitempty" json:"backend,omitempty"` // host-gw (default) or vxlan
+	Version string `yaml:"version" json:"version" kubebake:"required"` // exact or minor track ("0.28")
+	Source  Source `yaml:"source" json:"source"`                       // default gomod, FlannelModule
+}
+
+// DNS is the cluster DNS server (CoreDNS, as /usr/bin/coredns).
+type DNS struct {
+	Name    string `yaml:"name" json:"name" kubebake:"required"`       // "coredns"
+	Version string `yaml:"version" json:"version" kubebake:"required"` // exact or minor track ("1.15")
+	Source  Source `yaml:"source" json:"source"`                       // default gomod, CoreDNSModule
 }
 
 // Role is a node role. A role's units get a drop-in

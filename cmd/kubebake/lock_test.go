@@ -99,7 +99,7 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 
 	src, _ := os.ReadFile("../../recipes/debian-12.yaml")
 	y := string(src)
-	for _, mod := range []string{"k8s.io/kubernetes", "go.etcd.io/etcd/server/v3", "github.com/containernetworking/plugins"} {
+	for _, mod := range []string{"k8s.io/kubernetes", "go.etcd.io/etcd/server/v3", "github.com/containernetworking/plugins", "github.com/flannel-io/flannel", "github.com/coredns/coredns"} {
 		y = strings.Replace(y, "type: gomod\n    module: "+mod, "type: url\n    url: https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}", 1)
 	}
 	y = strings.Replace(y, "name: debian-12", "name: cli-test", 1)
@@ -114,7 +114,7 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 		t.Fatal(err)
 	}
 
-	newest := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.5", "1.9": "v1.9.1"}
+	newest := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.5", "1.9": "v1.9.1", "0.28": "v0.28.10", "1.15": "v1.15.0"}
 	local := func(u string) string {
 		p, _ := url.Parse(strings.Replace(u, "https://dl.k8s.io/", up.srv.URL+"/k8s/", 1))
 		return p.Path
@@ -128,10 +128,16 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 			up.files[local(su)] = []byte(v + "\n")
 			bu := artifacts.ExpandURL(in.Source.URL, v, in.Package, in.Arch)
 			data := []byte(in.Name + " " + v)
+			if in.Name == recipes.CoreDNSBinary {
+				data = staticBinary(t) // baked into the CoreDNS image: any static x86-64 ELF
+			}
 			up.files[local(bu)] = data
 			up.files[local(bu)+".sha256"] = []byte(hexSum(data))
 		case recipes.SourceDeb:
 			data := []byte(in.Package + " deb")
+			if in.Kind == recipes.InputBinary { // busybox, taken out of a real .deb
+				data = debWith(t, in.Package, "bin/"+in.Name, staticBinary(t))
+			}
 			pool := fmt.Sprintf("pool/main/%c/%s/%s_1.0-1_amd64.deb", in.Package[0], in.Package, in.Package)
 			up.files["/debian/"+pool] = data
 			fmt.Fprintf(&pkgs, "Package: %s\nVersion: 1.0-1\nArchitecture: amd64\nFilename: %s\nSize: %d\nSHA256: %s\n\n", in.Package, pool, len(data), hexSum(data))
@@ -211,7 +217,9 @@ func TestLockFetchCommands(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fetch: %v\n%s", err, logs)
 	}
-	if !strings.Contains(out, "kubelet") || !strings.Contains(out, "v1.35.5") || !strings.Contains(logs, "(cold)") {
+	// Partly warm: locking built the baked images, so they and what they are made of (busybox,
+	// coredns) are in the cache already.
+	if !strings.Contains(out, "kubelet") || !strings.Contains(out, "v1.35.5") || !strings.Contains(logs, "(partly warm)") {
 		t.Errorf("cold fetch: %s\n%s", out, logs)
 	}
 	before := up.requests()
@@ -276,4 +284,42 @@ func TestCachePathCommand(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != dir {
 		t.Errorf("cache path: %q %v", out, err)
 	}
+}
+
+// staticBinary is a statically linked x86-64 executable: Debian busybox-static's, which the
+// baked images are made of (scripts/install-deps.sh installs it).
+func staticBinary(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("the baked images need a static binary: %v (apt-get install busybox-static)", err)
+	}
+	return data
+}
+
+// debWith builds a real .deb of pkg 1.0-1 holding one file, with dpkg-deb.
+func debWith(t *testing.T, pkg, member string, content []byte) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	for p, data := range map[string][]byte{
+		"DEBIAN/control": []byte("Package: " + pkg + "\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: test <t@example.org>\nDescription: test\n"),
+		member:           content,
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deb := filepath.Join(dir, pkg+".deb")
+	if out, err := exec.Command("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", root, deb).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
