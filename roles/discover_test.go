@@ -167,9 +167,9 @@ func TestDiscover(t *testing.T) {
 		code             int
 		want             string
 	}{
-		{"wrong CA pin", id + "." + secret, "sha256:" + strings.Repeat("0", 64), 1, "does not match KUBEBAKE_CA_CERT_HASH"},
-		{"wrong token secret", id + ".ffffffffffffffff", c.pin, 1, "signature does not match KUBEBAKE_BOOTSTRAP_TOKEN"},
-		{"token not signed yet", "zzzzzz." + secret, c.pin, 1, "not signed for token zzzzzz yet"},
+		{"wrong CA pin", id + "." + secret, "sha256:" + strings.Repeat("0", 64), 3, "join refused: the cluster CA of the master (sha256:"},
+		{"wrong token secret", id + ".ffffffffffffffff", c.pin, 3, "join refused: cluster-info's signature for token " + id + " does not match the secret"},
+		{"unknown token", "zzzzzz." + secret, c.pin, 3, "join refused: the master signs cluster-info for bootstrap token(s) " + id + " but not for zzzzzz"},
 		{"malformed token", "abc.def", c.pin, 2, "is not a kubeadm token"},
 		{"malformed pin", id + "." + secret, "md5:abc", 2, "is not sha256:<64 hex digits>"},
 	}
@@ -185,6 +185,14 @@ func TestDiscover(t *testing.T) {
 			}
 		})
 	}
+	t.Run("no token signed yet", func(t *testing.T) {
+		fresh := newTestCluster(t) // a master whose signer has not run: wait, do not refuse
+		dir := t.TempDir()
+		code, out := runDiscover(t, dir, "KUBEBAKE_MASTER_ENDPOINT="+fresh.endpoint(), "KUBEBAKE_BOOTSTRAP_TOKEN="+id+"."+secret, "KUBEBAKE_CA_CERT_HASH="+fresh.pin)
+		if code != 1 || !strings.Contains(out, "not signed for token "+id+" yet") {
+			t.Fatalf("exit %d, want 1 (retry):\n%s", code, out)
+		}
+	})
 	t.Run("master unreachable", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -39,7 +39,7 @@ func init() {
 		r.Name = "debian-12-docker"
 		r.Runtime = recipes.Runtime{Name: recipes.RuntimeDocker, Packages: []string{"docker.io", "runc"}, SandboxImage: r.Runtime.SandboxImage, CgroupDriver: "systemd"}
 		r.Storage.Driver = recipes.StorageDriverFor(recipes.RuntimeDocker)
-		r.Roles = recipes.BuiltinRoles(recipes.RuntimeDocker)
+		r.Roles = recipes.BuiltinRoles(recipes.RuntimeDocker, r.PodNetwork != nil)
 		return r
 	}})
 }
@@ -49,7 +49,7 @@ func init() {
 func TestEmbeddedRecipesLint(t *testing.T) {
 	for _, rt := range []string{recipes.RuntimeContainerd, recipes.RuntimeDocker} {
 		listable := map[string]bool{}
-		for _, d := range catalog(rt) {
+		for _, d := range catalog(rt, true) {
 			if d.listable {
 				listable[d.name] = true
 			}

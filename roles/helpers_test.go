@@ -40,7 +40,7 @@ func goRecipe(name, release, runtime string) *recipes.Recipe {
 		Network:    recipes.Network{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12"},
 		Sysctls:    recipes.DefaultSysctls(false),
 		Modules:    recipes.DefaultModules(),
-		Roles:      recipes.BuiltinRoles(runtime),
+		Roles:      recipes.BuiltinRoles(runtime, false),
 		Image:      recipes.Image{Size: "4GiB", Formats: []string{"raw", "qcow2"}},
 	}
 }

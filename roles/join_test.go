@@ -2,6 +2,7 @@ package roles
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"os"
 	"os/exec"
@@ -120,5 +121,47 @@ func TestMinionJoinSettings(t *testing.T) {
 	cmd.Env = base
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "already joined") {
 		t.Errorf("joined node: %v\n%s", err, out)
+	}
+}
+
+// TestMinionJoinRefused: a master that answers but knows neither the token nor the CA hash
+// is a refusal, named at once (the unit fails), not a wait that ends in a generic timeout.
+func TestMinionJoinRefused(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Fatal("python3 not installed: the join's refusals cannot be tested")
+	}
+	scripts := joinScripts(t)
+	const id, secret = "abcdef", "0123456789abcdef"
+	c := newTestCluster(t)
+	c.signFor[id] = secret
+	for _, tc := range []struct{ name, token, pin, want string }{
+		{"wrong token", "zzzzzz.0123456789abcdef", c.pin, "but not for zzzzzz: KUBEBAKE_BOOTSTRAP_TOKEN is wrong, expired or deleted"},
+		{"wrong secret", id + ".ffffffffffffffff", c.pin, "does not match the secret in KUBEBAKE_BOOTSTRAP_TOKEN"},
+		{"wrong CA hash", id + "." + secret, "sha256:" + strings.Repeat("0", 64), "does not match KUBEBAKE_CA_CERT_HASH"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k8s := filepath.Join(t.TempDir(), "k8s")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(scripts, "minion-join"))
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "KUBEBAKE_PATH=" + os.Getenv("PATH"), "KUBEBAKE_K8S_DIR=" + k8s,
+				"KUBEBAKE_PKI=" + filepath.Join(k8s, "pki"), "KUBEBAKE_MASTER_ENDPOINT=" + c.endpoint(),
+				"KUBEBAKE_BOOTSTRAP_TOKEN=" + tc.token, "KUBEBAKE_CA_CERT_HASH=" + tc.pin}
+			out, err := cmd.CombinedOutput()
+			if ctx.Err() != nil {
+				t.Fatalf("minion-join kept waiting on a refusal:\n%s", out)
+			}
+			for _, want := range []string{"join refused", tc.want, "the master refused the join"} {
+				if err == nil || !strings.Contains(string(out), want) {
+					t.Errorf("%v; output lacks %q:\n%s", err, want, out)
+				}
+			}
+			if strings.Contains(string(out), "retrying") {
+				t.Errorf("a refusal was retried:\n%s", out)
+			}
+			if _, err := os.Stat(filepath.Join(k8s, "bootstrap-kubelet.conf")); err == nil {
+				t.Errorf("a refused join wrote the bootstrap kubeconfig")
+			}
+		})
 	}
 }

@@ -29,6 +29,12 @@ const (
 	CNIConfigPath = "/etc/cni/net.d/10-kubebake.conflist"
 	CNIBinDir     = "/opt/cni/bin"
 	DNSDomain     = "cluster.local"
+	// ImagesDir holds the baked container images (OCI archives) kubebake-images.service
+	// imports; AddonsDir the manifests kubebake-master-bootstrap applies.
+	ImagesDir = ScriptDir + "/images"
+	AddonsDir = ScriptDir + "/addons"
+	// FlannelConfigPath is flannel's network config (the pod range and the backend).
+	FlannelConfigPath = "/etc/kube-flannel/net-conf.json"
 )
 
 // Render computes the node layer of a recipe pinned by a lock. It does no I/O: artifacts are
@@ -103,6 +109,19 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 			return nil, err
 		}
 	}
+	if r.PodNetwork != nil {
+		if err := addBin("/usr/bin/flanneld", "flanneld", "podNetwork"); err != nil {
+			return nil, err
+		}
+	}
+	// Baked container images, each an OCI archive the lock pins.
+	for _, img := range data.images {
+		f := File{Path: ImagesDir + "/" + img.file, Type: TypeFile, Mode: 0o644, Artifact: img.artifact}
+		if l != nil {
+			f.SHA256, f.Size = img.sha256, img.size
+		}
+		b.add(f)
+	}
 	ign := File{Path: IgnitionPath, Type: TypeFile, Mode: 0o755, Artifact: IgnitionArtifact}
 	if a, ok := arts[IgnitionArtifact]; ok {
 		ign.SHA256, ign.Size = a.SHA256, a.Size
@@ -122,6 +141,8 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 					field = "etcd"
 				case "cri-dockerd":
 					field = "runtime.name"
+				case "flanneld":
+					field = "podNetwork"
 				}
 				return nil, fieldErr(r, field, fmt.Sprintf("unit %s (roles %s) runs %s, which the recipe does not install", u.Name, strings.Join(u.Roles, ", "), bin))
 			}
@@ -158,7 +179,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	if err := data.addTemplate(b, "scripts/growroot", ScriptDir+"/growroot", 0o755); err != nil {
 		return nil, err
 	}
-	if master || minion {
+	if master || minion || has(NodeEnvUnit) {
 		if err := data.addTemplate(b, "scripts/lib.sh", ScriptDir+"/lib.sh", 0o644); err != nil {
 			return nil, err
 		}
@@ -178,6 +199,21 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 			if err := data.addTemplate(b, "scripts/"+s, ScriptDir+"/"+s, 0o755); err != nil {
 				return nil, err
 			}
+		}
+	}
+	// Scripts of the units the layer holds (a unit file without its script would fail).
+	for unit, script := range map[string]string{
+		NodeEnvUnit: "node-env", FlannelUnit: "cni-config", ImagesUnit: "import-images",
+	} {
+		if _, ok := plan.unit(unit); ok {
+			if err := data.addTemplate(b, "scripts/"+script, ScriptDir+"/"+script, 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if master && data.DNSImage != "" {
+		if err := data.addTemplate(b, "addons/coredns.yaml", AddonsDir+"/coredns.yaml", 0o644); err != nil {
+			return nil, err
 		}
 	}
 
@@ -201,7 +237,14 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 			return nil, err
 		}
 	}
-	b.file(CNIConfigPath, 0o644, cniConfig(data))
+	if r.PodNetwork != nil {
+		// The node's CNI config names its own pod range, known only once flannel has its
+		// lease: kubebake-cni-config writes it at boot. A baked config would hand every node
+		// the whole pod CIDR.
+		b.file(FlannelConfigPath, 0o644, flannelConfig(data))
+	} else {
+		b.file(CNIConfigPath, 0o644, cniConfig(data))
+	}
 
 	// Kernel settings, role marker directory, release file.
 	sysctl, err := sysctlFile(r)
@@ -295,6 +338,22 @@ type templateData struct {
 	PodPrefixes       []netip.Prefix
 	ClusterDNS        []string
 	DNSDomain         string
+	// NodeCIDRMaskFlags are kube-controller-manager's per-node pod range sizes.
+	NodeCIDRMaskFlags []string
+	FlannelBackend    string
+	// Images says the layer bakes container images (kubebake-images.service imports them
+	// before the kubelet starts); DNSImage is the baked CoreDNS image, "" without one.
+	Images       bool
+	DNSImage     string
+	DNSServiceIP string
+
+	images []bakedImage
+}
+
+// bakedImage is a container image archive of the lock, installed under ImagesDir.
+type bakedImage struct {
+	artifact, file, ref, sha256 string
+	size                        int64
 }
 
 var imageRefRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
@@ -355,7 +414,12 @@ func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) 
 	}
 	d.SandboxImage = r.Runtime.SandboxImage
 	if d.SandboxImage == "" {
-		d.SandboxImage = recipes.DefaultSandboxImage
+		// The pause image baked into the node (nodes pull nothing); a display render without
+		// a lock names the image by its kind.
+		d.SandboxImage = "kubebake.local/pause"
+		if a, ok := artifactIndex(l)["image/pause"]; ok {
+			d.SandboxImage = a.Ref
+		}
 	}
 	if !imageRefRE.MatchString(d.SandboxImage) {
 		return nil, fieldErr(r, "runtime.sandboxImage", fmt.Sprintf("%q is not an image reference", d.SandboxImage))
@@ -381,7 +445,73 @@ func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) 
 		return nil, fieldErr(r, "network.serviceCIDR", fmt.Sprintf("%s is too small for a DNS service address", services[0]))
 	}
 	d.ClusterDNS = []string{dns.String()}
+	d.DNSServiceIP = dns.String()
+
+	d.NodeCIDRMaskFlags = nodeCIDRMaskFlags(pods, r.Network.NodeCIDRMaskSize)
+	if r.PodNetwork != nil {
+		d.FlannelBackend = r.PodNetwork.Backend
+		if d.FlannelBackend == "" {
+			d.FlannelBackend = recipes.DefaultFlannelBackend
+		}
+	}
+	for _, a := range artifactIndex(l) {
+		if a.Kind != recipes.KindImage {
+			continue
+		}
+		name := strings.TrimPrefix(a.Name, "image/")
+		d.images = append(d.images, bakedImage{artifact: a.Name, file: name + ".tar", ref: a.Ref, sha256: a.SHA256, size: a.Size})
+		if name == "coredns" {
+			d.DNSImage = a.Ref
+		}
+	}
+	sort.Slice(d.images, func(i, j int) bool { return d.images[i].artifact < d.images[j].artifact })
+	d.Images = d.Runtime == recipes.RuntimeContainerd
 	return d, nil
+}
+
+// nodeCIDRMaskFlags sizes each node's pod range: one flag for a single family, one per
+// family for dual stack (kube-controller-manager refuses the plain flag there). The default is
+// kubeadm's: /24 for IPv4, /64 for IPv6.
+func nodeCIDRMaskFlags(pods []netip.Prefix, size int) []string {
+	def := func(p netip.Prefix) int {
+		if size != 0 && (len(pods) == 1 || p.Addr().Is4() == (size <= 32)) {
+			return size
+		}
+		if p.Addr().Is4() {
+			return 24
+		}
+		return 64
+	}
+	if len(pods) == 1 {
+		return []string{fmt.Sprintf("--node-cidr-mask-size=%d", def(pods[0]))}
+	}
+	var flags []string
+	for _, p := range pods {
+		fam := "ipv6"
+		if p.Addr().Is4() {
+			fam = "ipv4"
+		}
+		flags = append(flags, fmt.Sprintf("--node-cidr-mask-size-%s=%d", fam, def(p)))
+	}
+	return flags
+}
+
+// flannelConfig is flannel's net-conf.json: the cluster's pod range (each node's lease is its
+// node.spec.podCIDR under the kube subnet manager) and the backend.
+func flannelConfig(d *templateData) []byte {
+	conf := map[string]any{"Backend": map[string]any{"Type": d.FlannelBackend}}
+	for _, p := range d.PodPrefixes {
+		if p.Addr().Is4() {
+			conf["Network"] = p.String()
+		} else {
+			conf["EnableIPv6"] = true
+			conf["IPv6Network"] = p.String()
+		}
+	}
+	if _, ok := conf["Network"]; !ok {
+		conf["EnableIPv4"] = false
+	}
+	return marshalJSON(conf)
 }
 
 func parseCIDRs(r *recipes.Recipe, field, s, def string) ([]netip.Prefix, error) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,17 +54,21 @@ func TestConditions(t *testing.T) {
 		t.Run(r.Name, func(t *testing.T) {
 			l := mustRender(t, r, fakeLock(r))
 			master := append(append([]string(nil), recipes.MasterUnits...), MasterPKIUnit)
-			minion := append([]string{"kubelet.service", "kube-proxy.service", "kubebake-minion-join.service"}, recipes.RuntimeUnits(r.Runtime.Name)...)
+			// Both roles are nodes of the pod network: the node units carry both markers.
+			node := append([]string{"kubelet.service", "kube-proxy.service", "kubebake-minion-join.service", NodeEnvUnit}, recipes.RuntimeUnits(r.Runtime.Name)...)
+			if r.Runtime.Name == recipes.RuntimeContainerd {
+				node = append(node, ImagesUnit)
+			}
 			for _, u := range master {
 				m, trig, after := conditions(t, l, u)
 				if !reflect.DeepEqual(m, []string{"/etc/sysconfig/kubernetes-master"}) || trig || !after {
 					t.Errorf("%s: conditions %v (triggering %v, after target %v), want the master marker only, after %s", u, m, trig, after, RolesTarget)
 				}
 			}
-			for _, u := range minion {
+			for _, u := range node {
 				m, trig, after := conditions(t, l, u)
-				if !reflect.DeepEqual(m, []string{"/etc/sysconfig/kubernetes-minion"}) || trig || !after {
-					t.Errorf("%s: conditions %v (triggering %v, after target %v), want the minion marker only", u, m, trig, after)
+				if !reflect.DeepEqual(m, []string{"/etc/sysconfig/kubernetes-master", "/etc/sysconfig/kubernetes-minion"}) || !trig || !after {
+					t.Errorf("%s: conditions %v (triggering %v, after target %v), want the master or minion marker", u, m, trig, after)
 				}
 			}
 			for _, u := range []string{RolesTarget, IgnitionUnit} {
@@ -76,7 +81,7 @@ func TestConditions(t *testing.T) {
 				}
 			}
 			// Every drop-in in the layer belongs to a master or minion unit.
-			all := append(append([]string(nil), master...), minion...)
+			all := append(append([]string(nil), master...), node...)
 			for _, f := range l.Files {
 				if strings.HasSuffix(f.Path, "/"+RoleDropInName) {
 					unit := strings.TrimSuffix(strings.TrimPrefix(f.Path, UnitDir+"/"), ".d/"+RoleDropInName)
@@ -101,7 +106,7 @@ func TestConditions(t *testing.T) {
 				}
 			}
 			// Our role units order themselves after the target and are wanted by it.
-			for _, u := range append(master, minion...) {
+			for _, u := range append(master, node...) {
 				f, ok := l.File(UnitDir + "/" + u)
 				if !ok {
 					continue // a Debian unit
@@ -145,10 +150,10 @@ func TestCustomRole(t *testing.T) {
 	r := customRoleRecipe()
 	l := mustRender(t, r, fakeLock(r))
 	for unit, want := range map[string][]string{
-		"kubelet.service":              {"/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"},
-		"kube-proxy.service":           {"/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"},
-		"kubebake-minion-join.service": {"/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"}, // needed by kubelet
-		"containerd.service":           {"/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"},
+		"kubelet.service":              {"/etc/sysconfig/kubernetes-master", "/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"},
+		"kube-proxy.service":           {"/etc/sysconfig/kubernetes-master", "/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"},
+		"kubebake-minion-join.service": {"/etc/sysconfig/kubernetes-master", "/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"}, // needed by kubelet
+		"containerd.service":           {"/etc/sysconfig/kubernetes-master", "/etc/sysconfig/kubernetes-minion", "/etc/sysconfig/kubernetes-edge"},
 		"etcd.service":                 {"/etc/sysconfig/kubernetes-master"},
 	} {
 		got, trig, _ := conditions(t, l, unit)
@@ -188,10 +193,12 @@ func TestRenderErrors(t *testing.T) {
 		{"no roles", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles = nil }, `roles: no roles`},
 		{"devicemapper", func(r *recipes.Recipe, _ *recipes.Lock) { r.Storage.Driver = "devicemapper" },
 			`storage.driver: "devicemapper" with runtime containerd: only overlayfs is accepted`},
-		{"artifact not locked", func(_ *recipes.Recipe, l *recipes.Lock) { l.Artifacts = l.Artifacts[1:] },
+		{"artifact not locked", func(_ *recipes.Recipe, l *recipes.Lock) {
+			l.Artifacts = slices.DeleteFunc(l.Artifacts, func(a recipes.LockedArtifact) bool { return a.Name == "cni/bridge" })
+		},
 			`the lock has no artifact "cni/bridge"`},
 		{"missing component", func(r *recipes.Recipe, _ *recipes.Lock) { r.Kubernetes.Components = r.Kubernetes.Components[1:] },
-			`kubernetes.components: unit kubelet.service (roles minion) runs kubelet, which the recipe does not install`},
+			`kubernetes.components: unit kubelet.service (roles master, minion) runs kubelet, which the recipe does not install`},
 		{"missing CNI plugin", func(r *recipes.Recipe, _ *recipes.Lock) { r.CNI.Plugins = []string{"bridge", "host-local", "portmap"} },
 			`cni.plugins: lacks loopback`},
 		{"bad pod CIDR", func(r *recipes.Recipe, _ *recipes.Lock) { r.Network.PodCIDR = "10.244.0.1/16" },

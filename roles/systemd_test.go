@@ -191,12 +191,17 @@ func TestScriptsSyntax(t *testing.T) {
 		t.Log("shellcheck not installed (apt-get install shellcheck): only sh -n")
 	}
 	n := 0
+	// All scripts first: shellcheck follows the sourced lib.sh, which sorts after some of them.
+	var scripts []File
 	for _, f := range layer.Files {
-		if f.Type != TypeFile || f.Artifact != "" || !strings.HasPrefix(f.Path, ScriptDir+"/") {
+		if f.Type != TypeFile || f.Artifact != "" || !strings.HasPrefix(f.Path, ScriptDir+"/") || strings.Count(f.Path, "/") != strings.Count(ScriptDir, "/")+1 {
 			continue
 		}
+		writeFile(t, filepath.Join(root, filepath.Base(f.Path)), string(f.Content), 0o755)
+		scripts = append(scripts, f)
+	}
+	for _, f := range scripts {
 		p := filepath.Join(root, filepath.Base(f.Path))
-		writeFile(t, p, string(f.Content), 0o755)
 		switch {
 		case strings.HasPrefix(string(f.Content), "#!/usr/bin/python3"):
 			if _, err := exec.LookPath("python3"); err != nil {

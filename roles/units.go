@@ -18,7 +18,13 @@ const (
 	// (a boot configured by Ignition alone); Debian's ssh.service does not make them.
 	SSHKeygenUnit = "kubebake-ssh-keygen.service"
 	// GrowRootUnit grows the root partition to the disk when cloud-init did not.
-	GrowRootUnit   = "kubebake-growroot.service"
+	GrowRootUnit = "kubebake-growroot.service"
+	// NodeEnvUnit works out the node's address and kubelet flags; ImagesUnit imports the
+	// baked container images into containerd.
+	NodeEnvUnit = "kubebake-node-env.service"
+	ImagesUnit  = "kubebake-images.service"
+	// FlannelUnit is the pod network agent, in the catalog when the recipe has a podNetwork.
+	FlannelUnit    = recipes.FlannelUnit
 	UnitDir        = "/usr/lib/systemd/system"
 	EnableDir      = "/etc/systemd/system"
 	RoleDropInName = "10-role.conf"
@@ -58,10 +64,10 @@ type unitDef struct {
 	listable bool
 }
 
-// catalog is every unit the layer may hold. roles in a recipe may list the listable ones
-// (recipes.KnownUnits is the same set, for lint).
-func catalog(runtime string) []unitDef {
-	runtimeUnit := runtimeService(runtime)
+// catalog is every unit the layer may hold for a runtime, and with a pod network agent or
+// not. roles in a recipe may list the listable ones (recipes.KnownUnits is the same set, for
+// lint).
+func catalog(runtime string, podNetwork bool) []unitDef {
 	defs := []unitDef{
 		{name: "etcd.service", bins: []string{"etcd"}, needs: []string{MasterPKIUnit}, listable: true},
 		{name: "kube-apiserver.service", bins: []string{"kube-apiserver"}, needs: []string{MasterPKIUnit, "etcd.service"}, listable: true},
@@ -69,9 +75,12 @@ func catalog(runtime string) []unitDef {
 		{name: "kube-scheduler.service", bins: []string{"kube-scheduler"}, needs: []string{MasterPKIUnit}, listable: true},
 		{name: "kubebake-master-bootstrap.service", bins: []string{"kubeadm", "kubectl"}, needs: []string{MasterPKIUnit, "kube-apiserver.service"}, listable: true},
 		{name: MasterPKIUnit, bins: []string{"kubeadm"}},
-		{name: "kubelet.service", bins: []string{"kubelet"}, needs: []string{"kubebake-minion-join.service", runtimeUnit}, listable: true},
+		{name: "kubelet.service", bins: []string{"kubelet"}, needs: kubeletNeeds(runtime), listable: true},
 		{name: "kube-proxy.service", bins: []string{"kube-proxy"}, needs: []string{"kubelet.service"}, listable: true},
 		{name: "kubebake-minion-join.service", listable: true},
+		{name: FlannelUnit, bins: []string{"flanneld"}, needs: []string{"kubelet.service", NodeEnvUnit}, listable: true},
+		{name: NodeEnvUnit},
+		{name: ImagesUnit, runtime: recipes.RuntimeContainerd, needs: []string{"containerd.service"}},
 		{name: "containerd.service", foreign: true, runtime: recipes.RuntimeContainerd, listable: true},
 		{name: "docker.service", foreign: true, runtime: recipes.RuntimeDocker, listable: true},
 		{name: "cri-docker.service", runtime: recipes.RuntimeDocker, bins: []string{"cri-dockerd"}, needs: []string{"docker.service"}, listable: true},
@@ -82,11 +91,24 @@ func catalog(runtime string) []unitDef {
 	}
 	var out []unitDef
 	for _, d := range defs {
+		if d.name == FlannelUnit && !podNetwork {
+			continue
+		}
 		if d.runtime == "" || d.runtime == runtime {
 			out = append(out, d)
 		}
 	}
 	return out
+}
+
+// kubeletNeeds: the join (or the master's own credentials), the node's address, the CRI, and
+// under containerd the baked images.
+func kubeletNeeds(runtime string) []string {
+	needs := []string{"kubebake-minion-join.service", NodeEnvUnit, runtimeService(runtime)}
+	if runtime == recipes.RuntimeContainerd {
+		needs = append(needs, ImagesUnit)
+	}
+	return needs
 }
 
 func runtimeService(runtime string) string {
@@ -145,7 +167,7 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 	}
 	defs := map[string]unitDef{}
 	var listable []string
-	for _, d := range catalog(runtime) {
+	for _, d := range catalog(runtime, r.PodNetwork != nil) {
 		defs[d.name] = d
 		if d.listable {
 			listable = append(listable, d.name)
@@ -247,7 +269,7 @@ func unknownUnitMsg(name, runtime string, listable []string) string {
 		if other == runtime {
 			continue
 		}
-		for _, d := range catalog(other) {
+		for _, d := range catalog(other, true) {
 			if d.name == name && d.runtime == other {
 				return fmt.Sprintf("unit %s belongs to runtime %s, but runtime.name is %s", name, other, runtime)
 			}
