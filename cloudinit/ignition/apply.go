@@ -27,6 +27,9 @@ type ApplyResult struct {
 	Targets []string
 	// Enabled lists the units enabled.
 	Enabled []string
+	// Hostname is the first line of /etc/hostname when the config wrote that file: the
+	// running system must take the name too, since systemd read the file long before.
+	Hostname string
 }
 
 // Apply carries out the plan: groups, users, then storage nodes (shallow first, each file
@@ -61,6 +64,13 @@ func (p *Plan) Apply(ctx context.Context, log *slog.Logger) (*ApplyResult, error
 		}
 		if err := p.applyNode(log, n, uid, gid); err != nil {
 			return res, fmt.Errorf("%s %s: %w", n.kind, n.path, err)
+		}
+		if n.path == hostnamePath && n.kind == kindFile {
+			data, err := os.ReadFile(p.root.host(hostnamePath))
+			if err != nil {
+				return res, err
+			}
+			res.Hostname, _, _ = strings.Cut(strings.TrimSpace(string(data)), "\n")
 		}
 	}
 	for _, u := range p.units {

@@ -446,3 +446,43 @@ func TestTemplateName(t *testing.T) {
 		}
 	}
 }
+
+// fakeSystemd records what Run tells a running system.
+type fakeSystemd struct {
+	hostname string
+	reloads  int
+}
+
+func (f *fakeSystemd) SetHostname(_ context.Context, name string) error {
+	f.hostname = name
+	return nil
+}
+func (f *fakeSystemd) DaemonReload(context.Context) error           { f.reloads++; return nil }
+func (f *fakeSystemd) StartTargets(context.Context, []string) error { return nil }
+
+// A config that writes /etc/hostname renames the running node too: systemd read the file at
+// boot, before the applier ran, and the kubelet takes its node name from the live host name.
+func TestHostnameAppliedLive(t *testing.T) {
+	root := newRoot(t)
+	cfg := mustJSON(m{"ignition": m{"version": "3.0.0"}, "storage": m{"files": []m{
+		{"path": "/etc/hostname", "overwrite": true, "contents": m{"source": "data:,demo-minion-2%0A"}},
+	}}})
+	sd := &fakeSystemd{}
+	res, err := runConfig(t, root, cfg, func(o *Options) { o.Systemd = sd })
+	if err != nil || res.Status != "applied" {
+		t.Fatalf("run: %v %v", res, err)
+	}
+	if sd.hostname != "demo-minion-2" {
+		t.Errorf("live host name set to %q, want demo-minion-2", sd.hostname)
+	}
+	// A config that leaves /etc/hostname alone leaves the name alone.
+	root2 := newRoot(t)
+	sd2 := &fakeSystemd{}
+	cfg2 := mustJSON(m{"ignition": m{"version": "3.0.0"}, "storage": m{"files": []m{{"path": "/etc/other", "contents": m{"source": "data:,x"}}}}})
+	if _, err := runConfig(t, root2, cfg2, func(o *Options) { o.Systemd = sd2 }); err != nil {
+		t.Fatal(err)
+	}
+	if sd2.hostname != "" {
+		t.Errorf("host name set to %q by a config that does not write /etc/hostname", sd2.hostname)
+	}
+}

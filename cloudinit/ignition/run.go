@@ -17,8 +17,13 @@ import (
 // StampPath marks a root where a config was applied; Run does nothing while it exists.
 const StampPath = "/var/lib/kubebake/ignition.done"
 
-// Systemd is what Run tells a running systemd after it changed units.
+// hostnamePath is the static host name; a config that writes it renames the node.
+const hostnamePath = "/etc/hostname"
+
+// Systemd is what Run tells a running system after it changed units or the host name.
 type Systemd interface {
+	// SetHostname gives the running system the name the config wrote to /etc/hostname.
+	SetHostname(ctx context.Context, name string) error
 	DaemonReload(ctx context.Context) error
 	// StartTargets starts again those targets that are active or have a start job queued, so
 	// that the units just enabled in them start in this boot too.
@@ -113,6 +118,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return res, fmt.Errorf("writing %s: %w", StampPath, err)
 	}
 	res.Status = "applied"
+	if opts.Systemd != nil && ar.Hostname != "" {
+		if err := opts.Systemd.SetHostname(ctx, ar.Hostname); err != nil {
+			return res, fmt.Errorf("setting the host name %q: %w", ar.Hostname, err)
+		}
+	}
 	if opts.Systemd != nil && ar.UnitsChanged {
 		if err := opts.Systemd.DaemonReload(ctx); err != nil {
 			return res, fmt.Errorf("systemctl daemon-reload: %w", err)
@@ -132,6 +142,10 @@ type LiveSystemd struct{}
 func Running() bool {
 	st, err := os.Stat("/run/systemd/system")
 	return err == nil && st.IsDir()
+}
+
+func (LiveSystemd) SetHostname(ctx context.Context, name string) error {
+	return run.Command("hostname", name).Run(ctx)
 }
 
 func (LiveSystemd) DaemonReload(ctx context.Context) error {
