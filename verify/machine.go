@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,12 +46,35 @@ type MachineConfig struct {
 	// IgnitionConfig, when set, is passed through QEMU fw_cfg as opt/com.coreos/config.
 	IgnitionConfig string
 	// ExtraNetdevs are additional NICs, each a -netdev value such as
-	// "socket,id=cluster,listen=127.0.0.1:40000"; a virtio-net device is attached to each.
+	// "socket,id=cluster,listen=127.0.0.1:40000"; a virtio-net device is attached to each,
+	// with a MAC derived from its position. NICs come after them.
 	ExtraNetdevs []string
+	// NICs are additional NICs with a fixed MAC (a cluster segment's DHCP knows nodes by MAC).
+	NICs []NIC
+	// Forwards are host ports on 127.0.0.1 forwarded to guest ports through the user-mode
+	// NIC, besides SSH (HostPort 0: pick a free one).
+	Forwards []Forward
 	// Firmware is the UEFI firmware; zero means FindFirmware().
 	Firmware Firmware
 	// QEMU is the emulator binary (default qemu-system-x86_64).
 	QEMU string
+	// Nice, when positive, runs QEMU at that lower host priority (nice -n).
+	Nice int
+}
+
+// NIC is one extra network card: a -netdev value and the MAC the guest sees.
+type NIC struct {
+	// Netdev is a -netdev value; without "id=" it gets one (net1, net2, ...). Only networks
+	// that stay on the host are accepted (see CheckNetworkIsolated).
+	Netdev string
+	// MAC is the card's address; nil means one derived from the card's position.
+	MAC net.HardwareAddr
+}
+
+// Forward is a TCP port on 127.0.0.1 that reaches a guest port through the user-mode NIC.
+type Forward struct {
+	HostPort  int `json:"hostPort"`
+	GuestPort int `json:"guestPort"`
 }
 
 // Firmware is an OVMF pair: code (read-only pflash) and a template for the variables store.
@@ -85,12 +109,15 @@ func fileExists(p string) bool {
 // Machine is a running VM. Stop (or cancelling the context given to StartMachine) kills QEMU
 // with its process group and removes the overlay and the firmware variables copy.
 type Machine struct {
-	cfg       MachineConfig
-	Overlay   string
-	Vars      string
-	SerialLog string
-	SSHAddr   string // 127.0.0.1:port
-	Args      []string
+	cfg     MachineConfig
+	Overlay string
+	Vars    string
+	// SerialLog is the current boot's console; SerialLogs are every boot's, in order (a
+	// restart writes a new one).
+	SerialLog  string
+	SerialLogs []string
+	SSHAddr    string // 127.0.0.1:port
+	Args       []string
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -137,15 +164,20 @@ func QEMUArgs(cfg MachineConfig, overlay, vars, serialLog string) []string {
 		"-device", "virtio-blk-pci,drive=disk0,bootindex=0",
 		"-object", "rng-random,id=rng0,filename=/dev/urandom",
 		"-device", "virtio-rng-pci,rng=rng0",
-		// User-mode network, restricted: the guest reaches nothing outside; the only way in is
-		// the SSH forward bound to 127.0.0.1.
-		"-netdev", fmt.Sprintf("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", cfg.SSHPort),
+		// User-mode network, restricted: the guest reaches nothing outside; the only ways in
+		// are the forwards (SSH first), all bound to 127.0.0.1.
+		"-netdev", userNetdev(cfg),
 		"-device", "virtio-net-pci,netdev=net0,romfile=",
 		"-serial", "file:"+serialLog,
 	)
-	for i, nd := range cfg.ExtraNetdevs {
-		id := fmt.Sprintf("net%d", i+1)
-		if !strings.Contains(nd, "id=") {
+	nics := make([]NIC, 0, len(cfg.ExtraNetdevs)+len(cfg.NICs))
+	for _, nd := range cfg.ExtraNetdevs {
+		nics = append(nics, NIC{Netdev: nd})
+	}
+	nics = append(nics, cfg.NICs...)
+	for i, nic := range nics {
+		nd, id := nic.Netdev, fmt.Sprintf("net%d", i+1)
+		if netdevID(nd) == "" {
 			typ, rest, _ := strings.Cut(nd, ",")
 			nd = typ + ",id=" + id
 			if rest != "" {
@@ -154,7 +186,11 @@ func QEMUArgs(cfg MachineConfig, overlay, vars, serialLog string) []string {
 		} else {
 			id = netdevID(nd)
 		}
-		args = append(args, "-netdev", nd, "-device", fmt.Sprintf("virtio-net-pci,netdev=%s,romfile=,mac=52:54:00:12:35:%02x", id, 0x10+i))
+		mac := fmt.Sprintf("52:54:00:12:35:%02x", 0x10+i)
+		if len(nic.MAC) == 6 {
+			mac = nic.MAC.String()
+		}
+		args = append(args, "-netdev", nd, "-device", fmt.Sprintf("virtio-net-pci,netdev=%s,romfile=,mac=%s", id, mac))
 	}
 	if cfg.SeedISO != "" {
 		args = append(args, "-drive", "if=virtio,format=raw,readonly=on,file="+cfg.SeedISO)
@@ -165,13 +201,108 @@ func QEMUArgs(cfg MachineConfig, overlay, vars, serialLog string) []string {
 	return args
 }
 
+// userNetdev is the user-mode NIC: restricted, with SSH and every other forward on 127.0.0.1.
+func userNetdev(cfg MachineConfig) string {
+	nd := fmt.Sprintf("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22", cfg.SSHPort)
+	for _, f := range cfg.Forwards {
+		nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+	}
+	return nd
+}
+
 func netdevID(nd string) string {
-	for _, kv := range strings.Split(nd, ",") {
-		if v, ok := strings.CutPrefix(kv, "id="); ok {
-			return v
+	return netdevOptions(nd)["id"]
+}
+
+// netdevOptions splits a -netdev value into its type ("" key) and key=value options. QEMU
+// escapes a comma inside a value by doubling it.
+func netdevOptions(nd string) map[string]string {
+	const comma = "\x00"
+	parts := strings.Split(strings.ReplaceAll(nd, ",,", comma), ",")
+	kv := map[string]string{"": parts[0]}
+	for _, p := range parts[1:] {
+		k, v, _ := strings.Cut(p, "=")
+		kv[k] = strings.ReplaceAll(v, comma, ",")
+	}
+	return kv
+}
+
+// CheckNetworkIsolated refuses a QEMU command line whose network could reach beyond the host:
+// user-mode NICs must be restricted with forwards bound to 127.0.0.1 (and no guestfwd);
+// socket, stream and dgram NICs must use unix sockets or loopback addresses; any other
+// backend (tap, bridge, vde, ...) is refused. StartMachine runs it on every command line.
+func CheckNetworkIsolated(args []string) error {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] != "-netdev" && args[i] != "-nic" {
+			continue
+		}
+		if err := checkNetdev(args[i+1]); err != nil {
+			return fmt.Errorf("network %q: %w: kubebake VMs only get restricted user-mode networking and loopback or unix-socket links", args[i+1], err)
 		}
 	}
-	return ""
+	return nil
+}
+
+func checkNetdev(nd string) error {
+	kv := netdevOptions(nd)
+	loopback := func(host string) bool {
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	switch kv[""] {
+	case "user":
+		if r := kv["restrict"]; r != "on" && r != "yes" && r != "true" {
+			return errors.New("user-mode network without restrict=on")
+		}
+		for _, p := range strings.Split(strings.ReplaceAll(nd, ",,", ""), ",") {
+			if strings.HasPrefix(p, "guestfwd=") {
+				return errors.New("guestfwd lets the guest reach the host")
+			}
+			if fwd, ok := strings.CutPrefix(p, "hostfwd="); ok {
+				// [tcp|udp]:hostaddr:hostport-guestaddr:guestport
+				f := strings.SplitN(fwd, ":", 3)
+				if len(f) < 3 || !loopback(f[1]) {
+					return fmt.Errorf("forward %q not bound to 127.0.0.1", fwd)
+				}
+			}
+		}
+		return nil
+	case "socket":
+		for _, k := range []string{"udp", "mcast", "localaddr", "fd"} {
+			if _, ok := kv[k]; ok {
+				return fmt.Errorf("socket %s= is not allowed", k)
+			}
+		}
+		addr := kv["listen"] + kv["connect"]
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil || !loopback(host) {
+			return fmt.Errorf("socket address %q is not on loopback", addr)
+		}
+		return nil
+	case "stream", "dgram":
+		typed := false
+		for k, v := range kv {
+			prefix, ok := strings.CutSuffix(k, ".type")
+			if !ok {
+				continue
+			}
+			typed = true
+			switch v {
+			case "unix":
+			case "inet":
+				if !loopback(kv[prefix+".host"]) {
+					return fmt.Errorf("%s.host %q is not on loopback", prefix, kv[prefix+".host"])
+				}
+			default:
+				return fmt.Errorf("%s address type %q is not allowed", k, v)
+			}
+		}
+		if !typed {
+			return errors.New("no address type (addr.type=unix)")
+		}
+		return nil
+	}
+	return fmt.Errorf("netdev type %q is not allowed", kv[""])
 }
 
 // ImageFormat returns the format qemu-img detects for an image (raw, qcow2, vpc, vmdk).
@@ -239,30 +370,84 @@ func StartMachine(ctx context.Context, cfg MachineConfig) (*Machine, error) {
 	}
 	os.Remove(m.SerialLog)
 
+	m.SerialLogs = []string{m.SerialLog}
+
 	// A forward whose port was taken between picking and binding fails at once: retry.
 	for attempt := 0; ; attempt++ {
-		port := cfg.SSHPort
-		if port == 0 {
-			if port, err = FreePort(); err != nil {
-				return nil, err
-			}
+		c, picked, err := pickPorts(cfg)
+		if err != nil {
+			return nil, err
 		}
-		c := cfg
-		c.SSHPort = port
-		err := m.launch(ctx, c)
+		err = m.launch(ctx, c)
 		if err == nil {
 			ok = true
 			return m, nil
 		}
-		if cfg.SSHPort != 0 || attempt >= 3 || !strings.Contains(err.Error(), "forward") {
+		if !picked || attempt >= 3 || !strings.Contains(err.Error(), "forward") {
 			return nil, err
 		}
 	}
 }
 
+// pickPorts gives the SSH forward and every other forward without a host port a free one;
+// picked says whether any was chosen here (and may be chosen again after a clash).
+func pickPorts(cfg MachineConfig) (MachineConfig, bool, error) {
+	picked := false
+	var err error
+	if cfg.SSHPort == 0 {
+		if cfg.SSHPort, err = FreePort(); err != nil {
+			return cfg, false, err
+		}
+		picked = true
+	}
+	fwds := slices.Clone(cfg.Forwards)
+	for i := range fwds {
+		if fwds[i].HostPort == 0 {
+			if fwds[i].HostPort, err = FreePort(); err != nil {
+				return cfg, false, err
+			}
+			picked = true
+		}
+	}
+	cfg.Forwards = fwds
+	return cfg, picked, nil
+}
+
+// HostAddr is the 127.0.0.1:port that reaches guestPort through a forward, or "".
+func (m *Machine) HostAddr(guestPort int) string {
+	if guestPort == 22 {
+		return m.SSHAddr
+	}
+	for _, f := range m.cfg.Forwards {
+		if f.GuestPort == guestPort {
+			return net.JoinHostPort("127.0.0.1", strconv.Itoa(f.HostPort))
+		}
+	}
+	return ""
+}
+
+// Restart starts QEMU again after the guest powered itself off, on the same overlay and
+// firmware variables, with the same seed or Ignition config, ports and MACs: the same machine
+// booting again. (QEMU runs with -no-reboot, so a guest reboot ends it as a poweroff does.)
+// Each boot gets its own serial log.
+func (m *Machine) Restart(ctx context.Context) error {
+	if exited, _ := m.Exited(); !exited {
+		return fmt.Errorf("VM %s still runs: power the guest off and wait for QEMU to exit first", m.cfg.Name)
+	}
+	m.SerialLog = filepath.Join(m.cfg.WorkDir, fmt.Sprintf("%s-serial-boot%d.log", m.cfg.Name, len(m.SerialLogs)+1))
+	os.Remove(m.SerialLog)
+	m.SerialLogs = append(m.SerialLogs, m.SerialLog)
+	return m.launch(ctx, m.cfg)
+}
+
 // launch starts QEMU and waits briefly to catch immediate failures (bad arguments, busy port).
 func (m *Machine) launch(ctx context.Context, cfg MachineConfig) error {
-	m.Args = QEMUArgs(cfg, m.Overlay, m.Vars, m.SerialLog)
+	args := QEMUArgs(cfg, m.Overlay, m.Vars, m.SerialLog)
+	if err := CheckNetworkIsolated(args); err != nil {
+		return err
+	}
+	m.Args = args
+	m.cfg = cfg
 	m.SSHAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.SSHPort))
 	qctx, cancel := context.WithCancel(ctx)
 	m.cancel = cancel
@@ -270,6 +455,10 @@ func (m *Machine) launch(ctx context.Context, cfg MachineConfig) error {
 	m.stderr = &syncBuffer{}
 	m.started = time.Now()
 	cmd := &run.Cmd{Name: cfg.QEMU, Args: m.Args, Stderr: m.stderr}
+	if cfg.Nice > 0 {
+		// nice execs QEMU in its own process: signals and the exit status are QEMU's.
+		cmd.Name, cmd.Args = "nice", append([]string{"-n", strconv.Itoa(cfg.Nice), cfg.QEMU}, m.Args...)
+	}
 	slog.Info("starting VM", "name", cfg.Name, "accel", cfg.Accel, "ssh", m.SSHAddr, "serial", m.SerialLog)
 	go func() {
 		m.waitErr = cmd.Run(qctx)

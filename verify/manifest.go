@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strings"
 )
 
 // GuestManifestPath is where an image carries a copy of its manifest.
@@ -72,6 +73,20 @@ type ManifestArtifact struct {
 	Version string `json:"version"`
 	Module  string `json:"module,omitempty"`
 	SHA256  string `json:"sha256"`
+	// Ref names a container image artifact (kubebake.local/busybox:1.35.0).
+	Ref string `json:"ref,omitempty"`
+}
+
+// ImageRef returns the reference of the baked container image whose repository ends in
+// "/"+name (busybox, coredns), or "".
+func (m *Manifest) ImageRef(name string) string {
+	for _, a := range m.Lock {
+		repo, _, _ := strings.Cut(a.Ref, ":")
+		if a.Ref != "" && (repo == name || strings.HasSuffix(repo, "/"+name)) {
+			return a.Ref
+		}
+	}
+	return ""
 }
 
 // LoadManifest reads manifest.json.

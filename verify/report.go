@@ -21,9 +21,11 @@ type Report struct {
 	// ArtifactsDir holds serial logs and journals saved for failures.
 	ArtifactsDir string `json:"artifactsDir,omitempty"`
 
-	// VMs left running by --keep, and the work folder to remove after them.
-	kept    []*Machine
-	keptDir string
+	// VMs left running by --keep, what else to stop after them (the cluster switch), and
+	// the work folder to remove last.
+	kept      []*Machine
+	keptStops []func()
+	keptDir   string
 }
 
 // Kept reports whether VMs were left running (--keep).
@@ -34,19 +36,25 @@ func (rep *Report) StopKept() {
 	for _, m := range rep.kept {
 		m.Stop()
 	}
-	rep.kept = nil
+	for _, stop := range rep.keptStops {
+		stop()
+	}
+	rep.kept, rep.keptStops = nil, nil
 	if rep.keptDir != "" {
 		os.RemoveAll(rep.keptDir)
 	}
 }
 
-// Result is one booted node: its checks and how long each stage took.
+// Result is one booted node: its checks and how long each stage took. A cluster run also
+// has one Result for the whole cluster (Role "cluster"), whose checks are its smoke steps.
 type Result struct {
-	Role     string  `json:"role"`
-	UserData string  `json:"userData"`
-	Accel    string  `json:"accel"`
-	Checks   []Check `json:"checks"`
-	Pass     bool    `json:"pass"`
+	Role     string `json:"role"`
+	UserData string `json:"userData"`
+	// Node is the node's host name in a cluster run ("cluster" for the cluster's Result).
+	Node   string  `json:"node,omitempty"`
+	Accel  string  `json:"accel"`
+	Checks []Check `json:"checks"`
+	Pass   bool    `json:"pass"`
 	// Stages are the stage durations in seconds, in order (boot, ssh, settle, checks).
 	Stages []Stage `json:"stages"`
 	// Seconds is boot to verdict.
@@ -63,8 +71,13 @@ type Stage struct {
 	Seconds float64 `json:"seconds"`
 }
 
-// Name is "role/userdata", e.g. master/cloud-init.
-func (r *Result) Name() string { return r.Role + "/" + r.UserData }
+// Name is "role/userdata", e.g. master/cloud-init, or the node's name in a cluster run.
+func (r *Result) Name() string {
+	if r.Node != "" {
+		return r.Node
+	}
+	return r.Role + "/" + r.UserData
+}
 
 // Finish sets Pass from the checks.
 func (r *Result) Finish() {
@@ -106,7 +119,11 @@ func (rep *Report) Counts() (passed, failed int) {
 func (rep *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "image %s\n", rep.Image)
 	for _, r := range rep.Results {
-		fmt.Fprintf(w, "\n== %s (%s, %.0fs", r.Name(), r.Accel, r.Seconds)
+		fmt.Fprintf(w, "\n== %s (", r.Name())
+		if r.Node != "" && r.UserData != "" {
+			fmt.Fprintf(w, "%s/%s, ", r.Role, r.UserData)
+		}
+		fmt.Fprintf(w, "%s, %.0fs", r.Accel, r.Seconds)
 		for _, s := range r.Stages {
 			fmt.Fprintf(w, ", %s %.0fs", s.Name, s.Seconds)
 		}
@@ -215,6 +232,13 @@ func (rep *Report) WriteJUnit(w io.Writer) error {
 			Tests: len(r.Checks),
 			Time:  r.Seconds,
 			Props: []junitProperty{{"image", rep.Image}, {"role", r.Role}, {"userdata", r.UserData}, {"accel", r.Accel}},
+		}
+		switch {
+		case r.Role == RoleCluster:
+			s.Name = "kubebake.verify.cluster"
+		case r.Node != "":
+			s.Name = "kubebake.verify.cluster." + r.Node
+			s.Props = append(s.Props, junitProperty{"node", r.Node})
 		}
 		if !rep.Started.IsZero() {
 			s.Timestamp = rep.Started.UTC().Format("2006-01-02T15:04:05")

@@ -244,7 +244,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-// node verifies one role with one user-data kind.
+// node verifies one role with one user-data kind. Its phases can be driven separately (a
+// cluster boots every node before proving any): begin, boot, prove, conclude, release.
 type node struct {
 	opts     Options
 	target   Target
@@ -252,8 +253,21 @@ type node struct {
 	accel    string
 	role     string
 	userData string
+	// hostname names the node in a cluster (host name, VM, files, report); "" outside one.
+	hostname string
+	// inCluster: a master is there to join, so a minion's join must finish, not wait.
+	inCluster bool
+	// Cluster networking: the NIC on the cluster segment, forwards besides SSH, and the
+	// address a master advertises.
+	nics      []NIC
+	forwards  []Forward
+	advertise string
+	// nice lowers QEMU's host scheduling priority (a cluster's minions under TCG: the
+	// master, which every step goes through, gets the host CPU first).
+	nice int
 
 	res     Result
+	started time.Time
 	machine *Machine
 	session *Session
 	key     *KeyPair
@@ -266,7 +280,21 @@ type seedInfo struct {
 	secrets []string
 }
 
-func (n *node) name() string { return n.role + "/" + n.userData }
+// name is how logs and progress call the node: its host name in a cluster, else role/kind.
+func (n *node) name() string {
+	if n.hostname != "" {
+		return n.hostname
+	}
+	return n.role + "/" + n.userData
+}
+
+// id names the node's files (VM overlay, seed, saved logs).
+func (n *node) id() string {
+	if n.hostname != "" {
+		return n.hostname
+	}
+	return n.role + "-" + n.userData
+}
 
 func (n *node) progress(stage string) {
 	slog.Info("verify stage", "node", n.name(), "stage", stage)
@@ -282,10 +310,29 @@ type stageError struct {
 
 func (e *stageError) Error() string { return e.stage + ": " + e.got }
 
+// run verifies one node alone: boot, prove, verdict, then the VM is stopped (or kept).
 func (n *node) run(ctx context.Context) Result {
-	n.res = Result{Role: n.role, UserData: n.userData, Accel: n.accel}
-	start := time.Now()
-	err := n.steps(ctx)
+	n.begin()
+	err := n.boot(ctx)
+	if err == nil {
+		err = n.prove(ctx)
+	}
+	n.conclude(err)
+	if !n.res.Pass {
+		// Journals even after a cancel, as before: the VM may still answer.
+		n.saveArtifacts(context.Background(), nil)
+	}
+	n.release(ctx)
+	return n.res
+}
+
+func (n *node) begin() {
+	n.res = Result{Role: n.role, UserData: n.userData, Accel: n.accel, Node: n.hostname}
+	n.started = time.Now()
+}
+
+// conclude records the error that ended the node's phases (if any) and the verdict.
+func (n *node) conclude(err error) {
 	var se *stageError
 	switch {
 	case errors.As(err, &se):
@@ -293,11 +340,12 @@ func (n *node) run(ctx context.Context) Result {
 	case err != nil:
 		n.res.Checks = append(n.res.Checks, Check{Name: "stage/setup", Expected: "VM set up", Got: err.Error()})
 	}
-	n.res.Seconds = time.Since(start).Seconds()
+	n.res.Seconds = time.Since(n.started).Seconds()
 	n.res.Finish()
-	if !n.res.Pass {
-		n.saveArtifacts()
-	}
+}
+
+// release closes the session and stops the VM, or leaves it running for --keep.
+func (n *node) release(ctx context.Context) {
 	if n.session != nil {
 		n.session.Close()
 	}
@@ -308,7 +356,6 @@ func (n *node) run(ctx context.Context) Result {
 			n.machine.Stop()
 		}
 	}
-	return n.res
 }
 
 func (n *node) timed(name string, f func() error) error {
@@ -319,15 +366,16 @@ func (n *node) timed(name string, f func() error) error {
 	return err
 }
 
-func (n *node) steps(ctx context.Context) error {
-	id := n.role + "-" + n.userData
+// boot writes the user-data, starts the VM, waits for its SSH server and logs in.
+func (n *node) boot(ctx context.Context) error {
 	var err error
 	if n.key, err = NewKeyPair(); err != nil {
 		return err
 	}
 	cfg := MachineConfig{
-		Name: id, Image: n.target.Image, WorkDir: n.opts.WorkDir, Accel: n.accel,
+		Name: n.id(), Image: n.target.Image, WorkDir: n.opts.WorkDir, Accel: n.accel,
 		CPUs: n.opts.CPUs, MemoryMiB: n.opts.MemoryMiB, Firmware: n.opts.Firmware, QEMU: n.opts.QEMU,
+		NICs: n.nics, Forwards: n.forwards, Nice: n.nice,
 	}
 	if err := n.writeSeed(&cfg); err != nil {
 		return err
@@ -344,6 +392,15 @@ func (n *node) steps(ctx context.Context) error {
 	if err := n.timed("ssh", func() error { return n.login(ctx) }); err != nil {
 		return err
 	}
+	if n.opts.Keep {
+		// Write the key now, not only at the end: a kept run is one to look into while it runs.
+		n.writeKey()
+	}
+	return nil
+}
+
+// prove waits for the boot to settle and runs the role's checks (image checks meanwhile).
+func (n *node) prove(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, n.opts.TimeoutChecks)
 	defer cancel()
 	if err := n.loadManifest(cctx); err != nil {
@@ -398,7 +455,8 @@ func (n *node) steps(ctx context.Context) error {
 
 func (n *node) writeSeed(cfg *MachineConfig) error {
 	b := n.opts.Bundle
-	copts := cloudinit.Options{SSHAuthorizedKeys: []string{n.key.AuthorizedKey}, Roles: n.knownRoles()}
+	copts := cloudinit.Options{SSHAuthorizedKeys: []string{n.key.AuthorizedKey}, Roles: n.knownRoles(),
+		Hostname: n.hostname, AdvertiseAddress: n.advertise}
 	files, err := cloudinit.NodeFiles(b, n.role, copts)
 	if err != nil {
 		return err
@@ -407,7 +465,7 @@ func (n *node) writeSeed(cfg *MachineConfig) error {
 		n.seed.paths = append(n.seed.paths, f.Path)
 	}
 	n.seed.secrets = bundleSecrets(b)
-	id := n.role + "-" + n.userData
+	id := n.id()
 	switch n.userData {
 	case UserDataIgnition:
 		ign, err := cloudinit.RenderIgnition(b, n.role, copts)
@@ -519,7 +577,7 @@ func (n *node) login(ctx context.Context) error {
 // ready. It returns a failed check when the deadline passes first.
 func (n *node) settle(ctx context.Context) *Check {
 	mayWait := map[string]bool{}
-	if n.role == RoleMinion {
+	if n.role == RoleMinion && !n.inCluster {
 		for _, u := range n.roleUnits()[RoleMinion] {
 			mayWait[u] = true
 		}
@@ -593,7 +651,7 @@ func (n *node) loadManifest(ctx context.Context) error {
 func (n *node) spec() Spec {
 	spec := n.manifest.Spec(n.role)
 	spec.UserData = n.userData
-	spec.LoneMinion = n.role == RoleMinion
+	spec.LoneMinion = n.role == RoleMinion && !n.inCluster
 	spec.UserDataPaths = n.seed.paths
 	spec.Secrets = n.seed.secrets
 	return spec
@@ -628,56 +686,82 @@ func logSlowProbes(node string, outs map[string]Output) {
 	slog.Debug("check times", "node", node, "probes", len(outs), "guest_cpu_s", float64(total)/1000, "slowest", strings.Join(top, ", "))
 }
 
-// saveArtifacts keeps the serial log and the journal of every unit a failed check names.
-func (n *node) saveArtifacts() {
+// Failure artifacts can hold secrets (journals of the bootstrap units, the cluster's
+// kubeconfig): files are 0600 in a folder created 0700.
+const (
+	artifactDirMode  = 0o700
+	artifactFileMode = 0o600
+)
+
+// saveArtifacts keeps the serial logs (every boot's) and the journals of the units that
+// failed checks name, plus extraUnits, and the whole journal of the current boot. Journals
+// are not fetched once ctx has ended (an interrupted run) or QEMU has exited.
+func (n *node) saveArtifacts(ctx context.Context, extraUnits []string) {
 	dir := n.opts.ArtifactsDir
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, artifactDirMode); err != nil {
 		slog.Warn("cannot save failure logs", "dir", dir, "err", err)
 		return
 	}
-	id := n.role + "-" + n.userData
+	save := func(name string, data []byte) {
+		p := filepath.Join(dir, n.id()+"-"+name)
+		if err := atomicfile.WriteFile(p, data, artifactFileMode); err != nil {
+			slog.Warn("cannot save a failure log", "file", p, "err", err)
+			return
+		}
+		n.res.Artifacts = append(n.res.Artifacts, p)
+	}
 	if n.machine != nil {
-		if b, err := os.ReadFile(n.machine.SerialLog); err == nil {
-			p := filepath.Join(dir, id+"-serial.log")
-			if atomicfile.WriteFile(p, b, 0o644) == nil {
-				n.res.Artifacts = append(n.res.Artifacts, p)
+		for i, log := range n.machine.SerialLogs {
+			if b, err := os.ReadFile(log); err == nil {
+				name := "serial.log"
+				if i > 0 {
+					name = fmt.Sprintf("serial-boot%d.log", i+1)
+				}
+				save(name, b)
 			}
 		}
 	}
-	if n.session == nil {
+	if n.session == nil || ctx.Err() != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	if exited, _ := n.machine.Exited(); exited {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	units := UnitsToExplain(n.res.Checks)
+	units := append(UnitsToExplain(n.res.Checks), extraUnits...)
 	for _, c := range n.res.Checks {
 		units = append(units, FailedUnitsIn(c)...)
 	}
 	slices.Sort(units)
 	for _, u := range slices.Compact(units) {
-		out, err := n.session.Run(ctx, "journalctl -b --no-pager -u "+shellQuote(u)+"; systemctl status --no-pager -l "+shellQuote(u))
+		// Every boot the journal kept: a node restarted by the cluster test has two.
+		out, err := n.session.Run(ctx, "journalctl --no-pager -u "+shellQuote(u)+"; systemctl status --no-pager -l "+shellQuote(u))
 		if err != nil {
 			continue
 		}
-		p := filepath.Join(dir, id+"-"+strings.ReplaceAll(u, "/", "_")+".journal.txt")
-		if atomicfile.WriteFile(p, out.Stdout, 0o644) == nil {
-			n.res.Artifacts = append(n.res.Artifacts, p)
-		}
+		save(strings.ReplaceAll(u, "/", "_")+".journal.txt", out.Stdout)
 	}
 	if out, err := n.session.Run(ctx, "journalctl -b --no-pager"); err == nil {
-		p := filepath.Join(dir, id+"-journal.txt")
-		if atomicfile.WriteFile(p, out.Stdout, 0o644) == nil {
-			n.res.Artifacts = append(n.res.Artifacts, p)
-		}
+		save("journal.txt", out.Stdout)
 	}
 }
 
 // keep leaves the VM running and records how to log in: the ephemeral private key is
 // written 0600 beside the report.
 func (n *node) keep() {
+	keyFile := n.writeKey()
+	n.kept = true
+	_, port, _ := strings.Cut(n.machine.SSHAddr, ":")
+	n.res.SSH = fmt.Sprintf("ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1", keyFile, port)
+}
+
+// writeKey saves the node's SSH key (0600) in the artifacts folder for --keep; it returns
+// the file's path.
+func (n *node) writeKey() string {
 	dir := n.opts.ArtifactsDir
-	os.MkdirAll(dir, 0o755)
-	keyFile := filepath.Join(dir, n.role+"-"+n.userData+"-id_ed25519")
+	os.MkdirAll(dir, artifactDirMode)
+	keyFile := filepath.Join(dir, n.id()+"-id_ed25519")
 	pemKey, err := n.key.PrivateKeyPEM()
 	if err == nil {
 		err = atomicfile.WriteFile(keyFile, pemKey, 0o600)
@@ -685,9 +769,7 @@ func (n *node) keep() {
 	if err != nil {
 		slog.Warn("cannot write the SSH key for --keep", "err", err)
 	}
-	n.kept = true
-	_, port, _ := strings.Cut(n.machine.SSHAddr, ":")
-	n.res.SSH = fmt.Sprintf("ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1", keyFile, port)
+	return keyFile
 }
 
 func isNumber(s string) bool {

@@ -86,3 +86,52 @@ func TestVerifyCommandReports(t *testing.T) {
 		t.Errorf("no stage progress on stderr:\n%s", logs)
 	}
 }
+
+// resetVerifyFlags puts the verify command's flags back to their defaults after a test: the
+// command tree (and its flag values) lives as long as the test binary.
+func resetVerifyFlags(t *testing.T) {
+	t.Cleanup(func() {
+		c, _, err := rootCmd.Find([]string{"verify"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"role", "userdata", "junit", "accel", "manifest", "bundle", "artifacts", "keep",
+			"parallel", "timeout-boot", "timeout-ssh", "timeout-checks", "cluster", "minions", "cluster-name", "subnet",
+			"kubectl", "step-timeout"} {
+			f := c.Flags().Lookup(name)
+			f.Value.Set(f.DefValue)
+			f.Changed = false
+		}
+	})
+}
+
+// TestVerifyClusterFlags: --cluster refuses what does not apply to it and bad cluster
+// settings before anything boots; cluster flags without --cluster are refused.
+func TestVerifyClusterFlags(t *testing.T) {
+	dir := t.TempDir()
+	image := filepath.Join(dir, "x.raw")
+	os.WriteFile(image, make([]byte, 1<<20), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"verify", "--cluster", image, "--role", "master"}, "--role does not apply to --cluster"},
+		{[]string{"verify", "--cluster", image, "--parallel", "2"}, "--parallel does not apply to --cluster"},
+		{[]string{"verify", "--cluster", image, "--minions", "0"}, "at least one minion"},
+		{[]string{"verify", "--cluster", image, "--subnet", "10.88.0.0"}, `--subnet "10.88.0.0"`},
+		{[]string{"verify", "--cluster", image, "--step-timeout", "nodes=soon"}, "--step-timeout nodes=soon"},
+		{[]string{"verify", "--cluster", image, "--step-timeout", "nodes=20m,node=1m"}, `step timeout for "node": no such step`},
+		{[]string{"verify", "--cluster", image, "--cluster-name", "Bad_Name"}, `cluster name "Bad_Name"`},
+		{[]string{"verify", "--cluster", image, "--userdata", "yaml"}, "use cloud-init, ignition or both"},
+		{[]string{"verify", image, "--minions", "3"}, "--minions is for --cluster"},
+		{[]string{"verify", image, "--kubectl", "/usr/bin/kubectl"}, "--kubectl is for --cluster"},
+	} {
+		t.Run(strings.ReplaceAll(strings.Join(c.args[1:], " "), image, "IMAGE"), func(t *testing.T) {
+			resetVerifyFlags(t)
+			_, _, err := kb(t, c.args...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("kubebake %s: err = %v, want %q", strings.Join(c.args, " "), err, c.want)
+			}
+		})
+	}
+}
