@@ -12,9 +12,9 @@ import (
 func init() {
 	clusterCmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "Make the cluster bundle that user-data and seeds are rendered from",
+		Short: "Cluster bundles, and local clusters of VMs from one image (up, status, kubectl, down)",
 	}
-	clusterCmd.AddCommand(clusterInitCmd())
+	clusterCmd.AddCommand(clusterInitCmd(), clusterUpCmd(), clusterStatusCmd(), clusterKubectlCmd(), clusterDownCmd())
 	rootCmd.AddCommand(clusterCmd)
 }
 
