@@ -4,6 +4,8 @@
 #   2. Warm fetch of every artifact of the default recipe (the real lock), 7 runs.
 #   3. Warm build of the default image (rootfs and artifacts cached), 3 runs.
 #   4. verify per role, boot to verdict (scripts/bench-verify.sh), 3 runs each.
+#   5. a local cluster: start to all nodes Ready and to the first pod answering
+#      (scripts/bench-cluster.sh), BENCH_CLUSTER_RUNS runs (default 3; 10-20 min each).
 # BENCH_QUICK=1 does 1 and 2 only. Figures go to stdout; logs to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +31,6 @@ for _ in 1 2 3; do rm -rf "$out"; timeit $kb build "$recipe" --out "$out"; done 
 
 echo "== verify per role (seconds, boot to verdict)"
 ./scripts/bench-verify.sh "$out" 3
+
+echo "== local cluster (seconds; scripts/bench-cluster.sh)"
+./scripts/bench-cluster.sh "$out" "${BENCH_CLUSTER_RUNS:-3}"
