@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kubebake/kubebake/internal/flock"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -282,48 +283,13 @@ func (c *Cache) Lock(ctx context.Context, name string) (unlock func(), err error
 		return nil, fmt.Errorf("artifact cache: lock name %q must be a plain name", name)
 	}
 	path := filepath.Join(c.dir, locksDir, name+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	unlock, err = flock.Acquire(ctx, path, func() {
+		slog.Info("waiting for another kubebake to release the cache lock", "lock", path)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("artifact cache: %w", err)
 	}
-	// flock(2) cannot be interrupted by a context, so poll a non-blocking attempt with a
-	// growing interval (bounded at 250 ms).
-	wait := 5 * time.Millisecond
-	logged := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("artifact cache: locking %s: %w", path, err)
-		}
-		if !logged {
-			slog.Info("waiting for another kubebake to release the cache lock", "lock", path)
-			logged = true
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			f.Close()
-			return nil, fmt.Errorf("waiting for cache lock %s: %w", path, ctx.Err())
-		case <-t.C:
-		}
-		if wait < 250*time.Millisecond {
-			wait *= 2
-		}
-	}
-	released := false
-	return func() {
-		if released {
-			return
-		}
-		released = true
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
+	return unlock, nil
 }
 
 // BlobInfo describes one cached blob.
