@@ -240,6 +240,9 @@ func NewBootstrapToken(r io.Reader) (string, error) {
 	return string(out), nil
 }
 
+// dnsLabelRE is for cluster names and user names. Role names have their own, stricter grammar,
+// recipes.CheckRoleName (32 characters), shared with lint and the node layer; every user-data
+// format checks it (roleFiles).
 var (
 	dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	hostRE     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$`)
@@ -408,7 +411,7 @@ func WriteBundle(path string, b *Bundle, force bool) error {
 func LoadBundle(path string) (*Bundle, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("cluster bundle: %w; create one with \"kubebake cluster init NAME -o %s\"", err, path)
+		return nil, fmt.Errorf("cluster bundle: %w; create one with \"kubebake cluster init NAME --out %s\"", err, path)
 	}
 	defer f.Close()
 	st, err := f.Stat()

@@ -18,6 +18,16 @@ func init() {
 	rootCmd.AddCommand(clusterCmd)
 }
 
+// clusterInitResult is what `kubebake cluster init` reports; the bundle's secrets (CA key,
+// bootstrap token) stay in the file.
+type clusterInitResult struct {
+	Bundle         string `json:"bundle"` // the file written
+	Cluster        string `json:"cluster"`
+	MasterEndpoint string `json:"masterEndpoint"`
+	CACertHash     string `json:"caCertHash"`
+	Mode           string `json:"mode"`
+}
+
 func clusterInitCmd() *cobra.Command {
 	var (
 		endpoint string
@@ -26,37 +36,39 @@ func clusterInitCmd() *cobra.Command {
 		keyType  string
 	)
 	cmd := &cobra.Command{
-		Use:   "init NAME",
+		Use:   "init NAME [--out FILE]",
 		Short: "Write a new cluster bundle: CA, bootstrap token, master endpoint",
 		Long: `Write a new cluster bundle (apiVersion kubebake.dev/v1alpha1, kind ClusterBundle): a fresh
 cluster CA (CN kubernetes, ten years, as kubeadm makes it), a kubeadm bootstrap token, the CA's
 discovery hash and the master endpoint. The bundle holds the CA key: it is written with mode
-0600 and never replaced without --force. FILE ending in .json gives JSON, anything else YAML.
-
-Here -o/--output names the bundle FILE (it is not the global result format).`,
-		Example: `  kubebake cluster init demo -o demo.bundle.yaml
-  kubebake cluster init prod --master-endpoint 10.0.0.10:6443 -o prod.bundle.yaml`,
+0600 and never replaced without --force. --out FILE ending in .json gives JSON, anything else
+YAML. What was written (never the secrets) is reported on stdout, as JSON with -o json.`,
+		Example: `  kubebake cluster init demo --out demo.bundle.yaml
+  kubebake cluster init prod --master-endpoint 10.0.0.10:6443 --out prod.bundle.yaml -o json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				out = args[0] + ".bundle.yaml"
+			path := out
+			if path == "" {
+				path = args[0] + ".bundle.yaml"
 			}
 			b, err := cloudinit.NewBundle(args[0], cloudinit.BundleOptions{MasterEndpoint: endpoint, KeyType: cloudinit.KeyType(keyType)})
 			if err != nil {
 				return err
 			}
-			if err := cloudinit.WriteBundle(out, b, force); err != nil {
+			if err := cloudinit.WriteBundle(path, b, force); err != nil {
 				return err
 			}
-			slog.Debug("cluster bundle written", "path", out, "bundle", b)
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote cluster bundle %s to %s (mode 0600)\n  master endpoint: %s\n  CA cert hash:    %s\n",
-				b.ClusterName, out, b.MasterEndpoint, b.CACertHash)
-			return err
+			slog.Debug("cluster bundle written", "path", path, "bundle", b)
+			res := clusterInitResult{Bundle: path, Cluster: b.ClusterName, MasterEndpoint: b.MasterEndpoint, CACertHash: b.CACertHash, Mode: "0600"}
+			return printResult(cmd, res, func() string {
+				return fmt.Sprintf("wrote cluster bundle %s to %s (mode 0600)\n  master endpoint: %s\n  CA cert hash:    %s\n",
+					res.Cluster, res.Bundle, res.MasterEndpoint, res.CACertHash)
+			})
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&endpoint, "master-endpoint", cloudinit.DefaultMasterEndpoint, "HOST:PORT of the API server the minions join")
-	f.StringVarP(&out, "output", "o", "", "bundle FILE to write (default NAME.bundle.yaml)")
+	f.StringVar(&out, "out", "", "bundle FILE to write (default NAME.bundle.yaml)")
 	f.BoolVar(&force, "force", false, "replace an existing bundle (its CA is lost)")
 	f.StringVar(&keyType, "key-type", string(cloudinit.KeyRSA2048), "CA key: rsa-2048 (kubeadm's default) or ecdsa-p256")
 	return cmd

@@ -53,7 +53,7 @@ disk images, and verifies each image by booting it once per role.
 
 func init() {
 	pf := rootCmd.PersistentFlags()
-	pf.StringVarP(&globals.output, "output", "o", "text", "result format: text or json")
+	pf.VarP(newOutputFormat(&globals.output, "text"), "output", "o", "result format: text or json (files are written with --out)")
 	pf.StringVar(&globals.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
 	pf.StringVar(&globals.cacheDir, "cache-dir", "", "artifact cache (default $KUBEBAKE_CACHE or $XDG_CACHE_HOME/kubebake)")
 	rootCmd.AddCommand(&cobra.Command{

@@ -63,6 +63,16 @@ func formatNames() string {
 	return strings.Join(names, "|")
 }
 
+// userDataResult is what `kubebake userdata` reports: where it wrote the user-data, or with
+// no --out and -o json, the user-data itself.
+type userDataResult struct {
+	Role     string `json:"role"`
+	Format   string `json:"format"`
+	Path     string `json:"path,omitempty"`
+	Mode     string `json:"mode,omitempty"`
+	UserData string `json:"userData,omitempty"`
+}
+
 func init() {
 	var (
 		flags  userDataFlags
@@ -70,7 +80,7 @@ func init() {
 		out    string
 	)
 	cmd := &cobra.Command{
-		Use:   "userdata --role ROLE --bundle FILE [--format " + formatNames() + "]",
+		Use:   "userdata --role ROLE --bundle FILE [--format " + formatNames() + "] [--out FILE]",
 		Short: "Print the user-data that makes a node of the golden image take a role",
 		Long: `Print user-data that writes the role marker /etc/sysconfig/kubernetes-ROLE and the cluster
 settings /etc/kubebake/cluster.env (and, for the master, the cluster CA) as
@@ -81,10 +91,11 @@ docs/node-contract.md says.
   butane        the Butane config (variant flatcar 1.1.0) the Ignition JSON is made from
   shell         a #!/bin/sh script: mkdir, heredocs, touch the marker
 
-User-data holds the bootstrap token (and for the master the CA key): -o writes it with mode 0600.
-Here -o/--output names the FILE to write (it is not the global result format).`,
-		Example: `  kubebake userdata --role master --bundle demo.bundle.yaml --ssh-key ~/.ssh/id_ed25519.pub -o master.yaml
-  kubebake userdata --role minion --bundle demo.bundle.yaml --format ignition -o minion.ign`,
+User-data holds the bootstrap token (and for the master the CA key): --out FILE writes it with
+mode 0600 and reports where. Without --out the user-data itself goes to stdout; with -o json
+it comes as the "userData" string of a JSON object that also names the role and format.`,
+		Example: `  kubebake userdata --role master --bundle demo.bundle.yaml --ssh-key ~/.ssh/id_ed25519.pub --out master.yaml
+  kubebake userdata --role minion --bundle demo.bundle.yaml --format ignition --out minion.ign`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := cloudinit.ParseFormat(format)
@@ -99,19 +110,26 @@ Here -o/--output names the FILE to write (it is not the global result format).`,
 			if err != nil {
 				return err
 			}
+			res := userDataResult{Role: flags.role, Format: string(f)}
 			if out == "" || out == "-" {
+				if globals.output == "json" {
+					res.UserData = string(data)
+					return printResult(cmd, res, nil)
+				}
 				_, err = cmd.OutOrStdout().Write(data)
 				return err
 			}
 			if err := atomicfile.WriteFile(out, data, 0o600); err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "wrote %s user-data for role %s to %s (mode 0600)\n", f, flags.role, out)
-			return err
+			res.Path, res.Mode = out, "0600"
+			return printResult(cmd, res, func() string {
+				return fmt.Sprintf("wrote %s user-data for role %s to %s (mode 0600)\n", f, flags.role, out)
+			})
 		},
 	}
 	flags.register(cmd)
 	cmd.Flags().StringVar(&format, "format", string(cloudinit.FormatCloudConfig), "user-data format: "+formatNames())
-	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE (mode 0600) instead of standard output")
+	cmd.Flags().StringVar(&out, "out", "", "write the user-data to FILE (mode 0600) instead of standard output (\"-\": standard output)")
 	rootCmd.AddCommand(cmd)
 }
