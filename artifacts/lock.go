@@ -105,7 +105,7 @@ func Lock(ctx context.Context, r *recipes.Recipe, prev *recipes.Lock, update boo
 		APIVersion:   recipes.APIVersion,
 		Kind:         recipes.KindLock,
 		Recipe:       r.Name,
-		InputsDigest: recipes.InputsDigest(inputs),
+		InputsDigest: r.InputsDigest(),
 		Artifacts:    arts,
 	}
 	var prevBase []recipes.LockedArtifact // prev without its images, which derive from the rest
@@ -351,6 +351,7 @@ func DefaultSources(cache *Cache, mirror string, opts ...SourceOption) map[strin
 		recipes.SourceURL:   NewURLSource(cache, o.rewrites),
 		recipes.SourceDeb:   NewDebSource(cache, mirror, o.components, o.rewrites),
 		recipes.SourceGoMod: NewGoModSource(cache),
+		recipes.SourceSelf:  NewSelfSource(cache),
 		SourceOCI:           NewImageSource(cache),
 	}
 }

@@ -86,7 +86,7 @@ func loadRecipe(t *testing.T) *recipes.Recipe {
 func fakeSources(t *testing.T) (map[string]Source, map[string]*fakeSource) {
 	fakes := map[string]*fakeSource{}
 	srcs := map[string]Source{}
-	for _, typ := range []string{recipes.SourceGoMod, recipes.SourceURL, recipes.SourceDeb} {
+	for _, typ := range []string{recipes.SourceGoMod, recipes.SourceURL, recipes.SourceDeb, recipes.SourceSelf} {
 		fakes[typ] = &fakeSource{typ: typ, generation: 3}
 		srcs[typ] = fakes[typ]
 	}
@@ -144,7 +144,7 @@ func TestLockGroupsAndSorts(t *testing.T) {
 	if !slices.IsSortedFunc(l.Artifacts, func(a, b recipes.LockedArtifact) int { return strings.Compare(a.Name, b.Name) }) {
 		t.Error("artifacts not sorted")
 	}
-	if l.Recipe != "debian-12" || l.InputsDigest != recipes.InputsDigest(inputs) || l.Kind != recipes.KindLock || l.APIVersion != recipes.APIVersion {
+	if l.Recipe != "debian-12" || l.InputsDigest != r.InputsDigest() || l.Kind != recipes.KindLock || l.APIVersion != recipes.APIVersion {
 		t.Errorf("header: %+v", l)
 	}
 	if want := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC).Unix(); l.SourceDateEpoch != want {

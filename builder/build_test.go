@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,8 +24,10 @@ import (
 
 	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/roles"
+	"github.com/kubebake/kubebake/verify"
 )
 
 func TestMain(m *testing.M) {
@@ -101,17 +104,6 @@ func defaultInputs(t testing.TB) *buildInputs {
 		if in.layer, err = roles.Render(in.recipe, in.lock); err != nil {
 			return
 		}
-		dir, e := in.cache.Scratch("test-local")
-		if err = e; err != nil {
-			return
-		}
-		ign := filepath.Join(dir, roles.IgnitionArtifact)
-		c := run.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=", "-o", ign, "github.com/kubebake/kubebake/cmd/kubebake-ignition")
-		c.Env = []string{"CGO_ENABLED=0"}
-		if err = c.Run(ctx); err != nil {
-			return
-		}
-		paths[roles.IgnitionArtifact] = ign
 		in.open = func(name string) (io.ReadCloser, error) {
 			p, ok := paths[name]
 			if !ok {
@@ -142,7 +134,10 @@ func sharedBuild(t *testing.T) (string, *Result) {
 		if shared.err != nil {
 			return
 		}
-		shared.res, shared.err = Build(context.Background(), in.options(filepath.Join(shared.dir, "out")))
+		// The one pipeline, as `kubebake build debian-12` runs it: load, lint, lock, fetch,
+		// render, bake, publish.
+		shared.res, shared.err = Run(context.Background(), Request{Recipe: "debian-12", OutDir: filepath.Join(shared.dir, "out"),
+			Formats: []string{"raw", "qcow2"}, Cache: in.cache})
 	})
 	if shared.err != nil {
 		t.Fatalf("build: %v", shared.err)
@@ -160,7 +155,9 @@ func outputSum(r *Result, format string) string {
 }
 
 // TestBuildReproducible builds the lock a second time into a fresh folder (the rootfs comes
-// from the cache) and wants the same bytes.
+// from the cache), this time from prepared options rather than the pipeline's front, and
+// wants the same bytes. A third build goes into the first one's folder: the new set replaces
+// the old in one switch (new inodes) and the folder's other files are carried over.
 func TestBuildReproducible(t *testing.T) {
 	heavy(t)
 	out1, res1 := sharedBuild(t)
@@ -193,6 +190,27 @@ func TestBuildReproducible(t *testing.T) {
 		}
 	}
 	t.Logf("raw sha256 %s; second build %.1fs: %v", a, res2.Seconds, res2.Stages)
+
+	notes := filepath.Join(out1, "notes.txt")
+	if err := os.WriteFile(notes, []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(filepath.Join(out1, "debian-12.raw"))
+	res3, err := Run(context.Background(), Request{Recipe: "debian-12", OutDir: out1, Formats: []string{"raw", "qcow2"}, Cache: in.cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(filepath.Join(out1, "debian-12.raw"))
+	if outputSum(res3, "raw") != a || os.SameFile(before, after) {
+		t.Errorf("rebuild into the same folder: raw %s (want %s), same inode %v", outputSum(res3, "raw"), a, os.SameFile(before, after))
+	}
+	if b, err := os.ReadFile(notes); err != nil || string(b) != "mine" {
+		t.Errorf("a file of the output folder was lost by the rebuild: %q, %v", b, err)
+	}
+	left, _ := filepath.Glob(workPrefix(out1) + "*")
+	if len(left) > 0 {
+		t.Errorf("work folders left: %v", left)
+	}
 }
 
 // debugfs runs a debugfs request against the root filesystem of a raw image.
@@ -223,6 +241,18 @@ func TestBuildWellFormed(t *testing.T) {
 	}
 	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatal(err)
+	}
+	// Its readers take it too: package manifest (apiVersion and kind checked) and verify's
+	// loader, each with the recipe, lock hash and outputs this build reported.
+	if mm, err := manifest.Read(filepath.Join(out, ManifestName)); err != nil {
+		t.Errorf("manifest.Read: %v", err)
+	} else if mm.Recipe.Name != res.Recipe || mm.LockHash != res.LockHash || !slices.Equal(mm.Outputs, res.Outputs) || len(mm.Outputs) == 0 {
+		t.Errorf("manifest.Read: recipe %s, lock hash %s, outputs %v; the build said %s, %s, %v", mm.Recipe.Name, mm.LockHash, mm.Outputs, res.Recipe, res.LockHash, res.Outputs)
+	}
+	if vm, err := verify.LoadManifest(filepath.Join(out, ManifestName)); err != nil {
+		t.Errorf("verify.LoadManifest: %v", err)
+	} else if vm.Recipe.Name != res.Recipe || vm.LockHash != res.LockHash || !slices.Equal(vm.Outputs, res.Outputs) || len(vm.Spec(verify.RoleMinion).Binaries) == 0 {
+		t.Errorf("verify.LoadManifest: recipe %s, lock hash %s, outputs %v; the build said %s, %s, %v", vm.Recipe.Name, vm.LockHash, vm.Outputs, res.Recipe, res.LockHash, res.Outputs)
 	}
 	l, err := NewLayout(m.Image.Size)
 	if err != nil {
@@ -406,6 +436,10 @@ func assertEmpty(t *testing.T, dir string) {
 	for _, e := range ents {
 		t.Errorf("left behind in %s: %s", dir, e.Name())
 	}
+	work, _ := filepath.Glob(workPrefix(dir) + "*")
+	for _, w := range work {
+		t.Errorf("work folder left behind: %s", w)
+	}
 }
 
 func assertNoRootfsLeftovers(t *testing.T, cache *artifacts.Cache) {
@@ -502,21 +536,27 @@ func TestBuildBadInput(t *testing.T) {
 			t.Skipf("cannot mount a tmpfs: %v", err)
 		}
 		defer exec.Command("umount", dir).Run()
-		_, err := Build(context.Background(), in.options(dir))
+		// The output folder inside the small filesystem: its work folder is beside it there.
+		_, err := Build(context.Background(), in.options(filepath.Join(dir, "out")))
 		if err == nil || !strings.HasPrefix(strings.TrimPrefix(err.Error(), "build rootfs: "), "no space left on "+dir+": need about ") {
 			t.Fatalf("err = %v", err)
 		}
 		t.Log(err)
-		assertEmpty(t, dir)
+		assertEmpty(t, filepath.Join(dir, "out"))
 		// Past the estimate: the disk fills up while the root tarball is written.
 		skipSpaceCheck = true
 		defer func() { skipSpaceCheck = false }()
-		_, err = Build(context.Background(), in.options(dir))
+		_, err = Build(context.Background(), in.options(filepath.Join(dir, "out")))
 		if err == nil || !strings.Contains(err.Error(), "no space left on "+dir+": need about ") {
 			t.Fatalf("err = %v", err)
 		}
 		t.Log(err)
-		assertEmpty(t, dir)
+		assertEmpty(t, filepath.Join(dir, "out"))
+		// The small filesystem itself is refused as an output folder: it is a mount point.
+		_, err = Build(context.Background(), in.options(dir))
+		if err == nil || !strings.Contains(err.Error(), "is a mount point") {
+			t.Fatalf("err = %v", err)
+		}
 	})
 }
 

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/roles"
 )
@@ -74,21 +74,22 @@ const (
 
 // Result is what a build wrote.
 type Result struct {
-	Recipe       string       `json:"recipe"`
-	LockHash     string       `json:"lockHash"`
-	OutDir       string       `json:"outDir"`
-	Outputs      []OutputFile `json:"outputs"`
-	Manifest     string       `json:"manifest"`
-	SBOM         string       `json:"sbom"`
-	Seconds      float64      `json:"seconds"`
-	Stages       []StageTime  `json:"stages"`
-	RootfsCached bool         `json:"rootfsCached"`
+	Recipe       string                `json:"recipe"`
+	LockHash     string                `json:"lockHash"`
+	OutDir       string                `json:"outDir"`
+	Outputs      []manifest.OutputFile `json:"outputs"`
+	Manifest     string                `json:"manifest"`
+	SBOM         string                `json:"sbom"`
+	Seconds      float64               `json:"seconds"`
+	Stages       []manifest.StageTime  `json:"stages"`
+	RootfsCached bool                  `json:"rootfsCached"`
 }
 
-// step is one named stage of a build (compare packer's multistep and kind's create actions).
-type step struct {
+// stage is one named, timed step of the pipeline. Each closure says what it needs and what it
+// gives (see Run and bakeStages); the runner times it and reports it.
+type stage struct {
 	name string
-	run  func(ctx context.Context, s *state) error
+	run  func(ctx context.Context) error
 }
 
 // state is what the steps share.
@@ -106,85 +107,109 @@ type state struct {
 	rootfsCached bool
 	rootTar      string
 	info         *MergeInfo
-	manifest     *Manifest
+	manifest     *manifest.Manifest
 	sbom         []byte
 	boot         Boot
 	raw          string
-	outputs      []OutputFile
+	outputs      []manifest.OutputFile
 	outputPaths  map[string]string // output name -> path in work
 	need         int64             // bytes the output folder needs, for ENOSPC messages
 	start        time.Time
-	stages       []StageTime // stages done so far
+	timings      []manifest.StageTime // stages done so far, for the manifest
+
+	unlock func() // releases the output folder (lockOutDir)
 
 	emit func(Event)
 }
 
-var steps = []step{
-	{"check", stepCheck},
-	{"rootfs", stepRootfs},
-	{"merge", stepMerge},
-	{"root-ext4", stepRootExt4},
-	{"esp", stepESP},
-	{"outputs", stepOutputs},
-	{"publish", stepPublish},
+// bakeStages turn a checked recipe, lock and layer (s.opts) into published outputs.
+func (s *state) bakeStages() []stage {
+	return []stage{
+		{"prepare", func(ctx context.Context) error { return stepPrepare(ctx, s) }},
+		{"rootfs", func(ctx context.Context) error { return stepRootfs(ctx, s) }},
+		{"merge", func(ctx context.Context) error { return stepMerge(ctx, s) }},
+		{"root-ext4", func(ctx context.Context) error { return stepRootExt4(ctx, s) }},
+		{"esp", func(ctx context.Context) error { return stepESP(ctx, s) }},
+		{"outputs", func(ctx context.Context) error { return stepOutputs(ctx, s) }},
+		{"publish", func(ctx context.Context) error { return stepPublish(ctx, s) }},
+	}
 }
 
-// StageNames are the build's stages in order.
+// StageNames are the stages of Run in order: the pipeline's front (load to render) and the bake.
 func StageNames() []string {
-	out := make([]string, len(steps))
-	for i, s := range steps {
-		out[i] = s.name
+	var out []string
+	for _, st := range append(frontStages(&state{}, Request{}, &pipelineValues{}), (&state{}).bakeStages()...) {
+		out = append(out, st.name)
 	}
 	return out
 }
 
-// Build runs every stage. On failure or cancellation nothing is left in OutDir but what was
-// there before: temporary files are removed and child processes killed (internal/run).
+// Build bakes from a recipe, lock and layer the caller has prepared (Run prepares them from
+// a recipe name). On failure or cancellation nothing is left in OutDir but what was there
+// before: temporary files are removed and child processes killed (internal/run).
 func Build(ctx context.Context, opts Options) (*Result, error) {
-	start := time.Now()
-	if err := checkOptions(&opts); err != nil {
+	s := &state{start: time.Now()}
+	if err := s.init(opts); err != nil {
 		return nil, err
 	}
-	s := &state{opts: opts, epoch: opts.Lock.SourceDateEpoch, start: start}
+	return s.run(ctx, s.bakeStages(), opts.Progress)
+}
+
+// init checks the bake's options and derives what every bake stage uses.
+func (s *state) init(opts Options) error {
+	if err := checkOptions(&opts); err != nil {
+		return err
+	}
+	s.opts, s.epoch = opts, opts.Lock.SourceDateEpoch
 	s.lockHash = recipes.LockHash(opts.Lock)
 	s.ids = DeriveIDs(s.lockHash)
-	res := &Result{Recipe: opts.Recipe.Name, LockHash: s.lockHash}
+	return nil
+}
+
+// run runs stages in order, each timed in the progress events and the result (and so in the
+// manifest), and removes the work folder however it ends.
+func (s *state) run(ctx context.Context, stages []stage, progress func(Event)) (*Result, error) {
+	res := &Result{}
 	defer func() {
 		if s.work != "" {
 			os.RemoveAll(s.work)
 		}
+		if s.unlock != nil {
+			s.unlock()
+		}
 	}()
-	for i, st := range steps {
+	for i, st := range stages {
 		t0 := time.Now()
 		s.emit = func(e Event) {
-			if opts.Progress == nil {
+			if progress == nil {
 				return
 			}
-			e.Stage, e.Index, e.Stages, e.Elapsed = st.name, i+1, len(steps), time.Since(t0)
-			opts.Progress(e)
+			e.Stage, e.Index, e.Stages, e.Elapsed = st.name, i+1, len(stages), time.Since(t0)
+			progress(e)
 		}
 		s.emit(Event{Kind: EventStart})
 		slog.Debug("build stage", "stage", st.name)
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("build %s: %w", st.name, err)
 		}
-		if err := st.run(ctx, s); err != nil {
+		if err := st.run(ctx); err != nil {
 			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 				err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 			}
 			return nil, fmt.Errorf("build %s: %w", st.name, s.explainSpace(err))
 		}
 		d := time.Since(t0)
-		res.Stages = append(res.Stages, StageTime{Name: st.name, Seconds: round2(d.Seconds())})
-		s.stages = res.Stages
+		res.Stages = append(res.Stages, manifest.StageTime{Name: st.name, Seconds: round2(d.Seconds())})
+		s.timings = res.Stages
 		s.emit(Event{Kind: EventDone})
 		slog.Debug("build stage done", "stage", st.name, "elapsed", d.Round(10*time.Millisecond))
 	}
-	res.OutDir = opts.OutDir
+	res.Recipe, res.LockHash = s.opts.Recipe.Name, s.lockHash
+	res.OutDir = s.opts.OutDir
 	res.Outputs = s.outputs
-	res.Manifest = filepath.Join(opts.OutDir, ManifestName)
-	res.SBOM = filepath.Join(opts.OutDir, SBOMName)
-	res.Seconds = round2(time.Since(start).Seconds())
+	res.Manifest = filepath.Join(s.opts.OutDir, manifest.Name)
+	res.SBOM = filepath.Join(s.opts.OutDir, manifest.SBOMName)
+	res.Seconds = round2(time.Since(s.start).Seconds())
 	res.RootfsCached = s.rootfsCached
 	return res, nil
 }
@@ -221,9 +246,10 @@ func checkOptions(o *Options) error {
 	return nil
 }
 
-// stepCheck validates the request and prepares the work folder inside the output folder
-// (same filesystem, so finished files are renamed, never copied, into place).
-func stepCheck(ctx context.Context, s *state) error {
+// stepPrepare validates the request, takes the output folder (one build at a time) and makes
+// the work folder beside it: same filesystem, so finished files are renamed, never copied,
+// and the new outputs are switched into place in one rename (publish.go).
+func stepPrepare(ctx context.Context, s *state) error {
 	o := s.opts
 	var err error
 	if s.formats, err = parseFormats(o.Formats); err != nil {
@@ -245,12 +271,16 @@ func stepCheck(ctx context.Context, s *state) error {
 	if s.spec, err = NewRootfsSpec(ctx, o.Recipe, o.Lock, o.Mirror); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-		return fmt.Errorf("cannot create the output folder: %w; choose another with --out", err)
+	if err := checkOutDir(o.OutDir); err != nil {
+		return err
 	}
-	work, err := os.MkdirTemp(o.OutDir, ".kubebake-build-")
+	if s.unlock, err = lockOutDir(ctx, o.OutDir); err != nil {
+		return err
+	}
+	prefix := workPrefix(o.OutDir)
+	work, err := os.MkdirTemp(filepath.Dir(prefix), filepath.Base(prefix))
 	if err != nil {
-		return fmt.Errorf("output folder %s is not writable: %w; choose another with --out", o.OutDir, err)
+		return fmt.Errorf("folder %s is not writable: %w; choose another --out", filepath.Dir(o.OutDir), err)
 	}
 	s.work = work
 	return nil
@@ -384,10 +414,10 @@ func (s *state) selfDescription(info *MergeInfo) ([]ExtraFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.manifest = &Manifest{
-		APIVersion: recipes.APIVersion, Kind: ManifestKind,
+	s.manifest = &manifest.Manifest{
+		APIVersion: manifest.APIVersion, Kind: manifest.Kind,
 		Recipe: o.Recipe, LockHash: s.lockHash, SourceDateEpoch: s.epoch,
-		Image: ImageInfo{
+		Image: manifest.ImageInfo{
 			Size: s.layout.DiskSize, Kernel: s.boot.KernelVersion, Cmdline: s.boot.Cmdline,
 			Bootloader: "systemd-boot", BootloaderSHA: blSum, BootloaderFrom: s.bootloaderFrom(),
 			DiskGUID: s.ids.DiskGUID.String(), ESPPartUUID: s.ids.ESPPart.String(),
@@ -401,13 +431,13 @@ func (s *state) selfDescription(info *MergeInfo) ([]ExtraFile, error) {
 	if s.sbom, err = marshalJSON(sbom); err != nil {
 		return nil, err
 	}
-	inImage, err := marshalJSON(s.manifest)
+	inImage, err := manifest.Marshal(s.manifest)
 	if err != nil {
 		return nil, err
 	}
 	return []ExtraFile{
-		{Path: ImageManifestPath, Mode: 0o644, Content: inImage},
-		{Path: ImageSBOMPath, Mode: 0o644, Content: s.sbom},
+		{Path: manifest.ImagePath, Mode: 0o644, Content: inImage},
+		{Path: manifest.ImageSBOMPath, Mode: 0o644, Content: s.sbom},
 	}, nil
 }
 
@@ -521,7 +551,7 @@ func stepOutputs(ctx context.Context, s *state) error {
 		done    int64
 	)
 	sem := make(chan struct{}, 2)
-	results := make([]OutputFile, len(jobs))
+	results := make([]manifest.OutputFile, len(jobs))
 	for i, j := range jobs {
 		wg.Add(1)
 		go func() {
@@ -548,7 +578,7 @@ func stepOutputs(ctx context.Context, s *state) error {
 				}
 				return
 			}
-			results[i] = OutputFile{Name: filepath.Base(j.dst), Format: j.f.Name, Size: size, SHA256: sum}
+			results[i] = manifest.OutputFile{Name: filepath.Base(j.dst), Format: j.f.Name, Size: size, SHA256: sum}
 			done++
 			s.emit(Event{Kind: EventProgress, Bytes: done, Total: int64(len(jobs)), Message: fmt.Sprintf("%s in %s", j.f.Name, time.Since(t0).Round(100*time.Millisecond))})
 		}()
@@ -573,63 +603,40 @@ func stepOutputs(ctx context.Context, s *state) error {
 	return nil
 }
 
-// stepPublish writes manifest.json and sbom.spdx.json and renames every file into the output
-// folder: images first, manifest.json last, so a manifest.json means a finished build.
+// stepPublish writes manifest.json and sbom.spdx.json beside the images in the work folder
+// and switches that folder into place as the output folder, all at once.
 func stepPublish(ctx context.Context, s *state) error {
 	m := *s.manifest
 	m.Outputs = s.outputs
 	out := filepath.Join(s.work, "out")
-	if err := os.WriteFile(filepath.Join(out, SBOMName), s.sbom, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, manifest.SBOMName), s.sbom, 0o644); err != nil {
 		return err
 	}
-	names := make([]string, 0, len(s.outputs))
+	names := []string{manifest.SBOMName}
 	for _, o := range s.outputs {
 		names = append(names, o.Name)
 	}
-	names = append(names, SBOMName)
 	for _, n := range names {
 		if err := syncFile(filepath.Join(out, n)); err != nil {
 			return err
 		}
 	}
-	for _, n := range names {
-		if err := os.Rename(filepath.Join(out, n), filepath.Join(s.opts.OutDir, n)); err != nil {
-			return err
-		}
-	}
-	// Outputs of this recipe in formats this build did not write would sit beside a manifest
-	// that does not describe them: remove them.
-	for _, f := range outputFormats {
-		if slices.ContainsFunc(s.formats, func(g outputFormat) bool { return g.Name == f.Name }) {
-			continue
-		}
-		stale := filepath.Join(s.opts.OutDir, s.opts.Recipe.Name+f.Ext)
-		if err := os.Remove(stale); err == nil {
-			slog.Info("removed an output of an earlier build", "file", stale)
-		}
-	}
-	// The manifest's build section is filled last; its duration excludes only this rename.
-	m.Build = &BuildInfo{Kubebake: s.opts.Version, RootfsCached: s.rootfsCached,
-		Seconds: round2(time.Since(s.start).Seconds()), Stages: s.stages}
-	data, err := marshalJSON(&m)
+	// The manifest's build section is filled last; its duration excludes only the switch.
+	m.Build = &manifest.BuildInfo{Kubebake: s.opts.Version, RootfsCached: s.rootfsCached,
+		Seconds: round2(time.Since(s.start).Seconds()), Stages: s.timings}
+	data, err := manifest.Marshal(&m)
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(out, ManifestName)
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, manifest.Name), data, 0o644); err != nil {
 		return err
 	}
-	if err := syncFile(tmp); err != nil {
+	if err := syncFile(filepath.Join(out, manifest.Name)); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(s.opts.OutDir, ManifestName)); err != nil {
-		return err
-	}
-	if d, err := os.Open(s.opts.OutDir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	// Images, manifest and SBOM appear together; outputs of formats this build did not write
+	// are not carried over, so nothing sits beside a manifest that does not describe it.
+	return publishFolder(out, s.opts.OutDir, ownedOutput(s.opts.Recipe.Name))
 }
 
 func syncFile(path string) error {

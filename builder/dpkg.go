@@ -3,18 +3,14 @@ package builder
 import (
 	"bufio"
 	"bytes"
+	"github.com/kubebake/kubebake/manifest"
 	"sort"
 	"strings"
 )
 
-// DebPackage is one installed Debian package, from the image's /var/lib/dpkg/status.
-type DebPackage struct {
-	Name         string `json:"name"`
-	Version      string `json:"version"`
-	Architecture string `json:"architecture"`
-	// Source is the source package name, when it differs from Name.
-	Source string `json:"source,omitempty"`
-}
+// DebPackage is one installed Debian package, from the image's /var/lib/dpkg/status, as
+// the manifest lists it.
+type DebPackage = manifest.DebPackage
 
 // parseDpkgStatus returns the installed packages ("install ok installed"), sorted by name
 // and architecture.

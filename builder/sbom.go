@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -83,7 +84,7 @@ type sbomInput struct {
 	LockHash   string
 	IDs        IDs
 	Packages   []DebPackage
-	LayerFiles []ManifestFile
+	LayerFiles []manifest.File
 	Tool       string // "kubebake-<version>"
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -90,12 +91,12 @@ func (s *state) checkSpace() error {
 	if skipSpaceCheck {
 		return nil
 	}
-	free, err := freeBytes(s.opts.OutDir)
+	free, err := freeBytes(s.work) // beside the output folder, on its filesystem
 	if err != nil {
 		return nil // no statfs: let the writes tell
 	}
 	if free < s.need {
-		return &spaceError{dir: s.opts.OutDir, need: s.need, free: free}
+		return &spaceError{dir: filepath.Dir(s.opts.OutDir), need: s.need, free: free}
 	}
 	return nil
 }
@@ -134,7 +135,7 @@ func (s *state) explainSpace(err error) error {
 	if !full {
 		return err
 	}
-	dir := s.opts.OutDir
+	dir := filepath.Dir(s.opts.OutDir)
 	if s.rootfsTar == "" && s.opts.Store != nil { // still building the rootfs: the cache filled up
 		if d, derr := s.opts.Store.Scratch("rootfs"); derr == nil {
 			dir = d

@@ -93,10 +93,7 @@ func ValidateRole(role string, known []string) error {
 		}
 		return fmt.Errorf("unknown role %q: known roles are %s%s", role, strings.Join(known, ", "), hint)
 	}
-	if !dnsLabelRE.MatchString(role) {
-		return fmt.Errorf("role %q: use lower-case letters, digits and '-'", role)
-	}
-	return nil
+	return recipes.CheckRoleName(role)
 }
 
 // ParseAuthorizedKeys reads public keys in authorized_keys format (blank lines and comments

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kubebake/kubebake/cloudinit/ignition"
+	"github.com/kubebake/kubebake/recipes"
 )
 
 // Format is a user-data format.
@@ -68,6 +69,20 @@ func Render(b *Bundle, role string, format Format, opts Options) ([]byte, error)
 	return nil, err
 }
 
+// roleFiles is NodeFiles for a role whose name passes recipes.CheckRoleName, the one role-name
+// grammar lint and the node layer use: every format renders through it, so user-data never
+// writes a marker /etc/sysconfig/kubernetes-<role> for a role no recipe can declare.
+func roleFiles(b *Bundle, role string, opts Options) ([]File, error) {
+	files, err := NodeFiles(b, role, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := recipes.CheckRoleName(role); err != nil {
+		return nil, fmt.Errorf("role: %w", err)
+	}
+	return files, nil
+}
+
 // --- cloud-config ---
 
 type ccWriteFile struct {
@@ -98,7 +113,7 @@ type cloudConfig struct {
 // cloud-init.service, one of the marker writers the role units wait for) and, with SSH keys,
 // ssh_authorized_keys for root (disable_root: false) or a users entry for another user.
 func RenderCloudConfig(b *Bundle, role string, opts Options) ([]byte, error) {
-	files, err := NodeFiles(b, role, opts)
+	files, err := roleFiles(b, role, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +156,7 @@ const heredocEnd = "KUBEBAKE_EOF"
 // been skipped for lack of the marker by then; the script therefore starts kubebake-roles.target
 // again, which re-evaluates their conditions.
 func RenderShell(b *Bundle, role string, opts Options) ([]byte, error) {
-	files, err := NodeFiles(b, role, opts)
+	files, err := roleFiles(b, role, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +252,7 @@ type butaneUser struct {
 // RenderButane renders a Butane config (variant ButaneVariant, version ButaneVersion) that
 // writes NodeFiles, overwriting what is there, and installs the SSH keys.
 func RenderButane(b *Bundle, role string, opts Options) ([]byte, error) {
-	files, err := NodeFiles(b, role, opts)
+	files, err := roleFiles(b, role, opts)
 	if err != nil {
 		return nil, err
 	}

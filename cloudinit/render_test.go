@@ -132,6 +132,29 @@ func TestUnknownRole(t *testing.T) {
 	}
 }
 
+// TestRoleNameGrammar: user-data checks role names with recipes.CheckRoleName, the grammar
+// lint and the node layer use: a role no recipe can declare (longer than
+// recipes.MaxRoleNameLen, though a DNS label) gets no user-data in any format.
+func TestRoleNameGrammar(t *testing.T) {
+	b := testBundle(t)
+	ok := strings.Repeat("r", recipes.MaxRoleNameLen)
+	for _, role := range []string{strings.Repeat("r", recipes.MaxRoleNameLen+1), strings.Repeat("r", 63)} {
+		if recipes.CheckRoleName(role) == nil {
+			t.Fatalf("recipes.CheckRoleName accepts %q", role)
+		}
+		for _, f := range Formats {
+			if _, err := Render(b, role, f, Options{Roles: []string{role, ok}}); err == nil || !strings.Contains(err.Error(), "is not a role name") {
+				t.Errorf("%s, role %q: %v", f, role, err)
+			}
+		}
+	}
+	for _, f := range Formats {
+		if _, err := Render(b, ok, f, Options{Roles: []string{ok}}); err != nil {
+			t.Errorf("%s, role of %d characters: %v", f, len(ok), err)
+		}
+	}
+}
+
 func TestMinionNeverGetsTheCAKey(t *testing.T) {
 	b := testBundle(t)
 	for _, f := range Formats {

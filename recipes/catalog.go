@@ -73,8 +73,136 @@ const (
 	RoleMinion = "minion"
 )
 
-// Units of the built-in roles. roles/ renders exactly these (plus the runtime's own units
-// from Debian packages), so this is also the set of unit names a role may list.
+// Unit names kubebake itself defines besides the role units (the node layer's plumbing).
+const (
+	// RolesTarget is the unit the role units hang off: it is reached only after every writer
+	// of the role marker has run (the marker race, DESIGN.md).
+	RolesTarget   = "kubebake-roles.target"
+	IgnitionUnit  = "kubebake-ignition.service"
+	MasterPKIUnit = "kubebake-master-pki.service"
+	// SSHKeygenUnit makes the SSH host keys the image leaves out when cloud-init did not
+	// (a boot configured by Ignition alone); Debian's ssh.service does not make them.
+	SSHKeygenUnit = "kubebake-ssh-keygen.service"
+	// GrowRootUnit grows the root partition to the disk when cloud-init did not.
+	GrowRootUnit = "kubebake-growroot.service"
+	// NodeEnvUnit works out the node's address and kubelet flags; ImagesUnit imports the
+	// baked container images into containerd.
+	NodeEnvUnit = "kubebake-node-env.service"
+	ImagesUnit  = "kubebake-images.service"
+)
+
+// FlannelUnit is the pod network agent's unit (recipes with a podNetwork).
+const FlannelUnit = "flanneld.service"
+
+// UnitDef is one systemd unit kubebake knows how to run: the one catalog lint checks roles
+// against and roles/ renders the node layer from.
+type UnitDef struct {
+	Name string
+	// Foreign units come from a Debian package (containerd.service): the layer carries only
+	// their role drop-in and enablement link.
+	Foreign bool
+	// Runtime limits the unit to one container runtime ("" for any).
+	Runtime string
+	// PodNetwork units exist only when the recipe has a podNetwork section.
+	PodNetwork bool
+	// Bins are the node binaries (lock artifact names) its ExecStart needs.
+	Bins []string
+	// Needs are units that must run on the same node (Requires= or Wants= in the unit).
+	Needs []string
+	// Listable units may appear in a recipe role; the others are dependencies or shared.
+	Listable bool
+}
+
+// unitCatalog is every unit kubebake may put into a layer, for every runtime.
+func unitCatalog() []UnitDef {
+	return []UnitDef{
+		{Name: "etcd.service", Bins: []string{"etcd"}, Needs: []string{MasterPKIUnit}, Listable: true},
+		{Name: "kube-apiserver.service", Bins: []string{"kube-apiserver"}, Needs: []string{MasterPKIUnit, "etcd.service"}, Listable: true},
+		{Name: "kube-controller-manager.service", Bins: []string{"kube-controller-manager"}, Needs: []string{MasterPKIUnit}, Listable: true},
+		{Name: "kube-scheduler.service", Bins: []string{"kube-scheduler"}, Needs: []string{MasterPKIUnit}, Listable: true},
+		{Name: "kubebake-master-bootstrap.service", Bins: []string{"kubeadm", "kubectl"}, Needs: []string{MasterPKIUnit, "kube-apiserver.service"}, Listable: true},
+		{Name: MasterPKIUnit, Bins: []string{"kubeadm"}},
+		// kubelet: the join (or the master's own credentials), the node's address, the CRI,
+		// and under containerd the baked images (completed per runtime in Units).
+		{Name: "kubelet.service", Bins: []string{"kubelet"}, Needs: []string{"kubebake-minion-join.service", NodeEnvUnit}, Listable: true},
+		{Name: "kube-proxy.service", Bins: []string{"kube-proxy"}, Needs: []string{"kubelet.service"}, Listable: true},
+		{Name: "kubebake-minion-join.service", Listable: true},
+		{Name: FlannelUnit, PodNetwork: true, Bins: []string{FlanneldBinary}, Needs: []string{"kubelet.service", NodeEnvUnit}, Listable: true},
+		{Name: NodeEnvUnit},
+		{Name: ImagesUnit, Runtime: RuntimeContainerd, Needs: []string{"containerd.service"}},
+		{Name: "containerd.service", Foreign: true, Runtime: RuntimeContainerd, Listable: true},
+		{Name: "docker.service", Foreign: true, Runtime: RuntimeDocker, Listable: true},
+		{Name: "cri-docker.service", Runtime: RuntimeDocker, Bins: []string{"cri-dockerd"}, Needs: []string{"docker.service"}, Listable: true},
+		{Name: IgnitionUnit},
+		{Name: RolesTarget},
+		{Name: SSHKeygenUnit},
+		{Name: GrowRootUnit},
+	}
+}
+
+// Units is the unit catalog for a runtime, with the pod network agent or not, in catalog
+// order. Each call returns fresh slices. A runtime other than docker reads as containerd (the
+// default), as in StorageDriverFor.
+func Units(runtime string, podNetwork bool) []UnitDef {
+	runtime = catalogRuntime(runtime)
+	var out []UnitDef
+	for _, d := range unitCatalog() {
+		if d.PodNetwork && !podNetwork {
+			continue
+		}
+		if d.Runtime != "" && d.Runtime != runtime {
+			continue
+		}
+		if d.Name == "kubelet.service" {
+			d.Needs = append(d.Needs, CRIUnit(runtime))
+			if runtime == RuntimeContainerd {
+				d.Needs = append(d.Needs, ImagesUnit)
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func catalogRuntime(runtime string) string {
+	if runtime == RuntimeDocker {
+		return RuntimeDocker
+	}
+	return RuntimeContainerd
+}
+
+// CRIUnit is the unit that serves the kubelet's CRI socket for a runtime.
+func CRIUnit(runtime string) string {
+	if runtime == RuntimeDocker {
+		return "cri-docker.service"
+	}
+	return "containerd.service"
+}
+
+// UnitNeedsClosure is every unit name must have on its node (its Needs, theirs, and so on),
+// in a stable order, without name itself.
+func UnitNeedsClosure(defs []UnitDef, name string) []string {
+	byName := map[string]UnitDef{}
+	for _, d := range defs {
+		byName[d.Name] = d
+	}
+	var out []string
+	seen := map[string]bool{name: true}
+	var walk func(string)
+	walk = func(n string) {
+		for _, need := range byName[n].Needs {
+			if !seen[need] {
+				seen[need] = true
+				out = append(out, need)
+				walk(need)
+			}
+		}
+	}
+	walk(name)
+	return out
+}
+
+// Units of the built-in roles, each listable in the catalog.
 var (
 	// MasterUnits are the control plane's.
 	MasterUnits = []string{
@@ -89,16 +217,17 @@ var (
 	minionUnits = []string{"kubebake-minion-join.service"}
 )
 
-// FlannelUnit is the pod network agent's unit (recipes with a podNetwork).
-const FlannelUnit = "flanneld.service"
-
-// RuntimeUnits are the units that run a container runtime (docker needs cri-dockerd's unit
-// to speak CRI).
+// RuntimeUnits are the listable units that run a container runtime (docker needs
+// cri-dockerd's unit to speak CRI), from the catalog.
 func RuntimeUnits(runtime string) []string {
-	if runtime == RuntimeDocker {
-		return []string{"docker.service", "cri-docker.service"}
+	runtime = catalogRuntime(runtime)
+	var out []string
+	for _, d := range unitCatalog() {
+		if d.Listable && d.Runtime == runtime {
+			out = append(out, d.Name)
+		}
 	}
-	return []string{"containerd.service"}
+	return out
 }
 
 // BuiltinRoles are the master and minion roles used when a recipe has no roles section:
@@ -114,17 +243,28 @@ func BuiltinRoles(runtime string, podNetwork bool) []Role {
 	return []Role{{Name: RoleMaster, Units: master}, {Name: RoleMinion, Units: minion}}
 }
 
-// KnownUnits are the unit names roles may list for a runtime, sorted.
+// KnownUnits are the unit names roles may list for a runtime (the listable units of the
+// catalog, the pod network agent's included), sorted.
 func KnownUnits(runtime string) []string {
-	u := append(append(append(append([]string(nil), MasterUnits...), nodeUnits...), minionUnits...), RuntimeUnits(runtime)...)
-	u = append(u, FlannelUnit)
+	var u []string
+	for _, d := range Units(runtime, true) {
+		if d.Listable {
+			u = append(u, d.Name)
+		}
+	}
 	sort.Strings(u)
 	return u
 }
 
-// allRuntimeUnits maps every runtime unit to its runtime, to explain a unit of the other one.
-var allRuntimeUnits = map[string]string{
-	"containerd.service": RuntimeContainerd, "docker.service": RuntimeDocker, "cri-docker.service": RuntimeDocker,
+// runtimeOfUnit is the runtime of a listable runtime-bound unit ("" for any other unit), to
+// explain a unit of the other runtime.
+func runtimeOfUnit(unit string) string {
+	for _, d := range unitCatalog() {
+		if d.Name == unit && d.Listable {
+			return d.Runtime
+		}
+	}
+	return ""
 }
 
 // ImageFormats the builder can write.
@@ -140,6 +280,19 @@ var RequiredPackages = map[string]string{
 	"socat":     "kubeadm preflight looks for it and port-forwarding through runtimes that shell out to socat (cri-dockerd) fails without it",
 	"ebtables":  "kubeadm preflight looks for it and bridge-based pod networks filter bridged frames with it",
 	"iptables":  "kube-proxy and CNI portmap program Services and hostPorts with iptables; without it no Service works",
+}
+
+// RequiredHostTools are the commands kubelet, kube-proxy, kubeadm, CNI and the node layer's
+// scripts run on every node, each with the Debian package that carries it: the packages of
+// RequiredPackages, and iproute2 for ip, which the boot baseline brings (netplan.io depends
+// on it). verify checks that each is on the services' PATH whatever the recipe says.
+var RequiredHostTools = map[string]string{
+	"conntrack": "conntrack",
+	"socat":     "socat",
+	"ebtables":  "ebtables",
+	"iptables":  "iptables",
+	"ip6tables": "iptables",
+	"ip":        "iproute2",
 }
 
 // RecommendedPackages are not fatal when missing but kubeadm preflight warns.

@@ -47,7 +47,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("finding on two lines: %q", f.String())
 			}
 		}
-		_ = InputsDigest(r.Inputs())
+		_ = r.InputsDigest()
 		if _, err := yaml.Marshal(r); err != nil {
 			t.Fatal(err)
 		}

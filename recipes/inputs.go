@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kubebake/kubebake"
 	"github.com/kubebake/kubebake/artifacts/gomain"
 )
 
@@ -42,6 +43,9 @@ const (
 	// images are made of.
 	BusyboxArtifact = "busybox"
 	BusyboxPackage  = "busybox-static"
+	// ApplierArtifact is the first-boot Ignition applier every image carries, built from
+	// kubebake's own source (source type self).
+	ApplierArtifact = "kubebake-ignition"
 )
 
 // Source types.
@@ -49,6 +53,9 @@ const (
 	SourceGoMod = "gomod"
 	SourceURL   = "url"
 	SourceDeb   = "deb"
+	// SourceSelf is kubebake's own source (the module root package embeds it): programs
+	// kubebake bakes into every image. Recipes do not name it; Inputs adds it.
+	SourceSelf = "self"
 )
 
 // Inputs lists everything the lock must pin for this recipe, sorted by Name: one binary per
@@ -118,6 +125,13 @@ func (r *Recipe) Inputs() []Input {
 	if r.Runtime.Name == "" || r.Runtime.Name == RuntimeContainerd {
 		binary(BusyboxArtifact, Source{Type: SourceDeb, Package: BusyboxPackage}, "", "")
 	}
+
+	// Every image carries the Ignition applier, compiled from the source of this kubebake:
+	// MainSHA256 pins that source, so an applier change is a lock change.
+	ins = append(ins, Input{
+		Name: ApplierArtifact, Kind: InputBinary, Source: Source{Type: SourceSelf},
+		Package: kubebake.ApplierMain, MainSHA256: kubebake.ApplierSourceSHA256(), Arch: arch,
+	})
 
 	// Debian packages: "name" or "name=version" (an exact Debian pin, carried in Version).
 	// A pinned entry wins over an unpinned one of the same name wherever it is listed.

@@ -130,11 +130,8 @@ func (l *linter) add(p Pos, sev Severity, path, msg, why string) {
 
 var (
 	nameRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
-	roleRE       = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 	debPkgRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 	debVersionRE = regexp.MustCompile(`^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$`)
-	moduleRE     = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	sysctlRE     = regexp.MustCompile(`^[a-z0-9_]+([./][A-Za-z0-9_-]+)+$`)
 	suiteRE      = regexp.MustCompile(`^[a-z]+(-[a-z]+)*$`)
 	goModRE      = regexp.MustCompile(`^[a-z0-9.-]+\.[a-z]+(/[A-Za-z0-9._~-]+)*$`)
 	imageTagRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -286,17 +283,6 @@ func (l *linter) source(path string, s Source, example string) {
 	if s.Type != SourceDeb && s.Package != "" {
 		l.at(path+".package", "package is only for type deb", "a setting that is ignored misleads the reader")
 	}
-}
-
-// unitNeeds says which Kubernetes components a unit runs (as roles/ renders them); a role
-// unit without its binaries fails to start.
-var unitNeeds = map[string][]string{
-	"kube-apiserver.service":            {"kube-apiserver"},
-	"kube-controller-manager.service":   {"kube-controller-manager"},
-	"kube-scheduler.service":            {"kube-scheduler"},
-	"kubelet.service":                   {"kubelet"},
-	"kube-proxy.service":                {"kube-proxy"},
-	"kubebake-master-bootstrap.service": {"kubeadm", "kubectl"},
 }
 
 func (l *linter) kubernetes() {
@@ -550,18 +536,19 @@ func (l *linter) sysctls() {
 		}
 	}
 	for _, k := range sortedKeys(s) {
-		if !sysctlRE.MatchString(k) {
-			l.at(keyPath("sysctls", k), fmt.Sprintf("%q is not a sysctl name such as net.ipv4.ip_forward", k), "systemd-sysctl skips it at boot")
-		} else if s[k] == "" {
-			l.at(keyPath("sysctls", k), "has no value", "systemd-sysctl skips it at boot")
+		if err := CheckSysctlKey(k); err != nil {
+			l.at(keyPath("sysctls", k), err.Error(), "systemd-sysctl skips it at boot")
+		} else if err := CheckSysctlValue(s[k]); err != nil {
+			l.at(keyPath("sysctls", k), err.Error(),
+				"each sysctl is one \"key = value\" line of /usr/lib/sysctl.d: an empty value is skipped at boot, a line break sets a sysctl nobody reviewed, and the node layer refuses both")
 		}
 	}
 }
 
 func (l *linter) modules() {
 	for i, m := range l.r.Modules {
-		if !moduleRE.MatchString(m) {
-			l.at(indexPath("modules", i), fmt.Sprintf("%q is not a kernel module name", m), "systemd-modules-load fails on it at boot")
+		if err := CheckModuleName(m); err != nil {
+			l.at(indexPath("modules", i), err.Error(), "systemd-modules-load fails on it at boot")
 		}
 	}
 	l.duplicates("modules", l.r.Modules, "module")
@@ -575,6 +562,11 @@ func (l *linter) modules() {
 func (l *linter) roles() {
 	rt := l.r.Runtime.Name
 	known := KnownUnits(rt)
+	catalog := Units(rt, true)
+	defs := map[string]UnitDef{}
+	for _, d := range catalog {
+		defs[d.Name] = d
+	}
 	if len(l.r.Roles) == 0 {
 		l.atKey("roles", "is empty: list roles or leave the section out for master and minion", "with no role no unit ever starts")
 	}
@@ -585,12 +577,36 @@ func (l *linter) roles() {
 	// Roles from SetDefaults: findings go to the components the user wrote instead.
 	builtinRoles := l.r.Positions != nil && !l.r.Positions.Has("roles")
 	reported := map[string]bool{}
+	const whyBinary = "the unit fails to start: its binary is not in the image"
+	// missing reports a component a unit of a role runs (via: the needed unit that runs it,
+	// "" for the unit itself) that the recipe does not install, once per role.
+	missing := func(role Role, unitPath, unit, c, via string, inRole map[string]bool) {
+		if comps[c] || inRole[c] {
+			return
+		}
+		inRole[c] = true
+		runs := unit
+		if via != "" {
+			runs = fmt.Sprintf("%s (needed by %s)", via, unit)
+		}
+		switch {
+		case builtinRoles:
+			// The user never wrote the roles: point at what they wrote, once.
+			if !reported[c] {
+				l.atKey("kubernetes.components", fmt.Sprintf("missing %s, which %s of the built-in %s role runs", c, runs, role.Name), whyBinary)
+			}
+			reported[c] = true
+		case via != "":
+			l.at(unitPath, fmt.Sprintf("%s needs %s, which runs component %s, which kubernetes.components lacks", unit, via, c), whyBinary)
+		default:
+			l.at(unitPath, fmt.Sprintf("%s needs component %s, which kubernetes.components lacks", unit, c), whyBinary)
+		}
+	}
 	seen := map[string]int{}
 	for i, role := range l.r.Roles {
 		p := indexPath("roles", i)
-		if !roleRE.MatchString(role.Name) {
-			l.at(p+".name", fmt.Sprintf("%q is not a role name: lower-case letters, digits and '-', at most 63", role.Name),
-				"the role becomes the marker file "+MarkerPath("<role>"))
+		if err := CheckRoleName(role.Name); err != nil {
+			l.at(p+".name", err.Error(), "the role becomes the marker file "+MarkerPath("<role>")+" and the node label node-role.kubebake.dev/<role>")
 		}
 		if j, ok := seen[role.Name]; ok {
 			l.at(p+".name", fmt.Sprintf("duplicate role %q (also item %d)", role.Name, j), "two roles with one marker: the second silently replaces the first")
@@ -599,33 +615,57 @@ func (l *linter) roles() {
 		if len(role.Units) == 0 {
 			l.atKey(p+".units", "is empty", "a role with no units selects nothing: the node boots and does nothing")
 		}
+		var valid []int // indexes of the units the catalog knows
 		for j, u := range role.Units {
 			up := indexPath(p+".units", j)
+			grammarErr := CheckUnitName(u)
 			switch {
 			case slices.Contains(known, u):
-				for _, c := range unitNeeds[u] {
-					switch {
-					case comps[c]:
-					case builtinRoles:
-						// The user never wrote the roles: point at what they wrote, once.
-						if !reported[c] {
-							l.atKey("kubernetes.components", fmt.Sprintf("missing %s, which %s of the built-in %s role runs", c, u, role.Name),
-								"the unit fails to start: its binary is not in the image")
-						}
-						reported[c] = true
-					default:
-						l.at(up, fmt.Sprintf("%s needs component %s, which kubernetes.components lacks", u, c), "the unit fails to start: its binary is not in the image")
-					}
+				valid = append(valid, j)
+				if defs[u].PodNetwork && l.r.PodNetwork == nil {
+					l.at(up, fmt.Sprintf("%s is the pod network agent, but the recipe has no podNetwork section", u),
+						"flanneld is only built and installed for a podNetwork, so the unit is not in the image")
 				}
-			case allRuntimeUnits[u] != "":
-				l.at(up, fmt.Sprintf("%s belongs to runtime %s, but runtime.name is %s: use %s", u, allRuntimeUnits[u], rt, fmtList(RuntimeUnits(rt))),
+			case runtimeOfUnit(u) != "":
+				l.at(up, fmt.Sprintf("%s belongs to runtime %s, but runtime.name is %s: use %s", u, runtimeOfUnit(u), rt, fmtList(RuntimeUnits(rt))),
 					"the unit is not in the image, so the role never comes up")
+			case grammarErr != nil:
+				l.at(up, fmt.Sprintf("%v: %s", grammarErr, suggestName(u, known)), "kubebake ships no such unit, so the role never comes up")
 			default:
 				l.at(up, fmt.Sprintf("unknown unit %q: %s", u, suggestName(u, known)), "kubebake ships no such unit, so the role never comes up")
 			}
 		}
+		// The components each unit runs itself, then those of the units it needs on its node
+		// (the layer starts those wherever the unit may run).
+		inRole := map[string]bool{}
+		for _, j := range valid {
+			u := role.Units[j]
+			for _, c := range kubernetesBins(defs[u]) {
+				missing(role, indexPath(p+".units", j), u, c, "", inRole)
+			}
+		}
+		for _, j := range valid {
+			u := role.Units[j]
+			for _, need := range UnitNeedsClosure(catalog, u) {
+				for _, c := range kubernetesBins(defs[need]) {
+					missing(role, indexPath(p+".units", j), u, c, need, inRole)
+				}
+			}
+		}
 		l.duplicates(p+".units", role.Units, "unit")
 	}
+}
+
+// kubernetesBins are the Kubernetes components among a unit's binaries: lint checks them
+// against kubernetes.components (other binaries come with their own sections).
+func kubernetesBins(d UnitDef) []string {
+	var out []string
+	for _, b := range d.Bins {
+		if slices.Contains(KubernetesComponents, b) {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 func (l *linter) image() {

@@ -77,7 +77,18 @@ func TestLintPitfalls(t *testing.T) {
 		{"ip_forward 0", [][2]string{e(`net.ipv4.ip_forward: "1"`, `net.ipv4.ip_forward: 0`)}, `sysctls["net.ipv4.ip_forward"]`, `net.ipv4.ip_forward is "0": set it to "1"`, "ip_forward: ¦0", 0},
 		{"bridge-nf-call off", [][2]string{e(`bridge-nf-call-iptables: "1"`, `bridge-nf-call-iptables: "0"`)}, `sysctls["net.bridge.bridge-nf-call-iptables"]`, `is "0"`, `iptables: ¦"0"`, 0},
 		{"empty sysctls section is not completed", [][2]string{e("sysctls:\n  net.bridge.bridge-nf-call-iptables: \"1\"\n  net.bridge.bridge-nf-call-ip6tables: \"1\"\n  net.ipv4.ip_forward: \"1\"\n", "sysctls: {}\n")}, "sysctls", "is not set", "¦sysctls: {}", 3},
+		{"bridge-nf-call-ip6tables off", [][2]string{e(`bridge-nf-call-ip6tables: "1"`, `bridge-nf-call-ip6tables: "0"`)}, `sysctls["net.bridge.bridge-nf-call-ip6tables"]`, `is "0"`, `ip6tables: ¦"0"`, 0},
+		{"ip_forward not one", [][2]string{e(`net.ipv4.ip_forward: "1"`, `net.ipv4.ip_forward: "2"`)}, `sysctls["net.ipv4.ip_forward"]`, `net.ipv4.ip_forward is "2": set it to "1"`, `ip_forward: ¦"2"`, 0},
+		// A value with a line break writes a second setting into the sysctl.d file: the node
+		// layer refuses it, so lint must too (one grammar, recipes.CheckSysctlValue).
+		{"sysctl value with a newline", [][2]string{e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  vm.max_map_count: \"262144\\nkernel.core_pattern = |/tmp/x\"\n")},
+			`sysctls["vm.max_map_count"]`, "is not one line", `max_map_count: ¦"262144`, 0},
+		{"sysctl glob", [][2]string{e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  net.ipv4.conf.*.rp_filter: \"1\"\n")},
+			`sysctls["net.ipv4.conf.*.rp_filter"]`, `"net.ipv4.conf.*.rp_filter" is not a sysctl name`, `rp_filter: ¦"1"`, 0},
+		{"sysctl without a value", [][2]string{e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  vm.swappiness: \"\"\n")},
+			`sysctls["vm.swappiness"]`, "has no value", `swappiness: ¦""`, 0},
 		{"no overlay module", [][2]string{e("  - overlay\n", "")}, "modules", "missing overlay", "\n¦modules:", 0},
+		{"bad module name", [][2]string{e("  - br_netfilter\n", "  - br_netfilter\n  - nf conntrack\n")}, "modules[2]", `"nf conntrack" is not a kernel module name`, "- ¦nf conntrack", 0},
 		{"no br_netfilter module", [][2]string{e("  - br_netfilter\n", "")}, "modules", "missing br_netfilter", "\n¦modules:", 0},
 
 		// Host tools.
@@ -112,6 +123,14 @@ func TestLintPitfalls(t *testing.T) {
 		{"unit without its binary", [][2]string{e("    - name: kube-proxy\n", "")}, "roles[0].units[7]", "kube-proxy.service needs component kube-proxy", "- ¦kube-proxy.service", 2}, // master and minion
 		{"duplicate role", [][2]string{e("  - name: minion\n", "  - name: master\n")}, "roles[1].name", `duplicate role "master"`, "  - name: ¦master\n    units:\n      - containerd", 0},
 		{"bad role name", [][2]string{e("  - name: minion\n", "  - name: Minion_1\n")}, "roles[1].name", `"Minion_1" is not a role name`, "name: ¦Minion_1", 0},
+		{"role name too long", [][2]string{e("  - name: minion\n", "  - name: minion-of-a-rather-long-role-name\n")}, "roles[1].name", `"minion-of-a-rather-long-role-name" is not a role name`, "name: ¦minion-of-a-rather", 0},
+		{"unit without its suffix", [][2]string{e("      - kubelet.service\n", "      - kubelet\n")}, "roles[0].units[6]", `"kubelet" is not a systemd unit name`, "- ¦kubelet\n", 0},
+		{"dependency listed in a role", [][2]string{e("      - kubelet.service\n", "      - kubebake-images.service\n")}, "roles[0].units[6]", `unknown unit "kubebake-images.service"`, "- ¦kubebake-images", 0},
+		{"flanneld without a podNetwork", [][2]string{e(podNetworkSection(t), "")}, "roles[0].units[8]", "flanneld.service is the pod network agent, but the recipe has no podNetwork section", "- ¦flanneld.service", 2}, // master and minion
+		// The control plane units need kubebake-master-pki.service, which runs kubeadm: the
+		// layer refuses them without kubeadm even when the role lists no unit running it.
+		{"control plane without kubeadm", [][2]string{e("    - name: kubeadm\n", ""), e("      - kubebake-master-bootstrap.service\n", "")}, "roles[0].units[0]",
+			"etcd.service needs kubebake-master-pki.service, which runs component kubeadm, which kubernetes.components lacks", "- ¦etcd.service", 0},
 		{"role without units", [][2]string{e("\nimage:", "  - name: gpu\n    units: []\n\nimage:")}, "roles[2].units", "is empty", "    ¦units: []", 0},
 		{"duplicate unit", [][2]string{e("      - kubelet.service\n", "      - kubelet.service\n      - kubelet.service\n")}, "roles[0].units[7]", `duplicate unit "kubelet.service"`, "kubelet.service\n      - ¦kubelet.service", 0},
 		{"no roles", [][2]string{e(rolesSection(t), "roles: []\n")}, "roles", "is empty", "¦roles: []", 0},
@@ -301,7 +320,9 @@ func TestLintBuiltinRolesNeedComponents(t *testing.T) {
 // Several roles and no podNetwork: a warning (pods on two nodes cannot talk), at the roles the
 // user wrote, or at the top of the document for the built-in roles.
 func TestLintNoPodNetwork(t *testing.T) {
-	src := mutate(t, e(podNetworkSection(t), ""))
+	// Without a podNetwork there is no flanneld either (lint refuses flanneld.service then,
+	// as the layer does): drop it from both roles.
+	src := mutate(t, e(podNetworkSection(t), ""), e("      - flanneld.service\n", ""), e("      - flanneld.service\n", ""))
 	r, err := Parse("nopn.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +337,7 @@ func TestLintNoPodNetwork(t *testing.T) {
 	}
 
 	// One role: nothing to route between.
-	one := strings.Replace(src, rolesSection(t), "roles:\n  - name: minion\n    units: [containerd.service, kubelet.service, kube-proxy.service, kubebake-minion-join.service]\n", 1)
+	one := strings.Replace(mutate(t, e(podNetworkSection(t), "")), rolesSection(t), "roles:\n  - name: minion\n    units: [containerd.service, kubelet.service, kube-proxy.service, kubebake-minion-join.service]\n", 1)
 	r, err = Parse("one.yaml", []byte(one))
 	if err != nil {
 		t.Fatal(err)
@@ -345,4 +366,70 @@ func podNetworkSection(t *testing.T) string {
 		t.Fatal("no podNetwork section")
 	}
 	return s[i+1 : j+1]
+}
+
+// TestLintLockedRecipePitfalls: each embedded recipe (each has a lock) edited to a known
+// pitfall. Whatever the lock says (a relock must not launder a pitfall: lock and build lint
+// first), lint refuses the recipe with an error, never just a warning, at the edited YAML.
+func TestLintLockedRecipePitfalls(t *testing.T) {
+	cases := []struct {
+		name  string
+		old   string
+		new   string
+		field string
+		at    string // needle: where the error must point ("¦" marks the column)
+	}{
+		{"ip_forward 0", `net.ipv4.ip_forward: "1"`, `net.ipv4.ip_forward: "0"`, `sysctls["net.ipv4.ip_forward"]`, `ip_forward: ¦"0"`},
+		{"ip_forward unset", "  net.ipv4.ip_forward: \"1\"\n", "", "sysctls", "\n¦sysctls:"},
+		{"bridge-nf-call-iptables 0", `bridge-nf-call-iptables: "1"`, `bridge-nf-call-iptables: "0"`, `sysctls["net.bridge.bridge-nf-call-iptables"]`, `iptables: ¦"0"`},
+		{"bridge-nf-call-iptables unset", "  net.bridge.bridge-nf-call-iptables: \"1\"\n", "", "sysctls", "\n¦sysctls:"},
+		{"bridge-nf-call-ip6tables 0", `bridge-nf-call-ip6tables: "1"`, `bridge-nf-call-ip6tables: "0"`, `sysctls["net.bridge.bridge-nf-call-ip6tables"]`, `ip6tables: ¦"0"`},
+		{"bridge-nf-call-ip6tables unset", "  net.bridge.bridge-nf-call-ip6tables: \"1\"\n", "", "sysctls", "\n¦sysctls:"},
+		{"no overlay", "  - overlay\n", "", "modules", "\n¦modules:"},
+		{"no br_netfilter", "  - br_netfilter\n", "", "modules", "\n¦modules:"},
+		{"no modules", "modules:\n  - overlay\n  - br_netfilter\n", "modules: []\n", "modules", "\n¦modules: []"},
+		{"devicemapper", "driver: overlayfs", "driver: devicemapper", "storage.driver", "driver: ¦devicemapper"},
+		{"loopback", "driver: overlayfs", "driver: loopback", "storage.driver", "driver: ¦loopback"},
+		{"sysctl injection", `net.ipv4.ip_forward: "1"`, `net.ipv4.ip_forward: "1\nkernel.core_pattern = |/tmp/x"`, `sysctls["net.ipv4.ip_forward"]`, `ip_forward: ¦"1\n`},
+	}
+	for _, name := range EmbeddedNames() {
+		data, err := EmbeddedFile(name + ".yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig, err := Parse(name+".yaml", data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fs := Lint(orig); LintError(fs) != nil {
+			t.Fatalf("%s does not lint clean: %v", name, fs)
+		}
+		for _, c := range cases {
+			t.Run(name+"/"+c.name, func(t *testing.T) {
+				src := string(data)
+				if !strings.Contains(src, c.old) {
+					t.Fatalf("%q not in %s", c.old, name)
+				}
+				src = strings.Replace(src, c.old, c.new, 1)
+				r, err := Parse(name+".yaml", []byte(src))
+				if err != nil {
+					t.Fatalf("parse: %v", err)
+				}
+				fs := Lint(r)
+				if LintError(fs) == nil {
+					t.Fatalf("lint passes:\n%s", findingsText(fs))
+				}
+				want := posOf(t, src, c.at)
+				for _, f := range fs {
+					if f.Field == c.field && f.Pos == want && f.File == name+".yaml" {
+						if f.Severity != SeverityError {
+							t.Errorf("%s: a %s, want an error", f, f.Severity)
+						}
+						return
+					}
+				}
+				t.Errorf("no error on %s at %s:\n%s", c.field, want, findingsText(fs))
+			})
+		}
+	}
 }

@@ -111,14 +111,15 @@ func WriteLock(path string, l *Lock) error {
 }
 
 // ReadLock reads a lock file strictly (unknown fields are an error: a lock is only ever
-// written by kubebake).
+// written by kubebake). A lock that cannot be read or parsed, or that holds git merge
+// conflict markers, is an error naming the file and the fix: nothing guesses what it pinned.
 func ReadLock(path string) (*Lock, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s: no lock file; run \"kubebake lock\" on the recipe", path)
 		}
-		return nil, err
+		return nil, fmt.Errorf("reading the lock: %w; %s", err, unreadableLockFix(path))
 	}
 	return parseLock(path, data)
 }
@@ -139,29 +140,78 @@ func ReadRecipeLock(r *Recipe) (*Lock, error) {
 }
 
 func parseLock(name string, data []byte) (*Lock, error) {
+	if line, marker, ok := conflictMarker(data); ok {
+		return nil, fmt.Errorf("%s: unresolved git merge conflict (line %d starts with %q); resolve the merge conflict in %s (or take one side) and run \"kubebake lock\" again",
+			name, line, marker, name)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var l Lock
 	if err := dec.Decode(&l); err != nil {
-		return nil, fmt.Errorf("%s: not a kubebake lock: %v; run \"kubebake lock\" to write it again", name, err)
+		return nil, fmt.Errorf("%s: not a kubebake lock: %v; %s", name, err, unreadableLockFix(name))
+	}
+	if rest := bytes.TrimSpace(data[dec.InputOffset():]); len(rest) > 0 {
+		return nil, fmt.Errorf("%s: not a kubebake lock: %q after the lock object; %s", name, firstLine(rest), unreadableLockFix(name))
 	}
 	if l.Kind != KindLock || l.APIVersion != APIVersion {
-		return nil, fmt.Errorf("%s: apiVersion %q kind %q: want %s %s; run \"kubebake lock\" to write it again", name, l.APIVersion, l.Kind, APIVersion, KindLock)
+		return nil, fmt.Errorf("%s: apiVersion %q kind %q: want %s %s; %s", name, l.APIVersion, l.Kind, APIVersion, KindLock, unreadableLockFix(name))
 	}
 	return &l, nil
 }
 
-// InputsDigest is "sha256:<hex>" of the inputs' canonical JSON (sorted by name). It is stored
-// in the lock so that any change to what the recipe asks for is seen, including ones no
-// artifact shows (suites, mirror, arch).
-func InputsDigest(inputs []Input) string {
+// unreadableLockFix is the advice for a lock that exists but cannot be used.
+func unreadableLockFix(name string) string {
+	return fmt.Sprintf("restore %s from version control, or run \"kubebake lock --update\" to re-pin every input from scratch", name)
+}
+
+// firstLine is b up to its first newline, at most 40 bytes, for messages.
+func firstLine(b []byte) string {
+	b, _, _ = bytes.Cut(b, []byte("\n"))
+	if len(b) > 40 {
+		b = b[:40]
+	}
+	return string(b)
+}
+
+// conflictMarkers start the lines git writes into a file it could not merge.
+var conflictMarkers = []string{"<<<<<<<", "|||||||", "=======", ">>>>>>>"}
+
+// conflictMarker finds the first line that starts with a git conflict marker; line counts
+// from 1. No line of a lock kubebake wrote starts with one.
+func conflictMarker(data []byte) (line int, marker string, ok bool) {
+	for i, l := range bytes.Split(data, []byte("\n")) {
+		for _, m := range conflictMarkers {
+			if rest, found := bytes.CutPrefix(l, []byte(m)); found && (len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t' || rest[0] == '\r') {
+				return i + 1, m, true
+			}
+		}
+	}
+	return 0, "", false
+}
+
+// InputsDigest is "sha256:<hex>" of what the lock answers for: the recipe's inputs (Inputs,
+// canonical JSON sorted by name) and the node settings no artifact shows (sysctls, modules).
+// It is stored in the lock so that any change to what the recipe asks for is seen, including
+// ones no artifact shows (suites, mirror, arch, a sysctl), and images of different settings
+// never share a lock hash.
+func (r *Recipe) InputsDigest() string {
+	return inputsDigest(r.Inputs(), r.Sysctls, r.Modules)
+}
+
+// inputsDigest hashes inputs (in any order) and the node settings.
+func inputsDigest(inputs []Input, sysctls map[string]string, modules []string) string {
 	in := slices.Clone(inputs)
 	sort.SliceStable(in, func(i, j int) bool { return in[i].Name < in[j].Name })
+	doc := struct {
+		Inputs  []Input           `json:"inputs"`
+		Sysctls map[string]string `json:"sysctls,omitempty"` // encoding/json sorts map keys
+		Modules []string          `json:"modules,omitempty"`
+	}{in, sysctls, modules}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(in); err != nil {
-		panic(err) // plain strings and slices always encode
+	if err := enc.Encode(doc); err != nil {
+		panic(err) // plain strings, maps and slices always encode
 	}
 	sum := sha256.Sum256(buf.Bytes())
 	return "sha256:" + hex.EncodeToString(sum[:])
@@ -190,7 +240,7 @@ const (
 	DriftAdded   = "added"   // the recipe has an input the lock lacks
 	DriftRemoved = "removed" // the lock pins something the recipe no longer asks for
 	DriftChanged = "changed" // same input, different kind, source or version constraint
-	DriftDigest  = "digest"  // no artifact differs, but the inputs do (suites, mirror, arch)
+	DriftDigest  = "digest"  // no artifact differs, but the inputs do (suites, mirror, arch, sysctls, modules)
 	DriftRecipe  = "recipe"  // the lock belongs to another recipe
 )
 
@@ -261,8 +311,8 @@ func CheckLock(r *Recipe, l *Lock) error {
 		ds = append(ds, Drift{Name: name, What: DriftRemoved, Detail: "removed"})
 		items++
 	}
-	if items == 0 && l.InputsDigest != InputsDigest(inputs) {
-		ds = append(ds, Drift{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch or a source setting) since the lock was written"})
+	if items == 0 && l.InputsDigest != r.InputsDigest() {
+		ds = append(ds, Drift{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch, a source setting, sysctls or modules) since the lock was written"})
 	}
 	if len(ds) == 0 {
 		return nil
@@ -297,6 +347,11 @@ func artifactDrift(in Input, a LockedArtifact) string {
 		case a.MainSHA256 != in.MainSHA256:
 			return fmt.Sprintf("is built from kubebake's %s, which changed since the lock was written (sha256 %s, the lock has %s)",
 				gomain.Path(in.Main), short(in.MainSHA256), short(a.MainSHA256))
+		}
+	case SourceSelf:
+		if a.MainSHA256 != in.MainSHA256 {
+			return fmt.Sprintf("is built from kubebake's own source, which changed since the lock was written (sha256 %s, the lock has %s); run \"kubebake lock\"",
+				short(in.MainSHA256), short(a.MainSHA256))
 		}
 	case SourceURL:
 		if want := ExpandURL(in.Source.URL, a.Version, in.Package, in.Arch); a.URL != want {

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"github.com/kubebake/kubebake"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -36,9 +38,9 @@ func TestInputs(t *testing.T) {
 		t.Errorf("inputs not sorted: %v", names)
 	}
 	// 7 Kubernetes components, etcd and etcdctl, 4 CNI plugins, flanneld and coredns,
-	// busybox (the baked images' binary), and Debian packages: the boot baseline, the kernel,
-	// the runtime's and base.packages (with no duplicates).
-	if want := 7 + 2 + 4 + 2 + 1 + len(BootPackages()) + 1 + 2 + 9; len(ins) != want {
+	// busybox (the baked images' binary), the Ignition applier, and Debian packages: the boot
+	// baseline, the kernel, the runtime's and base.packages (with no duplicates).
+	if want := 7 + 2 + 4 + 2 + 1 + 1 + len(BootPackages()) + 1 + 2 + 9; len(ins) != want {
 		t.Errorf("%d inputs, want %d: %v", len(ins), want, names)
 	}
 	for name, want := range map[string]Input{
@@ -52,6 +54,9 @@ func TestInputs(t *testing.T) {
 			Main: "flanneld", MainSHA256: gomain.SHA256("flanneld"), Arch: "amd64"},
 		"coredns": {Name: "coredns", Kind: "binary", Source: Source{Type: "gomod", Module: "github.com/coredns/coredns"}, Version: "1.15",
 			Main: "coredns", MainSHA256: gomain.SHA256("coredns"), Arch: "amd64"},
+		// The applier, from kubebake's own source.
+		"kubebake-ignition": {Name: "kubebake-ignition", Kind: "binary", Source: Source{Type: "self"}, Package: "cmd/kubebake-ignition",
+			MainSHA256: kubebake.ApplierSourceSHA256(), Arch: "amd64"},
 		"deb/containerd":              {Name: "deb/containerd", Kind: "deb", Source: Source{Type: "deb"}, Package: "containerd", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
 		"deb/linux-image-cloud-amd64": {Name: "deb/linux-image-cloud-amd64", Kind: "deb", Source: Source{Type: "deb"}, Package: "linux-image-cloud-amd64", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
 		"deb/cloud-init":              {Name: "deb/cloud-init", Kind: "deb", Source: Source{Type: "deb"}, Package: "cloud-init", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
@@ -104,29 +109,40 @@ func TestInputsDeterministic(t *testing.T) {
 	if !reflect.DeepEqual(a.Inputs(), b.Inputs()) {
 		t.Error("Inputs depend on the order of the recipe's lists")
 	}
-	d := InputsDigest(a.Inputs())
-	if d != InputsDigest(b.Inputs()) || d != InputsDigest(a.Inputs()) {
+	d := a.InputsDigest()
+	if d != b.InputsDigest() || d != a.InputsDigest() {
 		t.Error("InputsDigest is not stable")
 	}
 	shuffled := a.Inputs()
 	slices.Reverse(shuffled)
-	if InputsDigest(shuffled) != d {
+	if inputsDigest(shuffled, a.Sysctls, a.Modules) != d {
 		t.Error("InputsDigest depends on input order")
 	}
 	if !strings.HasPrefix(d, "sha256:") || len(d) != 71 {
 		t.Errorf("digest %q", d)
 	}
-	if d == InputsDigest(loadT(t, "debian-13").Inputs()) {
+	if d == loadT(t, "debian-13").InputsDigest() {
 		t.Error("debian-12 and debian-13 have one digest")
+	}
+	// Node settings no artifact shows are covered too: an edited sysctl or module is drift.
+	c := loadT(t, "debian-12")
+	c.Sysctls["net.ipv4.ip_forward"] = "0"
+	if c.InputsDigest() == d {
+		t.Error("a sysctl edit leaves the digest unchanged")
+	}
+	c = loadT(t, "debian-12")
+	c.Modules = c.Modules[1:]
+	if c.InputsDigest() == d {
+		t.Error("a module edit leaves the digest unchanged")
 	}
 	// The canonical encoding is pinned: this digest changes only if Input's JSON does.
 	fixed := []Input{
 		{Name: "kubelet", Kind: InputBinary, Source: Source{Type: SourceGoMod, Module: KubernetesModule}, Version: "1.35", Package: "k8s.io/kubernetes/cmd/kubelet", Arch: "amd64"},
 		{Name: "deb/socat", Kind: InputDeb, Source: Source{Type: SourceDeb}, Package: "socat", Suites: []string{"bookworm"}, Arch: "amd64"},
 	}
-	const golden = "sha256:713a826aae26661cdd8d27ee6977e3ca117cad26ae5b93b85af31d22c112caf9"
-	if got := InputsDigest(fixed); got != golden {
-		t.Logf("InputsDigest(fixed) = %s", got)
+	const golden = "sha256:d744d1aafaeab5a3ee78f2c924f3d0b58ad53316bb276b937c0248efac361ad2"
+	if got := inputsDigest(fixed, map[string]string{"net.ipv4.ip_forward": "1"}, []string{"overlay"}); got != golden {
+		t.Logf("inputsDigest(fixed) = %s", got)
 		t.Errorf("the canonical input encoding changed; if on purpose, update the golden digest")
 	}
 }
@@ -134,7 +150,7 @@ func TestInputsDeterministic(t *testing.T) {
 // fakeLock resolves inputs the way the artifacts resolver would, without a network.
 func fakeLock(r *Recipe) *Lock {
 	exact := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.16", "1.9": "v1.9.1", "0.28": "v0.28.10", "1.15": "v1.15.0"}
-	l := &Lock{Recipe: r.Name, InputsDigest: InputsDigest(r.Inputs()), SourceDateEpoch: 1767225600}
+	l := &Lock{Recipe: r.Name, InputsDigest: r.InputsDigest(), SourceDateEpoch: 1767225600}
 	ins := r.Inputs()
 	for i := len(ins) - 1; i >= 0; i-- { // unsorted on purpose: WriteLock sorts
 		in := ins[i]
@@ -209,7 +225,7 @@ func TestLockFile(t *testing.T) {
 		t.Errorf("unknown field in lock: %v", err)
 	}
 	os.WriteFile(bad, []byte(strings.Replace(string(first), `"kind": "Lock"`, `"kind": "Recipe"`, 1)), 0o644)
-	if _, err := ReadLock(bad); err == nil || !strings.Contains(err.Error(), "run \"kubebake lock\"") {
+	if _, err := ReadLock(bad); err == nil || !strings.Contains(err.Error(), "restore "+bad+" from version control") || !strings.Contains(err.Error(), "kubebake lock --update") {
 		t.Errorf("wrong kind: %v", err)
 	}
 	if _, err := ReadLock(filepath.Join(dir, "none.lock")); err == nil || !strings.Contains(err.Error(), "no lock file") {
@@ -218,6 +234,74 @@ func TestLockFile(t *testing.T) {
 	// A failed write leaves the old lock in place.
 	if err := WriteLock(filepath.Join(dir, "nodir", "x.lock"), l); err == nil {
 		t.Error("write into a missing folder succeeded")
+	}
+}
+
+// A lock that cannot be used is an error naming the file and the fix; nothing guesses.
+func TestReadBrokenLock(t *testing.T) {
+	r := loadT(t, "debian-12")
+	data, err := MarshalLock(fakeLock(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := string(data)
+	// A conflict as git leaves it: two sides of the epoch line.
+	epoch := good[strings.Index(good, "  \"sourceDateEpoch\""):]
+	epoch = epoch[:strings.IndexByte(epoch, '\n')+1]
+	conflicted := strings.Replace(good, epoch,
+		"<<<<<<< HEAD\n"+epoch+"=======\n  \"sourceDateEpoch\": 1,\n>>>>>>> other-branch\n", 1)
+	diff3 := strings.Replace(good, epoch,
+		"<<<<<<< ours\n"+epoch+"||||||| base\n"+epoch+"=======\n"+epoch+">>>>>>> theirs\n", 1)
+	crlf := strings.ReplaceAll(conflicted, "\n", "\r\n")
+	resolveFix := "resolve the merge conflict in %s (or take one side) and run \"kubebake lock\" again"
+	restoreFix := "restore %s from version control, or run \"kubebake lock --update\" to re-pin every input from scratch"
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, data, fix, detail string
+	}{
+		{"conflict", conflicted, resolveFix, "line 6"},
+		{"diff3", diff3, resolveFix, "line 6"},
+		{"crlf", crlf, resolveFix, "line 6"},
+		{"only-marker", ">>>>>>>\n", resolveFix, "line 1"},
+		{"empty", "", restoreFix, "EOF"},
+		{"truncated", good[:len(good)/2], restoreFix, "not a kubebake lock"},
+		{"garbage", "not json at all\n", restoreFix, "not a kubebake lock"},
+		{"two-objects", good + good, restoreFix, "after the lock object"},
+		{"yaml", "apiVersion: kubebake.dev/v1alpha1\nkind: Lock\n", restoreFix, "not a kubebake lock"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(dir, c.name+".lock")
+			if err := os.WriteFile(p, []byte(c.data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := ReadLock(p)
+			if err == nil {
+				t.Fatal("read a broken lock")
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, p+": ") || !strings.Contains(msg, fmt.Sprintf(c.fix, p)) || !strings.Contains(msg, c.detail) {
+				t.Errorf("message: %s", msg)
+			}
+			if c.fix == restoreFix && strings.Contains(msg, "merge conflict") {
+				t.Errorf("not a conflict: %s", msg)
+			}
+		})
+	}
+	// An unreadable file (here a folder) names the file and the same fix.
+	folder := filepath.Join(dir, "folder.lock")
+	os.Mkdir(folder, 0o755)
+	if _, err := ReadLock(folder); err == nil || !strings.Contains(err.Error(), folder) || !strings.Contains(err.Error(), fmt.Sprintf(restoreFix, folder)) {
+		t.Errorf("unreadable lock: %v", err)
+	}
+	// Markers inside a JSON string, or not at the start of a line, are no conflict.
+	if _, _, ok := conflictMarker([]byte("  \"x\": \"<<<<<<< a\",\n  =======\n")); ok {
+		t.Error("a marker inside a line was taken for a conflict")
+	}
+	if _, _, ok := conflictMarker([]byte("========\n")); ok {
+		t.Error("eight = were taken for a conflict marker")
+	}
+	if _, err := parseLock("ok.lock", data); err != nil {
+		t.Errorf("a good lock: %v", err)
 	}
 }
 
@@ -274,10 +358,10 @@ func TestCheckLockDrift(t *testing.T) {
 				l.Artifacts[i].Name = strings.Replace(l.Artifacts[i].Name, "amd64", "arm64", 1)
 			}
 			r.Base.Arch, r.Base.Kernel = "arm64", "linux-image-cloud-arm64"
-		}, []Drift{{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch or a source setting) since the lock was written"}}},
+		}, []Drift{{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch, a source setting, sysctls or modules) since the lock was written"}}},
 		{"mirror changed: digest only", func(r *Recipe, l *Lock) {
 			r.Base.Mirror = "http://127.0.0.1:8080/debian"
-		}, []Drift{{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch or a source setting) since the lock was written"}}},
+		}, []Drift{{What: DriftDigest, Detail: "inputs changed (suites, mirror, arch, a source setting, sysctls or modules) since the lock was written"}}},
 		{"other recipe", func(r *Recipe, l *Lock) {
 			l.Recipe = "debian-13"
 		}, []Drift{{What: DriftRecipe, Detail: `the lock is for recipe "debian-13", not "debian-12"`}}},
@@ -356,8 +440,8 @@ func TestEmbeddedLocksMatch(t *testing.T) {
 		if err := CheckLock(r, l); err != nil {
 			t.Error(err)
 		}
-		if l.InputsDigest != InputsDigest(r.Inputs()) {
-			t.Errorf("%s: inputs digest %s, the recipe's inputs hash to %s; run kubebake lock", name, l.InputsDigest, InputsDigest(r.Inputs()))
+		if l.InputsDigest != r.InputsDigest() {
+			t.Errorf("%s: inputs digest %s, the recipe's inputs hash to %s; run kubebake lock", name, l.InputsDigest, r.InputsDigest())
 		}
 	}
 }

@@ -49,9 +49,9 @@ func init() {
 func TestEmbeddedRecipesLint(t *testing.T) {
 	for _, rt := range []string{recipes.RuntimeContainerd, recipes.RuntimeDocker} {
 		listable := map[string]bool{}
-		for _, d := range catalog(rt, true) {
-			if d.listable {
-				listable[d.name] = true
+		for _, d := range recipes.Units(rt, true) {
+			if d.Listable {
+				listable[d.Name] = true
 			}
 		}
 		for _, u := range recipes.KnownUnits(rt) {

@@ -13,6 +13,8 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+
+	"github.com/kubebake/kubebake/recipes"
 )
 
 // FileType is the kind of a layer entry.
@@ -36,11 +38,11 @@ type File struct {
 	GID  int         `json:"gid"`
 	// Content is the file's bytes, for files rendered by kubebake. Empty for artifacts.
 	Content []byte `json:"content,omitempty"`
-	// Artifact names the file whose blob is the content: a lock artifact ("kubelet",
-	// "cni/bridge") or a local artifact built from this repository (LocalArtifacts).
+	// Artifact names the lock artifact whose blob is the content ("kubelet", "cni/bridge",
+	// "kubebake-ignition").
 	Artifact string `json:"artifact,omitempty"`
-	// SHA256 is the hex sha256 of the content: from the lock for lock artifacts, computed for
-	// rendered files, empty for local artifacts (their digest is known only once built).
+	// SHA256 is the hex sha256 of the content: from the lock for artifacts (empty when the
+	// layer is rendered without a lock), computed for rendered files.
 	SHA256 string `json:"sha256,omitempty"`
 	// Size is the content length: from the lock for lock artifacts, 0 when unknown.
 	Size int64 `json:"size"`
@@ -54,14 +56,10 @@ type Layer struct {
 	Files []File `json:"files"`
 }
 
-// LocalArtifacts are artifacts the layer names that are not in a lock: programs of this
-// repository the builder compiles (the Ignition applier). An applier's open function must
-// supply them as well as the lock's artifacts.
-var LocalArtifacts = []string{IgnitionArtifact}
-
-// IgnitionArtifact is the first-boot Ignition applier (cloudinit/), installed as IgnitionPath.
+// IgnitionArtifact is the first-boot Ignition applier (cloudinit/ignition), installed as
+// IgnitionPath. The lock pins it like any binary (built from kubebake's own source).
 const (
-	IgnitionArtifact = "kubebake-ignition"
+	IgnitionArtifact = recipes.ApplierArtifact
 	IgnitionPath     = "/usr/lib/kubebake/kubebake-ignition"
 )
 

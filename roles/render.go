@@ -99,9 +99,9 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 			return nil, err
 		}
 	}
-	for _, p := range []string{"loopback", "bridge", "host-local", "portmap"} {
+	for _, p := range recipes.RequiredCNIPlugins {
 		if !bins["cni/"+p] {
-			return nil, fieldErr(r, "cni.plugins", fmt.Sprintf("lacks %s: the kubelet's loopback and the pod network %s (bridge, host-local, portmap) need loopback, bridge, host-local and portmap", p, CNIConfigPath))
+			return nil, fieldErr(r, "cni.plugins", fmt.Sprintf("lacks %s: the kubelet's loopback and the pod network %s need %s", p, CNIConfigPath, strings.Join(recipes.RequiredCNIPlugins, ", ")))
 		}
 	}
 	if data.Runtime == recipes.RuntimeDocker {
@@ -133,7 +133,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		if len(u.Roles) == 0 {
 			continue
 		}
-		for _, bin := range plan.defs[u.Name].bins {
+		for _, bin := range plan.defs[u.Name].Bins {
 			if !bins[bin] {
 				field := "kubernetes.components"
 				switch bin {
@@ -152,7 +152,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	// Units, role drop-ins and enablement links.
 	for _, u := range plan.units {
 		d := plan.defs[u.Name]
-		if !d.foreign {
+		if !d.Foreign {
 			content, err := data.execute("units/" + u.Name)
 			if err != nil {
 				return nil, err
@@ -626,11 +626,6 @@ func marshalJSON(v any) []byte {
 	return append(out, '\n')
 }
 
-var (
-	sysctlKeyRE = regexp.MustCompile(`^[A-Za-z0-9_.*-]+(/[A-Za-z0-9_.*-]+)*$`)
-	moduleRE    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-)
-
 func sysctlFile(r *recipes.Recipe) ([]byte, error) {
 	keys := make([]string, 0, len(r.Sysctls))
 	for k := range r.Sysctls {
@@ -643,11 +638,11 @@ func sysctlFile(r *recipes.Recipe) ([]byte, error) {
 	for _, k := range keys {
 		v := r.Sysctls[k]
 		field := fmt.Sprintf("sysctls[%q]", k)
-		if !sysctlKeyRE.MatchString(k) {
-			return nil, fieldErr(r, field, "not a sysctl name")
+		if err := recipes.CheckSysctlKey(k); err != nil {
+			return nil, fieldErr(r, field, err.Error())
 		}
-		if strings.ContainsAny(v, "\n\r") || strings.TrimSpace(v) == "" {
-			return nil, fieldErr(r, field, fmt.Sprintf("value %q must be one non-empty line", v))
+		if err := recipes.CheckSysctlValue(v); err != nil {
+			return nil, fieldErr(r, field, err.Error())
 		}
 		fmt.Fprintf(&b, "%s = %s\n", k, strings.TrimSpace(v))
 	}
@@ -659,8 +654,8 @@ func modulesFile(r *recipes.Recipe) ([]byte, error) {
 	b.WriteString("# kubebake node layer: kernel modules the node loads at boot (before systemd-sysctl).\n")
 	seen := map[string]bool{}
 	for i, m := range r.Modules {
-		if !moduleRE.MatchString(m) {
-			return nil, fieldErr(r, fmt.Sprintf("modules[%d]", i), fmt.Sprintf("%q is not a module name", m))
+		if err := recipes.CheckModuleName(m); err != nil {
+			return nil, fieldErr(r, fmt.Sprintf("modules[%d]", i), err.Error())
 		}
 		if seen[m] {
 			continue

@@ -185,7 +185,7 @@ func TestRenderErrors(t *testing.T) {
 		{"dependency is not listable", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[0].Units[0] = MasterPKIUnit },
 			`roles[0].units[0]: unknown unit "kubebake-master-pki.service"`},
 		{"bad role name", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[1].Name = "Big Minion" },
-			`roles[1].name: role name "Big Minion" is not a valid marker file name`},
+			`roles[1].name: "Big Minion" is not a role name`},
 		{"duplicate role", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[1].Name = "master" },
 			`roles[1].name: role "master" is defined twice`},
 		{"duplicate unit", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[0].Units[1] = r.Roles[0].Units[0] },

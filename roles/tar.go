@@ -2,7 +2,6 @@ package roles
 
 import (
 	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -11,8 +10,7 @@ import (
 	"time"
 )
 
-// OpenFunc opens the blob of an artifact: a lock artifact from the cache, or a local artifact
-// (LocalArtifacts).
+// OpenFunc opens the blob of a lock artifact (from the cache).
 type OpenFunc func(artifactName string) (io.ReadCloser, error)
 
 // WriteTar writes the layer as a tar archive with the same bytes for the same layer and
@@ -66,8 +64,7 @@ func writeEntry(tw *tar.Writer, f File, open OpenFunc, mtime time.Time) error {
 	if open == nil {
 		return fmt.Errorf("artifact %s: no way to open artifacts", f.Artifact)
 	}
-	local := isKnown(f.Artifact, LocalArtifacts)
-	if f.SHA256 == "" && !local {
+	if f.SHA256 == "" {
 		return fmt.Errorf("artifact %s has no sha256: the layer was rendered without a lock; run \"kubebake lock\"", f.Artifact)
 	}
 	rc, err := open(f.Artifact)
@@ -77,14 +74,6 @@ func writeEntry(tw *tar.Writer, f File, open OpenFunc, mtime time.Time) error {
 	defer rc.Close()
 	var r io.Reader = rc
 	size := f.Size
-	if f.SHA256 == "" {
-		// A local artifact of unknown size: its size must be known before the header.
-		data, err := io.ReadAll(rc)
-		if err != nil {
-			return fmt.Errorf("artifact %s: %w", f.Artifact, err)
-		}
-		r, size = bytes.NewReader(data), int64(len(data))
-	}
 	hdr.Size = size
 	if err := writeHeader(tw, hdr); err != nil {
 		return err

@@ -2,27 +2,27 @@ package roles
 
 import (
 	"fmt"
-	"regexp"
+	"github.com/kubebake/kubebake/manifest"
 	"sort"
 	"strings"
 
 	"github.com/kubebake/kubebake/recipes"
 )
 
-// Unit names kubebake itself defines (not role units).
+// Unit names kubebake itself defines (not role units); the unit catalog is recipes.Units.
 const (
-	RolesTarget   = "kubebake-roles.target"
-	IgnitionUnit  = "kubebake-ignition.service"
-	MasterPKIUnit = "kubebake-master-pki.service"
+	RolesTarget   = recipes.RolesTarget
+	IgnitionUnit  = recipes.IgnitionUnit
+	MasterPKIUnit = recipes.MasterPKIUnit
 	// SSHKeygenUnit makes the SSH host keys the image leaves out when cloud-init did not
 	// (a boot configured by Ignition alone); Debian's ssh.service does not make them.
-	SSHKeygenUnit = "kubebake-ssh-keygen.service"
+	SSHKeygenUnit = recipes.SSHKeygenUnit
 	// GrowRootUnit grows the root partition to the disk when cloud-init did not.
-	GrowRootUnit = "kubebake-growroot.service"
+	GrowRootUnit = recipes.GrowRootUnit
 	// NodeEnvUnit works out the node's address and kubelet flags; ImagesUnit imports the
 	// baked container images into containerd.
-	NodeEnvUnit = "kubebake-node-env.service"
-	ImagesUnit  = "kubebake-images.service"
+	NodeEnvUnit = recipes.NodeEnvUnit
+	ImagesUnit  = recipes.ImagesUnit
 	// FlannelUnit is the pod network agent, in the catalog when the recipe has a podNetwork.
 	FlannelUnit    = recipes.FlannelUnit
 	UnitDir        = "/usr/lib/systemd/system"
@@ -30,99 +30,18 @@ const (
 	RoleDropInName = "10-role.conf"
 )
 
-// Unit is one systemd unit of the node layer and what starts it.
-type Unit struct {
-	Name string `json:"name"`
-	// Roles whose marker lets the unit start (its role drop-in); empty for shared units.
-	// A unit gets the roles that list it and the roles of every unit that needs it (a
-	// dependency such as kubebake-master-pki.service runs wherever its dependents may).
-	Roles []string `json:"roles,omitempty"`
-	// Foreign units come from a Debian package (containerd.service): the layer carries only
-	// their role drop-in and enablement link.
-	Foreign bool `json:"foreign,omitempty"`
-	// Enabled units are pulled in at boot by a link in the layer: role units by
-	// kubebake-roles.target, shared units by multi-user.target.
-	Enabled bool `json:"enabled"`
-	// Listed is true for units a recipe role names (as opposed to dependencies).
-	Listed bool `json:"listed,omitempty"`
-}
+// Unit is one systemd unit of the node layer and what starts it. It is the manifest's type:
+// the manifest lists the layer's units as they are.
+type Unit = manifest.Unit
 
 // DropInPath is the role drop-in of a unit.
 func DropInPath(unit string) string { return UnitDir + "/" + unit + ".d/" + RoleDropInName }
 
-// unitDef is one unit kubebake knows how to run.
-type unitDef struct {
-	name    string
-	foreign bool
-	// runtime limits the unit to one container runtime ("" for any).
-	runtime string
-	// bins are the node binaries (lock artifact names) its ExecStart needs.
-	bins []string
-	// needs are units that must run on the same node (Requires= or Wants= in the unit).
-	needs []string
-	// listable units may appear in a recipe role; others are dependencies or shared.
-	listable bool
-}
-
-// catalog is every unit the layer may hold for a runtime, and with a pod network agent or
-// not. roles in a recipe may list the listable ones (recipes.KnownUnits is the same set, for
-// lint).
-func catalog(runtime string, podNetwork bool) []unitDef {
-	defs := []unitDef{
-		{name: "etcd.service", bins: []string{"etcd"}, needs: []string{MasterPKIUnit}, listable: true},
-		{name: "kube-apiserver.service", bins: []string{"kube-apiserver"}, needs: []string{MasterPKIUnit, "etcd.service"}, listable: true},
-		{name: "kube-controller-manager.service", bins: []string{"kube-controller-manager"}, needs: []string{MasterPKIUnit}, listable: true},
-		{name: "kube-scheduler.service", bins: []string{"kube-scheduler"}, needs: []string{MasterPKIUnit}, listable: true},
-		{name: "kubebake-master-bootstrap.service", bins: []string{"kubeadm", "kubectl"}, needs: []string{MasterPKIUnit, "kube-apiserver.service"}, listable: true},
-		{name: MasterPKIUnit, bins: []string{"kubeadm"}},
-		{name: "kubelet.service", bins: []string{"kubelet"}, needs: kubeletNeeds(runtime), listable: true},
-		{name: "kube-proxy.service", bins: []string{"kube-proxy"}, needs: []string{"kubelet.service"}, listable: true},
-		{name: "kubebake-minion-join.service", listable: true},
-		{name: FlannelUnit, bins: []string{"flanneld"}, needs: []string{"kubelet.service", NodeEnvUnit}, listable: true},
-		{name: NodeEnvUnit},
-		{name: ImagesUnit, runtime: recipes.RuntimeContainerd, needs: []string{"containerd.service"}},
-		{name: "containerd.service", foreign: true, runtime: recipes.RuntimeContainerd, listable: true},
-		{name: "docker.service", foreign: true, runtime: recipes.RuntimeDocker, listable: true},
-		{name: "cri-docker.service", runtime: recipes.RuntimeDocker, bins: []string{"cri-dockerd"}, needs: []string{"docker.service"}, listable: true},
-		{name: IgnitionUnit},
-		{name: RolesTarget},
-		{name: SSHKeygenUnit},
-		{name: GrowRootUnit},
-	}
-	var out []unitDef
-	for _, d := range defs {
-		if d.name == FlannelUnit && !podNetwork {
-			continue
-		}
-		if d.runtime == "" || d.runtime == runtime {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-// kubeletNeeds: the join (or the master's own credentials), the node's address, the CRI, and
-// under containerd the baked images.
-func kubeletNeeds(runtime string) []string {
-	needs := []string{"kubebake-minion-join.service", NodeEnvUnit, runtimeService(runtime)}
-	if runtime == recipes.RuntimeContainerd {
-		needs = append(needs, ImagesUnit)
-	}
-	return needs
-}
-
-func runtimeService(runtime string) string {
-	if runtime == recipes.RuntimeDocker {
-		return "cri-docker.service"
-	}
-	return "containerd.service"
-}
-
-var roleNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+func runtimeService(runtime string) string { return recipes.CRIUnit(runtime) }
 
 // unitPlan is the validated role assignment of a recipe.
 type unitPlan struct {
-	defs  map[string]unitDef
+	defs  map[string]recipes.UnitDef
 	units []Unit // sorted by name
 }
 
@@ -165,12 +84,12 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 	if runtime != recipes.RuntimeContainerd && runtime != recipes.RuntimeDocker {
 		return nil, fieldErr(r, "runtime.name", fmt.Sprintf("unknown runtime %q; use containerd or docker", runtime))
 	}
-	defs := map[string]unitDef{}
+	defs := map[string]recipes.UnitDef{}
 	var listable []string
-	for _, d := range catalog(runtime, r.PodNetwork != nil) {
-		defs[d.name] = d
-		if d.listable {
-			listable = append(listable, d.name)
+	for _, d := range recipes.Units(runtime, r.PodNetwork != nil) {
+		defs[d.Name] = d
+		if d.Listable {
+			listable = append(listable, d.Name)
 		}
 	}
 	sort.Strings(listable)
@@ -182,8 +101,8 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 	seenRole := map[string]bool{}
 	for i, role := range r.Roles {
 		field := fmt.Sprintf("roles[%d].name", i)
-		if !roleNameRE.MatchString(role.Name) {
-			return nil, fieldErr(r, field, fmt.Sprintf("role name %q is not a valid marker file name; use lowercase letters, digits and '-' (marker %s)", role.Name, recipes.MarkerPath("<name>")))
+		if err := recipes.CheckRoleName(role.Name); err != nil {
+			return nil, fieldErr(r, field, fmt.Sprintf("%v (it names the marker %s)", err, recipes.MarkerPath("<role>")))
 		}
 		if seenRole[role.Name] {
 			return nil, fieldErr(r, field, fmt.Sprintf("role %q is defined twice", role.Name))
@@ -196,7 +115,7 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 		for j, name := range role.Units {
 			field := fmt.Sprintf("roles[%d].units[%d]", i, j)
 			d, ok := defs[name]
-			if !ok || !d.listable {
+			if !ok || !d.Listable {
 				return nil, fieldErr(r, field, unknownUnitMsg(name, runtime, listable))
 			}
 			if seenUnit[name] {
@@ -219,7 +138,7 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 	for changed := true; changed; {
 		changed = false
 		for name, d := range defs {
-			for _, need := range d.needs {
+			for _, need := range d.Needs {
 				for role := range roles[name] {
 					if roles[need] == nil {
 						roles[need] = map[string]bool{}
@@ -235,7 +154,7 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 
 	p := &unitPlan{defs: defs}
 	for name, d := range defs {
-		u := Unit{Name: name, Foreign: d.foreign, Listed: len(listedBy[name]) > 0}
+		u := Unit{Name: name, Foreign: d.Foreign, Listed: len(listedBy[name]) > 0}
 		for role := range roles[name] {
 			u.Roles = append(u.Roles, role)
 		}
@@ -246,7 +165,7 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 		case name == RolesTarget || name == IgnitionUnit || name == SSHKeygenUnit || name == GrowRootUnit:
 			u.Enabled = true
 		}
-		if d.foreign && len(u.Roles) == 0 {
+		if d.Foreign && len(u.Roles) == 0 {
 			continue // a Debian unit no role uses: the layer has nothing to say about it
 		}
 		p.units = append(p.units, u)
@@ -269,13 +188,16 @@ func unknownUnitMsg(name, runtime string, listable []string) string {
 		if other == runtime {
 			continue
 		}
-		for _, d := range catalog(other, true) {
-			if d.name == name && d.runtime == other {
+		for _, d := range recipes.Units(other, true) {
+			if d.Name == name && d.Runtime == other {
 				return fmt.Sprintf("unit %s belongs to runtime %s, but runtime.name is %s", name, other, runtime)
 			}
 		}
 	}
 	msg := fmt.Sprintf("unknown unit %q; a role may list: %s", name, strings.Join(listable, ", "))
+	if err := recipes.CheckUnitName(name); err != nil {
+		msg = err.Error() + "; a role may list: " + strings.Join(listable, ", ")
+	}
 	if !strings.Contains(name, ".") {
 		for _, l := range listable {
 			if l == name+".service" {

@@ -22,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/manifest"
 )
 
 func TestPlanCluster(t *testing.T) {
@@ -474,7 +475,7 @@ func TestFindKubectl(t *testing.T) {
 	if _, err := c.Put(hexSum, bytes.NewReader(script)); err != nil {
 		t.Fatal(err)
 	}
-	m := &Manifest{Files: []ManifestFile{{Path: "/usr/bin/kubectl", Type: "file", Artifact: "kubectl", SHA256: hexSum}}}
+	m := &Manifest{Manifest: manifest.Manifest{Files: []manifest.File{{Path: "/usr/bin/kubectl", Type: "file", Artifact: "kubectl", SHA256: hexSum}}}}
 
 	bin, how, err := findKubectl("", m, cacheDir, work)
 	if err != nil || bin != filepath.Join(work, "kubectl") || !strings.Contains(how, "artifact cache") {
@@ -496,7 +497,7 @@ func TestFindKubectl(t *testing.T) {
 	}
 
 	// Not in the cache: kubectl on PATH, else an error that says what to do.
-	other := &Manifest{Files: []ManifestFile{{Path: "/usr/bin/kubectl", Type: "file", Artifact: "kubectl", SHA256: strings.Repeat("0", 64)}}}
+	other := &Manifest{Manifest: manifest.Manifest{Files: []manifest.File{{Path: "/usr/bin/kubectl", Type: "file", Artifact: "kubectl", SHA256: strings.Repeat("0", 64)}}}}
 	pathDir := filepath.Join(dir, "path")
 	os.MkdirAll(pathDir, 0o755)
 	t.Setenv("PATH", pathDir)
@@ -584,10 +585,10 @@ func TestClusterReport(t *testing.T) {
 }
 
 func TestManifestImageRef(t *testing.T) {
-	m, err := ParseManifest([]byte(`{"files": [{"path": "/usr/bin/kubelet"}], "artifacts": [
+	m, err := ParseManifest([]byte(`{"apiVersion": "kubebake.dev/v1alpha1", "kind": "ImageManifest", "files": [{"path": "/usr/bin/kubelet"}], "artifacts": [
 		{"name": "kubelet", "kind": "binary", "source": "gomod", "version": "v1.35.0", "sha256": "aa"},
 		{"name": "busybox-image", "kind": "image", "ref": "kubebake.local/busybox:1.35.0", "sha256": "bb"},
-		{"name": "coredns-image", "kind": "image", "ref": "kubebake.local/coredns:v1.15.0", "sha256": "cc"}]}`))
+		{"name": "coredns-image", "kind": "image", "ref": "kubebake.local/coredns:v1.15.0", "sha256": "cc"}]}`), "manifest.json")
 	if err != nil {
 		t.Fatal(err)
 	}

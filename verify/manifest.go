@@ -1,86 +1,28 @@
 package verify
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/kubebake/kubebake/manifest"
 )
 
 // GuestManifestPath is where an image carries a copy of its manifest.
-const GuestManifestPath = "/etc/kubebake/manifest.json"
+const GuestManifestPath = manifest.ImagePath
 
-// Manifest is the part of the builder's manifest.json that verify reads. verify never imports
-// the builder: this is its own minimal view of the file, tolerant of fields it does not know.
+// Manifest is a build's manifest.json as verify uses it: the document package manifest owns
+// (and checks the apiVersion and kind of), with the lookups verify derives its checks from.
+// verify never imports the builder: the two meet at the image files and this document.
 type Manifest struct {
-	Recipe   ManifestRecipe     `json:"recipe"`
-	LockHash string             `json:"lockHash,omitempty"`
-	Files    []ManifestFile     `json:"files"`
-	Units    []ManifestUnit     `json:"units"`
-	Lock     []ManifestArtifact `json:"artifacts"`
-	Packages []Package          `json:"packages"`
-	// Outputs are the files of the build output folder (only in its manifest.json).
-	Outputs []ManifestOutput `json:"outputs,omitempty"`
-}
-
-// ManifestOutput is one file a build wrote.
-type ManifestOutput struct {
-	Name   string `json:"name"`
-	Format string `json:"format,omitempty"`
-}
-
-// ManifestRecipe is what the manifest says of the recipe the image was built from.
-type ManifestRecipe struct {
-	Name    string            `json:"name"`
-	Sysctls map[string]string `json:"sysctls"`
-	Modules []string          `json:"modules"`
-	Runtime struct {
-		Name string `json:"name"`
-	} `json:"runtime"`
-	Storage struct {
-		Driver string `json:"driver"`
-	} `json:"storage"`
-	CNI struct {
-		Plugins []string `json:"plugins"`
-	} `json:"cni"`
-	Roles []struct {
-		Name  string   `json:"name"`
-		Units []string `json:"units"`
-	} `json:"roles"`
-}
-
-// ManifestFile is one node-layer file in the image.
-type ManifestFile struct {
-	Path     string `json:"path"`
-	Type     string `json:"type"`
-	Artifact string `json:"artifact,omitempty"`
-	SHA256   string `json:"sha256,omitempty"`
-}
-
-// ManifestUnit is a systemd unit and the roles whose marker lets it start (none: shared).
-type ManifestUnit struct {
-	Name  string   `json:"name"`
-	Roles []string `json:"roles,omitempty"`
-}
-
-// ManifestArtifact is a pinned input as the lock has it.
-type ManifestArtifact struct {
-	Name    string `json:"name"`
-	Kind    string `json:"kind"`
-	Source  string `json:"source"`
-	Version string `json:"version"`
-	Module  string `json:"module,omitempty"`
-	SHA256  string `json:"sha256"`
-	// Ref names a container image artifact (kubebake.local/busybox:1.35.0).
-	Ref string `json:"ref,omitempty"`
+	manifest.Manifest
 }
 
 // ImageRef returns the reference of the baked container image whose repository ends in
 // "/"+name (busybox, coredns), or "".
 func (m *Manifest) ImageRef(name string) string {
-	for _, a := range m.Lock {
+	for _, a := range m.Artifacts {
 		repo, _, _ := strings.Cut(a.Ref, ":")
 		if a.Ref != "" && (repo == name || strings.HasSuffix(repo, "/"+name)) {
 			return a.Ref
@@ -89,29 +31,44 @@ func (m *Manifest) ImageRef(name string) string {
 	return ""
 }
 
-// LoadManifest reads manifest.json.
+// LoadManifest reads a manifest.json (manifest.Read) and checks that it says enough to
+// derive checks from.
 func LoadManifest(file string) (*Manifest, error) {
-	data, err := os.ReadFile(file)
+	m, err := manifest.Read(file)
 	if err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, err
 	}
-	m, err := ParseManifest(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	return m, nil
+	return checked(m, file)
 }
 
-// ParseManifest decodes a manifest and checks that it says enough to derive checks from.
-func ParseManifest(data []byte) (*Manifest, error) {
-	var m Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("not a kubebake manifest: %w", err)
+// ParseManifest decodes a manifest (manifest.Parse; name says where data came from, for
+// messages) and checks that it says enough to derive checks from.
+func ParseManifest(data []byte, name string) (*Manifest, error) {
+	m, err := manifest.Parse(data, name)
+	if err != nil {
+		return nil, err
 	}
-	if len(m.Files) == 0 && len(m.Lock) == 0 {
-		return nil, fmt.Errorf("the manifest lists no files and no artifacts: is it a kubebake build's manifest.json?")
+	return checked(m, name)
+}
+
+// manifestOutputs returns the outputs a build output folder's manifest.json lists, or nil when
+// there is no manifest or it cannot be read (Run says why when it loads the manifest).
+func manifestOutputs(file string) []manifest.OutputFile {
+	if file == "" {
+		return nil
 	}
-	return &m, nil
+	m, err := manifest.Read(file)
+	if err != nil {
+		return nil
+	}
+	return m.Outputs
+}
+
+func checked(m *manifest.Manifest, name string) (*Manifest, error) {
+	if len(m.Files) == 0 && len(m.Artifacts) == 0 {
+		return nil, fmt.Errorf("%s: the manifest lists no files and no artifacts: is it a kubebake build's manifest.json?", name)
+	}
+	return &Manifest{Manifest: *m}, nil
 }
 
 // RoleUnits maps each role to the units that run on it: from the manifest's units and their
@@ -123,7 +80,7 @@ func (m *Manifest) RoleUnits() map[string][]string {
 			out[r] = append(out[r], u.Name)
 		}
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && m.Recipe != nil {
 		for _, r := range m.Recipe.Roles {
 			out[r.Name] = append(out[r.Name], r.Units...)
 		}
@@ -151,21 +108,19 @@ var versionArgs = map[string]string{
 
 // Spec derives a role's checks' expectations from the manifest.
 func (m *Manifest) Spec(role string) Spec {
-	s := Spec{
-		Role:          role,
-		Roles:         m.RoleUnits(),
-		Sysctls:       m.Recipe.Sysctls,
-		Modules:       m.Recipe.Modules,
-		Runtime:       m.Recipe.Runtime.Name,
-		StorageDriver: m.Recipe.Storage.Driver,
-		CNIPlugins:    m.Recipe.CNI.Plugins,
-		Packages:      m.Packages,
+	s := Spec{Role: role, Roles: m.RoleUnits()}
+	if r := m.Recipe; r != nil {
+		s.Sysctls, s.Modules, s.Runtime = r.Sysctls, r.Modules, r.Runtime.Name
+		s.StorageDriver, s.CNIPlugins = r.Storage.Driver, r.CNI.Plugins
+	}
+	for _, p := range m.Packages {
+		s.Packages = append(s.Packages, Package{Name: p.Name, Version: p.Version})
 	}
 	if s.Runtime == "" {
 		s.Runtime = "containerd"
 	}
 	versions := map[string]string{}
-	for _, a := range m.Lock {
+	for _, a := range m.Artifacts {
 		versions[a.Name] = a.Version
 	}
 	for _, f := range m.Files {

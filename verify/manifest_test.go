@@ -1,12 +1,14 @@
 package verify
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 )
 
-// A manifest.json in the builder's shape (trimmed): verify decodes it with its own view.
+// A manifest.json in the builder's shape (trimmed), read through package manifest.
 const sampleManifest = `{
   "apiVersion": "kubebake.dev/v1alpha1",
   "kind": "ImageManifest",
@@ -44,7 +46,7 @@ const sampleManifest = `{
 }`
 
 func TestManifestSpec(t *testing.T) {
-	m, err := ParseManifest([]byte(sampleManifest))
+	m, err := ParseManifest([]byte(sampleManifest), "sample")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +92,44 @@ func TestManifestSpec(t *testing.T) {
 }
 
 func TestParseManifestRefusesOther(t *testing.T) {
-	for _, doc := range []string{`{}`, `[1]`, `{"files": 3}`} {
-		if _, err := ParseManifest([]byte(doc)); err == nil {
+	for _, doc := range []string{`{}`, `[1]`, `{"files": 3}`,
+		`{"apiVersion": "kubebake.dev/v1alpha1", "kind": "ImageManifest"}`,
+		`{"apiVersion": "kubebake.dev/v1alpha1", "kind": "Lock", "files": [{"path": "/x"}]}`,
+	} {
+		if _, err := ParseManifest([]byte(doc), "doc.json"); err == nil {
 			t.Errorf("accepted %s", doc)
+		} else if !strings.HasPrefix(err.Error(), "doc.json: ") {
+			t.Errorf("the error does not name the file: %v", err)
 		}
 	}
+}
+
+// A manifest of an apiVersion verify does not know is refused by name, before any check is
+// derived from it, by LoadManifest as by ParseManifest.
+func TestLoadManifestRefusesOtherVersion(t *testing.T) {
+	doc := strings.Replace(sampleManifest, `"apiVersion": "kubebake.dev/v1alpha1",
+  "kind"`, `"apiVersion": "kubebake.dev/v9",
+  "kind"`, 1)
+	file := writeTemp(t, doc)
+	_, err := LoadManifest(file)
+	if err == nil {
+		t.Fatal("a kubebake.dev/v9 manifest was accepted")
+	}
+	for _, want := range []string{file, "apiVersion", "kubebake.dev/v9", "rebuild the image"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q: %v", want, err)
+		}
+	}
+	if m, err := LoadManifest(writeTemp(t, sampleManifest)); err != nil || m.Recipe.Name != "debian-12" || m.LockHash != "sha256:abc" {
+		t.Errorf("the sample: %v", err)
+	}
+}
+
+func writeTemp(t *testing.T, data string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "manifest.json")
+	if err := os.WriteFile(file, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }

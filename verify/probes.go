@@ -3,14 +3,18 @@ package verify
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/kubebake/kubebake/recipes"
 )
 
-// Spec is what one booted node must show: everything comes from the image's manifest and the
-// user-data given to the node, never from a list kept here.
+// Spec is what one booted node must show: it comes from the image's manifest and the
+// user-data given to the node, never from a list kept here. Probes adds kubebake's invariants
+// (recipes' rulebook) on top, whatever the Spec says.
 type Spec struct {
 	// Role is the role this node was given; Roles are every role's units, by role.
 	Role  string
@@ -25,7 +29,8 @@ type Spec struct {
 	Packages []Package
 	Sysctls  map[string]string
 	Modules  []string
-	// Runtime is containerd or docker; StorageDriver its storage (overlayfs, overlay2).
+	// Runtime is containerd or docker; StorageDriver its storage as the recipe says. The
+	// storage check expects overlay (recipes.StorageDriverFor) whatever StorageDriver says.
 	Runtime       string
 	StorageDriver string
 	CNIPlugins    []string
@@ -73,12 +78,43 @@ func (s Spec) runsRuntime() bool {
 	return !inSomeRole // a shared runtime runs everywhere
 }
 
-// RequiredHostTools are the tools Kubernetes needs on every node (kubeadm's preflight and
-// kube-proxy): the product's promise, whatever the recipe says.
-var RequiredHostTools = []string{"conntrack", "socat", "ebtables", "iptables", "ip6tables"}
+// The pitfall checks hold kubebake's invariants themselves, from the rulebook in recipes, and
+// never take the recipe's word for them: a recipe (or a manifest) that wrongly says
+// ip_forward "0", leaves out br_netfilter or asks for devicemapper still gets the check that
+// the node forwards, loads the module and stores images on overlay. The recipe's own settings
+// add checks; where one names the same probe as an invariant, the invariant wins.
 
-// RequiredCNIPlugins are the reference plugins every node's pod network needs.
-var RequiredCNIPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
+// invariantSysctls are the sysctls every node must have at "1" (recipes.RequiredSysctls).
+func invariantSysctls() map[string]string {
+	m := map[string]string{}
+	for k := range recipes.RequiredSysctls {
+		m[k] = "1"
+	}
+	return m
+}
+
+// nodeSysctls are the recipe's sysctls with the invariants over them.
+func (s Spec) nodeSysctls() map[string]string {
+	m := maps.Clone(s.Sysctls)
+	if m == nil {
+		m = map[string]string{}
+	}
+	maps.Copy(m, invariantSysctls())
+	return m
+}
+
+// nodeModules are the recipe's modules, then the required ones it lacks.
+func (s Spec) nodeModules() []string {
+	return union(s.Modules, sortedKeys(recipes.RequiredModules))
+}
+
+// nodeCNIPlugins are the required plugins, then the recipe's others.
+func (s Spec) nodeCNIPlugins() []string { return union(recipes.RequiredCNIPlugins, s.CNIPlugins) }
+
+// nodeHostTools are the required host tools, then any others the spec names.
+func (s Spec) nodeHostTools() []string {
+	return union(sortedKeys(recipes.RequiredHostTools), s.HostTools)
+}
 
 // Probes turns a Spec into the node's checks, in report order.
 func Probes(s Spec) []Probe {
@@ -96,19 +132,21 @@ func Probes(s Spec) []Probe {
 	if len(s.Packages) > 0 {
 		ps = append(ps, packagesProbe(s.Packages))
 	}
-	for _, k := range sortedKeys(s.Sysctls) {
-		ps = append(ps, sysctlProbe(k, s.Sysctls[k]))
+	sysctls := s.nodeSysctls()
+	for _, k := range sortedKeys(sysctls) {
+		ps = append(ps, sysctlProbe(k, sysctls[k]))
 	}
-	for _, m := range s.Modules {
+	for _, m := range s.nodeModules() {
 		ps = append(ps, moduleProbes(m)...)
 	}
 	if s.Runtime != "" {
-		ps = append(ps, storageProbe(s.Runtime, s.StorageDriver, s.runsRuntime()))
+		// Overlay storage whatever the spec's StorageDriver says (never devicemapper/loopback).
+		ps = append(ps, storageProbe(s.Runtime, recipes.StorageDriverFor(s.Runtime), s.runsRuntime()))
 	}
-	for _, p := range union(RequiredCNIPlugins, s.CNIPlugins) {
+	for _, p := range s.nodeCNIPlugins() {
 		ps = append(ps, cniProbe(p))
 	}
-	for _, t := range union(RequiredHostTools, s.HostTools) {
+	for _, t := range s.nodeHostTools() {
 		ps = append(ps, toolProbe(t))
 	}
 	ps = append(ps, unitProbes(s)...)

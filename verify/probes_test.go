@@ -5,8 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kubebake/kubebake/recipes"
 )
 
 func testSpec() Spec {
@@ -250,5 +253,148 @@ func TestStorageWhereRuntimeDoesNotRun(t *testing.T) {
 	s.Role = RoleMinion
 	if p := probeByName(t, Probes(s), "runtime/storage"); !strings.Contains(p.Script, "ctr plugins") {
 		t.Error("a minion's running containerd is not asked")
+	}
+}
+
+// bareSpec is a spec whose manifest said nothing about sysctls, modules, CNI plugins, host
+// tools or storage: every pitfall check must still be there, from kubebake's own rulebook.
+func bareSpec() Spec {
+	return Spec{
+		Role:     RoleMinion,
+		UserData: UserDataCloudInit,
+		Roles:    map[string][]string{RoleMinion: {"containerd.service", "kubelet.service"}},
+		Runtime:  "containerd",
+	}
+}
+
+// probeCase is canned guest output for one probe and the verdict it must get.
+type probeCase struct {
+	probe string
+	out   Output
+	pass  bool
+}
+
+// TestInvariantProbesFailOnBrokenGuests: the pitfall checks exist whatever the spec says, and
+// each fails on the output of a guest that has the pitfall (and passes on a sound one).
+func TestInvariantProbesFailOnBrokenGuests(t *testing.T) {
+	ps := Probes(bareSpec())
+	sysctlOut := func(key, runtime, file, val string) Output {
+		return Output{Text: fmt.Sprintf("runtime=%s\ndef=%s:%s = %s", runtime, file, key, val)}
+	}
+	const usr = "/usr/lib/sysctl.d/90-kubebake.conf"
+	var cases []probeCase
+	for _, k := range []string{"net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables", "net.ipv4.ip_forward"} {
+		cases = append(cases,
+			probeCase{"sysctl/" + k, sysctlOut(k, "1", usr, "1"), true},
+			probeCase{"sysctl/" + k, sysctlOut(k, "0", usr, "0"), false}, // set to 0 in the image
+			probeCase{"sysctl/" + k, sysctlOut(k, "0", usr, "1"), false}, // set, but not applied (br_netfilter late)
+			probeCase{"sysctl/" + k, Output{Text: "runtime=sysctl: cannot stat /proc/sys/" + strings.ReplaceAll(k, ".", "/") + ": No such file or directory"}, false},
+			probeCase{"sysctl/" + k, sysctlOut(k, "1", "/etc/sysctl.d/99-local.conf", "1"), false}, // not from the image
+		)
+	}
+	for _, m := range []string{"overlay", "br_netfilter"} {
+		cases = append(cases,
+			probeCase{"module/" + m + "/loaded", Output{Text: "loaded=yes\nconf=/usr/lib/modules-load.d/kubebake.conf"}, true},
+			probeCase{"module/" + m + "/loaded", Output{Text: "loaded=no\nconf=/usr/lib/modules-load.d/kubebake.conf"}, false},
+			probeCase{"module/" + m + "/loaded", Output{Text: "loaded=no"}, false},
+		)
+	}
+	for _, tool := range []string{"conntrack", "socat", "ip", "iptables"} {
+		cases = append(cases,
+			probeCase{"tool/" + tool, Output{Text: "/usr/sbin/" + tool}, true},
+			probeCase{"tool/" + tool, Output{Exit: 1}, false},
+		)
+	}
+	for _, p := range recipes.RequiredCNIPlugins {
+		cases = append(cases,
+			probeCase{"cni/" + p, Output{Text: "missing"}, false},
+		)
+	}
+	cases = append(cases,
+		probeCase{"runtime/storage", Output{Text: "plugin_overlayfs=ok\ncfg_snapshotter=overlayfs"}, true},
+		probeCase{"runtime/storage", Output{Text: "plugin_devmapper=ok\ncfg_snapshotter=devmapper"}, false},
+	)
+	for i, c := range cases {
+		t.Run(fmt.Sprintf("%02d-%s", i, c.probe), func(t *testing.T) {
+			got, pass := probeByName(t, ps, c.probe).Eval(c.out)
+			if pass != c.pass {
+				t.Errorf("Eval(%q) = %q, %v; want pass=%v", c.out.Text, got, pass, c.pass)
+			}
+		})
+	}
+}
+
+// TestInvariantsOverrideTheRecipe: a recipe that wrongly says ip_forward "0" (or a bridge
+// sysctl "0", or devicemapper storage) still gets the check for "1" (and overlay), once.
+func TestInvariantsOverrideTheRecipe(t *testing.T) {
+	s := bareSpec()
+	s.Sysctls = map[string]string{
+		"net.ipv4.ip_forward":                "0",
+		"net.bridge.bridge-nf-call-iptables": "0",
+		"vm.max_map_count":                   "262144",
+	}
+	s.Modules = []string{"br_netfilter", "nf_conntrack"}
+	s.StorageDriver = "devicemapper"
+	s.HostTools = []string{"conntrack", "ethtool"}
+	s.CNIPlugins = []string{"bridge", "tuning"}
+	ps := Probes(s)
+
+	fwd := probeByName(t, ps, "sysctl/net.ipv4.ip_forward")
+	if !strings.HasPrefix(fwd.Expected, "1 ") {
+		t.Errorf("ip_forward expected %q, want 1", fwd.Expected)
+	}
+	// The guest did what the recipe said: forwarding off. That is a failure.
+	if got, pass := fwd.Eval(Output{Text: "runtime=0\ndef=/usr/lib/sysctl.d/90-kubebake.conf:net.ipv4.ip_forward = 0"}); pass {
+		t.Errorf("ip_forward 0 passed: %q", got)
+	}
+	if got, pass := fwd.Eval(Output{Text: "runtime=1\ndef=/usr/lib/sysctl.d/90-kubebake.conf:net.ipv4.ip_forward = 1"}); !pass {
+		t.Errorf("ip_forward 1 failed: %q", got)
+	}
+	if got, pass := probeByName(t, ps, "sysctl/net.bridge.bridge-nf-call-iptables").Eval(Output{Text: "runtime=0\ndef=/usr/lib/sysctl.d/90-kubebake.conf:net.bridge.bridge-nf-call-iptables = 0"}); pass {
+		t.Errorf("bridge-nf-call-iptables 0 passed: %q", got)
+	}
+	// The recipe's other settings are still checked as it says.
+	if p := probeByName(t, ps, "sysctl/vm.max_map_count"); !strings.HasPrefix(p.Expected, "262144") {
+		t.Errorf("vm.max_map_count expected %q", p.Expected)
+	}
+	probeByName(t, ps, "module/nf_conntrack/loaded")
+	probeByName(t, ps, "tool/ethtool")
+	probeByName(t, ps, "cni/tuning")
+	// Storage: overlay, not what the recipe asked for.
+	st := probeByName(t, ps, "runtime/storage")
+	if !strings.Contains(st.Expected, "overlayfs") {
+		t.Errorf("storage expected %q, want overlayfs", st.Expected)
+	}
+	if got, pass := st.Eval(Output{Text: "plugin_devicemapper=ok\ncfg_snapshotter=devicemapper"}); pass {
+		t.Errorf("devicemapper storage passed: %q", got)
+	}
+
+	// One probe per name: where the recipe repeats an invariant, the invariant's probe is the
+	// only one.
+	count := map[string]int{}
+	for _, p := range ps {
+		count[p.Name]++
+	}
+	for name, n := range count {
+		if n > 1 {
+			t.Errorf("%d probes named %s", n, name)
+		}
+	}
+	for _, name := range []string{"sysctl/net.ipv4.ip_forward", "module/br_netfilter/loaded", "module/overlay/loaded", "tool/conntrack", "cni/bridge"} {
+		if count[name] != 1 {
+			t.Errorf("%s: %d probes, want 1", name, count[name])
+		}
+	}
+}
+
+// TestRequiredCNIPluginsIsTheOneList: verify reads recipes.RequiredCNIPlugins itself (no copy
+// of its own): a plugin added there is checked on every node at once.
+func TestRequiredCNIPluginsIsTheOneList(t *testing.T) {
+	saved := recipes.RequiredCNIPlugins
+	t.Cleanup(func() { recipes.RequiredCNIPlugins = saved })
+	recipes.RequiredCNIPlugins = append(slices.Clone(saved), "tuning")
+	p := probeByName(t, Probes(bareSpec()), "cni/tuning")
+	if _, pass := p.Eval(Output{Text: "missing"}); pass {
+		t.Error("a missing required plugin passed")
 	}
 }

@@ -9,12 +9,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubebake/kubebake/manifest"
 )
 
 // fakeManifest is enough of a manifest for runs that never reach the checks.
 func fakeManifest(t *testing.T, dir string) string {
 	t.Helper()
 	m := map[string]any{
+		"apiVersion": manifest.APIVersion, "kind": manifest.Kind,
 		"files": []map[string]any{{"path": "/usr/bin/kubelet", "type": "file", "artifact": "kubelet", "sha256": "00"}},
 		"units": []map[string]any{{"name": "kubelet.service", "roles": []string{"minion"}}},
 	}

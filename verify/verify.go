@@ -90,12 +90,7 @@ func ResolveTarget(path, manifest string) (Target, error) {
 		if t.Manifest == "" && fileExists(filepath.Join(dir, "manifest.json")) {
 			t.Manifest = filepath.Join(dir, "manifest.json")
 		}
-		var outputs []ManifestOutput
-		if t.Manifest != "" {
-			if m, err := LoadManifest(t.Manifest); err == nil {
-				outputs = m.Outputs
-			}
-		}
+		outputs := manifestOutputs(t.Manifest)
 		for _, format := range imageFormats {
 			for _, o := range outputs {
 				if o.Format == format && t.Image == "" && fileExists(filepath.Join(dir, o.Name)) {
@@ -641,8 +636,8 @@ func (n *node) loadManifest(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("no manifest.json beside the image and none in the guest: %w", err)
 	}
-	if n.manifest, err = ParseManifest(data); err != nil {
-		return fmt.Errorf("%s in the guest: %w", GuestManifestPath, err)
+	if n.manifest, err = ParseManifest(data, GuestManifestPath+" in the guest"); err != nil {
+		return err
 	}
 	return nil
 }

@@ -24,8 +24,13 @@ func init() {
 to an exact version and sha256 and write the lock beside the recipe (x.yaml -> x.lock).
 
 Entries of an existing lock are kept while they still satisfy the recipe, so locking again
-changes nothing. --update moves each input to the newest version its constraint allows:
-the newest patch of a minor track ("1.35"), the newest Debian package in the suites.
+changes nothing. --update re-resolves every input without regard to the current lock, moving
+each to the newest version its constraint allows: the newest patch of a minor track ("1.35"),
+the newest Debian package in the suites.
+
+A lock that cannot be read or parsed, or that holds git merge conflict markers, is refused
+rather than guessed at: resolve the conflict, restore the file from version control, or run
+with --update, the one way to replace a broken lock (every input is pinned from scratch).
 Nothing is written when anything fails.`,
 		Example: `  kubebake lock recipes/debian-12.yaml
   kubebake lock recipes/debian-12.yaml --update -o json`,
@@ -35,7 +40,7 @@ Nothing is written when anything fails.`,
 			return runLock(cmd, args[0], update)
 		},
 	}
-	cmd.Flags().BoolVar(&update, "update", false, "move every input to the newest version its constraint allows")
+	cmd.Flags().BoolVar(&update, "update", false, "re-resolve every input ignoring the current lock: the newest version each constraint allows (also replaces a lock that cannot be read)")
 	rootCmd.AddCommand(cmd)
 }
 
@@ -74,8 +79,14 @@ func runLock(cmd *cobra.Command, arg string, update bool) error {
 	path := recipes.LockPath(r.File)
 	prev, err := recipes.ReadRecipeLock(r)
 	if err != nil {
+		// No lock yet is the one case that needs no decision: lock from scratch. A lock that is
+		// there but cannot be used is refused (its error names the file and the fix) unless
+		// --update says to re-pin everything, which the current lock would not change anyway.
 		if _, statErr := os.Stat(path); !errors.Is(statErr, fs.ErrNotExist) {
-			slog.Warn("ignoring the current lock, it cannot be read; locking from scratch", "lock", path, "err", err)
+			if !update {
+				return fmt.Errorf("nothing locked: %w", err)
+			}
+			slog.Warn("replacing a lock that cannot be read: --update pins every input from scratch", "lock", path, "err", err)
 		}
 		prev = nil
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -275,6 +276,78 @@ func TestLockWritesNothingOnError(t *testing.T) {
 	}
 	if _, err := os.Stat(lockPath); !os.IsNotExist(err) {
 		t.Errorf("a lock was written: %v", err)
+	}
+}
+
+// A lock that cannot be read is refused, not guessed at: the error names the file and the fix
+// and the file is left as it is; --update replaces it by pinning every input from scratch.
+func TestLockRefusesBrokenLock(t *testing.T) {
+	recipePath, _ := cliRecipe(t)
+	cache := t.TempDir()
+	lockPath := strings.TrimSuffix(recipePath, ".yaml") + ".lock"
+	t.Setenv("SOURCE_DATE_EPOCH", "")
+	if _, logs, err := kb(t, "lock", recipePath, "--update=false", "-o", "text", "--cache-dir", cache); err != nil {
+		t.Fatalf("lock: %v\n%s", err, logs)
+	}
+	good, err := recipes.ReadLock(lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(lockPath)
+
+	// Two branches locked different epochs and git left both.
+	i := bytes.Index(first, []byte("  \"sourceDateEpoch\""))
+	j := i + bytes.IndexByte(first[i:], '\n') + 1
+	conflicted := slices.Concat(first[:i], []byte("<<<<<<< HEAD\n"), first[i:j], []byte("=======\n  \"sourceDateEpoch\": 1,\n>>>>>>> relock\n"), first[j:])
+	garbage := first[:len(first)/2]
+	for _, c := range []struct {
+		name string
+		data []byte
+		want []string
+	}{
+		{"conflict", conflicted, []string{"merge conflict", "resolve the merge conflict in " + lockPath + " (or take one side)", "run \"kubebake lock\" again"}},
+		{"unparsable", garbage, []string{"restore " + lockPath + " from version control", "run \"kubebake lock --update\" to re-pin every input from scratch"}},
+	} {
+		os.WriteFile(lockPath, c.data, 0o644)
+		for _, args := range [][]string{
+			{"lock", recipePath, "--update=false", "-o", "text", "--cache-dir", cache},
+			{"lock", recipePath, "--update=false", "-o", "json", "--cache-dir", cache},
+			{"fetch", recipePath, "-o", "text", "--cache-dir", cache}, // any reader of the lock says the same
+		} {
+			out, _, err := kb(t, args...)
+			if err == nil {
+				t.Errorf("%s: kubebake %s succeeded: %s", c.name, strings.Join(args, " "), out)
+				continue
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s: kubebake %s: %v\nwant %q", c.name, args[0], err, w)
+				}
+			}
+			if now, _ := os.ReadFile(lockPath); !bytes.Equal(now, c.data) {
+				t.Errorf("%s: kubebake %s changed the broken lock", c.name, args[0])
+			}
+		}
+	}
+
+	// --update is the way out: every input pinned again, the same pins as before.
+	out, logs, err := kb(t, "lock", recipePath, "--update=true", "-o", "json", "--cache-dir", cache)
+	if err != nil {
+		t.Fatalf("lock --update over a broken lock: %v\n%s", err, logs)
+	}
+	var res lockResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !res.Written || res.Artifacts != len(good.Artifacts) || !strings.Contains(logs, "replacing a lock that cannot be read") {
+		t.Errorf("lock --update: %+v\n%s", res, logs)
+	}
+	back, err := recipes.ReadLock(lockPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(back.Artifacts, good.Artifacts) {
+		t.Error("re-pinning from scratch against the same upstream changed the pins")
 	}
 }
 

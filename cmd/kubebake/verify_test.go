@@ -47,7 +47,7 @@ func TestVerifyCommandReports(t *testing.T) {
 	image := filepath.Join(dir, "blank.raw")
 	os.WriteFile(image, make([]byte, 8<<20), 0o644)
 	manifest := filepath.Join(dir, "manifest.json")
-	os.WriteFile(manifest, []byte(`{"files": [{"path": "/usr/bin/kubelet", "type": "file", "artifact": "kubelet", "sha256": "00"}]}`), 0o644)
+	os.WriteFile(manifest, []byte(`{"apiVersion": "kubebake.dev/v1alpha1", "kind": "ImageManifest", "files": [{"path": "/usr/bin/kubelet", "type": "file", "artifact": "kubelet", "sha256": "00"}]}`), 0o644)
 	junit := filepath.Join(dir, "verify.xml")
 	artifacts := filepath.Join(dir, "artifacts")
 	out, logs, err := kb(t, "verify", image, "--manifest", manifest, "--role", "minion", "--userdata", "cloud-init",

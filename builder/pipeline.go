@@ -1,0 +1,160 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/recipes"
+	"github.com/kubebake/kubebake/roles"
+)
+
+// Request is a build as `kubebake build`, the Packer builder and the rebase job ask for it:
+// a recipe by name or path, and where the outputs go. Run does everything else.
+type Request struct {
+	// Recipe is a recipe name ("debian-12") or the path of its YAML.
+	Recipe string
+	// OutDir receives the outputs; empty: out/<recipe name>.
+	OutDir string
+	// Formats to write; empty: the recipe's image.formats.
+	Formats []string
+	// AllowDrift builds from a lock that no longer matches the recipe (with a warning)
+	// instead of refusing.
+	AllowDrift bool
+	// Cache holds artifacts, rootfs tarballs and Go-built binaries.
+	Cache *artifacts.Cache
+	// Sources resolve and fetch the lock's artifacts; nil: artifacts.RecipeSources.
+	Sources map[string]artifacts.Source
+	// Progress receives stage events; nil: none.
+	Progress func(Event)
+	// Version is kubebake's version, for the output folder's manifest.
+	Version string
+	// HostBootloader: see Options.
+	HostBootloader string
+}
+
+// pipelineValues are what the front stages hand on, one field per stage.
+type pipelineValues struct {
+	recipe *recipes.Recipe   // load
+	lock   *recipes.Lock     // lock
+	paths  map[string]string // fetch: cache path of each artifact
+	layer  *roles.Layer      // render
+}
+
+// Run is the one build pipeline: load the recipe, lint it (errors refuse the build, with
+// their positions), check its lock, fetch the artifacts, render the node layer, then bake
+// and publish (bakeStages). Every stage is timed in the progress events and the manifest.
+func Run(ctx context.Context, req Request) (*Result, error) {
+	if req.Cache == nil {
+		return nil, fmt.Errorf("build: no artifact cache")
+	}
+	s := &state{start: time.Now()}
+	v := &pipelineValues{}
+	return s.run(ctx, append(frontStages(s, req, v), s.bakeStages()...), req.Progress)
+}
+
+// frontStages prepare the bake: each reads what an earlier one gave (v) and gives its own.
+// The last one initialises the bake's state s.
+func frontStages(s *state, req Request, v *pipelineValues) []stage {
+	return []stage{
+		{"load", func(ctx context.Context) (err error) {
+			v.recipe, err = recipes.Load(req.Recipe)
+			return err
+		}},
+		{"lint", func(ctx context.Context) error { return lintForBuild(v.recipe, s.log) }},
+		{"lock", func(ctx context.Context) (err error) {
+			v.lock, err = checkedLock(v.recipe, req.AllowDrift, s.log)
+			return err
+		}},
+		{"fetch", func(ctx context.Context) (err error) {
+			v.paths, err = fetchArtifacts(ctx, req, v.recipe, v.lock, s.log)
+			return err
+		}},
+		{"render", func(ctx context.Context) (err error) {
+			if v.layer, err = roles.Render(v.recipe, v.lock); err != nil {
+				return err
+			}
+			opts := bakeOptions(req, v)
+			if opts.Mirror == "" { // the recipe names none: this machine's apt mirror
+				if opts.Mirror, err = artifacts.SystemDebianMirror(); err != nil {
+					return err
+				}
+			}
+			return s.init(opts)
+		}},
+	}
+}
+
+func (s *state) log(msg string) { s.emit(Event{Kind: EventLog, Message: msg}) }
+
+// lintForBuild refuses a recipe with lint errors, naming each with its position; warnings are
+// logged. A locked recipe edited to a pitfall (ip_forward 0, a missing module) stops here.
+func lintForBuild(r *recipes.Recipe, log func(string)) error {
+	findings := recipes.Lint(r)
+	for _, f := range findings {
+		if f.Severity == recipes.SeverityWarning {
+			log(f.String())
+		}
+	}
+	if err := recipes.LintError(findings); err != nil {
+		return fmt.Errorf("%s does not pass lint, nothing built:\n%w", r.File, err)
+	}
+	return nil
+}
+
+// checkedLock reads the recipe's lock and refuses one that no longer matches the recipe,
+// unless allowDrift (then it warns and the lock is used as it is).
+func checkedLock(r *recipes.Recipe, allowDrift bool, log func(string)) (*recipes.Lock, error) {
+	l, err := recipes.ReadRecipeLock(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := recipes.CheckLock(r, l); err != nil {
+		if !allowDrift {
+			return nil, err
+		}
+		log("building from a lock that does not match the recipe: " + err.Error())
+	}
+	return l, nil
+}
+
+// fetchArtifacts makes every artifact of the lock present and verified in the cache.
+func fetchArtifacts(ctx context.Context, req Request, r *recipes.Recipe, l *recipes.Lock, log func(string)) (map[string]string, error) {
+	srcs := req.Sources
+	if srcs == nil {
+		var err error
+		if srcs, err = artifacts.RecipeSources(req.Cache, r); err != nil {
+			return nil, err
+		}
+	}
+	log(fmt.Sprintf("%d artifacts of %s", len(l.Artifacts), r.Name))
+	return artifacts.Fetch(ctx, l, srcs)
+}
+
+// bakeOptions are the bake's options from the request and what the front stages gave.
+func bakeOptions(req Request, v *pipelineValues) Options {
+	out := req.OutDir
+	if out == "" {
+		out = filepath.Join("out", v.recipe.Name)
+	}
+	return Options{
+		Recipe: v.recipe, Lock: v.lock, Layer: v.layer, Open: openFrom(v.paths), Store: req.Cache,
+		Mirror: v.recipe.Base.Mirror, OutDir: out, Formats: req.Formats, Version: req.Version,
+		HostBootloader: req.HostBootloader,
+	}
+}
+
+// openFrom opens artifacts by name from their fetched paths.
+func openFrom(paths map[string]string) roles.OpenFunc {
+	return func(name string) (io.ReadCloser, error) {
+		p, ok := paths[name]
+		if !ok {
+			return nil, fmt.Errorf("artifact %s is not in the lock", name)
+		}
+		return os.Open(p)
+	}
+}
