@@ -24,9 +24,9 @@ const ApplierMain = "cmd/kubebake-ignition"
 
 // ApplierPackages are the folders of this module the applier is compiled from: its main and
 // everything it imports from kubebake. go.mod and go.sum pin the rest.
-var ApplierPackages = []string{"cloudinit/ignition", "cmd/kubebake-ignition", "internal/atomicfile", "internal/run"}
+var ApplierPackages = []string{"cloudinit/ignition", "cmd/kubebake-ignition", "internal/atomicfile", "internal/redact", "internal/run"}
 
-//go:embed go.mod go.sum cloudinit/ignition/*.go cmd/kubebake-ignition/*.go internal/atomicfile/*.go internal/run/*.go
+//go:embed go.mod go.sum cloudinit/ignition/*.go cmd/kubebake-ignition/*.go internal/atomicfile/*.go internal/redact/*.go internal/run/*.go
 var applierFS embed.FS
 
 var applierSum = sync.OnceValue(func() string {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -192,7 +193,7 @@ func (s *DebSource) resolveOne(ctx context.Context, in recipes.Input, name, pin 
 			}
 		}
 	}
-	where := fmt.Sprintf("%s (%s, %s) at %s", strings.Join(in.Suites, ", "), strings.Join(s.components(), ", "), arch, mirror)
+	where := fmt.Sprintf("%s (%s, %s) at %s", strings.Join(in.Suites, ", "), strings.Join(s.components(), ", "), arch, redact.URL(mirror))
 	if best == nil {
 		if in.Kind == recipes.InputBinary && in.Version != "" && len(seen) > 0 {
 			sort.Strings(seen)

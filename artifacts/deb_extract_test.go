@@ -3,21 +3,19 @@ package artifacts
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
 // buildDeb makes a real .deb with dpkg-deb holding files (path -> content).
 func buildDeb(t *testing.T, pkg, version string, files map[string]string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb is not installed")
-	}
+	testenv.NeedTool(t, "dpkg-deb")
 	root := filepath.Join(t.TempDir(), "root")
 	os.MkdirAll(filepath.Join(root, "DEBIAN"), 0o755)
 	control := "Package: " + pkg + "\nVersion: " + version + "\nArchitecture: amd64\nMaintainer: Test <t@kubebake.invalid>\nDescription: test package\n"

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/internal/atomicfile"
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/internal/run"
 	"github.com/ulikunitz/xz"
 )
@@ -66,9 +67,10 @@ func (e *SignatureError) Error() string {
 	return fmt.Sprintf("%s: no good signature from a key in %s (%s); the mirror serves an index that is not Debian's, or the keyring is out of date (apt-get install debian-archive-keyring)", e.File, e.Keyring, e.Detail)
 }
 
-// mirrorKey names a mirror in the scratch area without putting its address in a path.
+// mirrorKey names a mirror in the scratch area without putting its address in a path. Its
+// credentials are left out: the same archive with another password is the same index.
 func mirrorKey(mirror string) string {
-	h := sha256.Sum256([]byte(mirror))
+	h := sha256.Sum256([]byte(redact.StripUserinfo(mirror)))
 	return hex.EncodeToString(h[:8])
 }
 
@@ -102,13 +104,13 @@ func (s *DebSource) release(ctx context.Context, mirror, suite string) (*debRele
 	}
 	rel, err := parseRelease(text)
 	if err != nil {
-		return nil, fmt.Errorf("%s/dists/%s/Release: %w", mirror, suite, err)
+		return nil, fmt.Errorf("%s/dists/%s/Release: %w", redact.URL(mirror), suite, err)
 	}
 	if rel.suite != suite && rel.codename != suite {
-		return nil, fmt.Errorf("%s/dists/%s/Release describes suite %q (codename %q), not %q; the mirror is misconfigured", mirror, suite, rel.suite, rel.codename, suite)
+		return nil, fmt.Errorf("%s/dists/%s/Release describes suite %q (codename %q), not %q; the mirror is misconfigured", redact.URL(mirror), suite, rel.suite, rel.codename, suite)
 	}
 	if !rel.validUntil.IsZero() && s.timeNow().After(rel.validUntil) && !s.IgnoreValidUntil {
-		return nil, fmt.Errorf("%s/dists/%s/Release expired on %s (Valid-Until); the mirror is stale: use an up-to-date mirror (or a snapshot mirror with the deb source's IgnoreValidUntil)", mirror, suite, rel.validUntil.Format(time.RFC1123))
+		return nil, fmt.Errorf("%s/dists/%s/Release expired on %s (Valid-Until); the mirror is stale: use an up-to-date mirror (or a snapshot mirror with the deb source's IgnoreValidUntil)", redact.URL(mirror), suite, rel.validUntil.Format(time.RFC1123))
 	}
 	return rel, nil
 }
@@ -134,7 +136,7 @@ func (s *DebSource) downloadRelease(ctx context.Context, mirror, suite, inReleas
 	rel, err := s.GetSmall(ctx, base+"Release", 64<<20)
 	if err != nil {
 		if errors.As(err, &he) && he.StatusCode == http.StatusNotFound {
-			return nil, fmt.Errorf("suite %s: the mirror has neither %sInRelease nor %sRelease; check the suite name and the mirror URL", suite, s.Rewrite(base), s.Rewrite(base))
+			return nil, fmt.Errorf("suite %s: the mirror has neither %sInRelease nor %sRelease; check the suite name and the mirror URL", suite, s.shown(base), s.shown(base))
 		}
 		return nil, fmt.Errorf("suite %s: %w", suite, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 	"github.com/ulikunitz/xz"
 )
@@ -419,12 +419,7 @@ func TestParsePackages(t *testing.T) {
 // keyring file for gpgv.
 func gpgKey(t *testing.T, uid string) (sign func([]byte) []byte, keyring string) {
 	t.Helper()
-	if _, err := exec.LookPath("gpg"); err != nil {
-		t.Skip("gpg is not installed")
-	}
-	if _, err := exec.LookPath("gpgv"); err != nil {
-		t.Skip("gpgv is not installed")
-	}
+	testenv.NeedTools(t, "gpg", "gpgv")
 	home, err := os.MkdirTemp("", "kb-gpg-")
 	if err != nil {
 		t.Fatal(err)
@@ -501,7 +496,7 @@ func TestDebRealMirror(t *testing.T) {
 	}
 	mirror, err := SystemDebianMirror()
 	if err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "a Debian archive in this machine's apt sources", err.Error())
 	}
 	s := NewDebSource(newCache(t), mirror, nil, nil)
 	ctx := context.Background()
@@ -515,7 +510,7 @@ func TestDebRealMirror(t *testing.T) {
 	if !strings.HasPrefix(c.URL, "pool/main/c/conntrack") || !strings.HasSuffix(c.URL, "_amd64.deb") || c.Size <= 0 {
 		t.Errorf("conntrack: %+v", c)
 	}
-	if _, err := exec.LookPath("gpgv"); err == nil && s.signatureMode() != "gpgv" {
+	if testenv.WantTool(t, "gpgv") && s.signatureMode() != "gpgv" {
 		t.Error("gpgv is installed but signatures were not checked")
 	}
 	start = time.Now()
@@ -528,7 +523,7 @@ func TestDebRealMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := exec.LookPath("dpkg-deb"); err == nil {
+	if testenv.WantTool(t, "dpkg-deb") {
 		out, err := run.Command("dpkg-deb", "--field", paths[c.Name], "Package", "Version").Output(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -538,7 +533,7 @@ func TestDebRealMirror(t *testing.T) {
 		}
 	}
 	// A binary out of a package: the CNI bridge plugin from containernetworking-plugins.
-	if _, err := exec.LookPath("dpkg-deb"); err == nil {
+	if testenv.WantTool(t, "dpkg-deb") {
 		in := debCNIInput("bridge", "")
 		bins, err := s.Resolve(ctx, []recipes.Input{in}, nil, false)
 		if err != nil {

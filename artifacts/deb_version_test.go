@@ -2,10 +2,10 @@ package artifacts
 
 import (
 	"context"
-	"os/exec"
 	"testing"
 
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 var debVersionCases = []struct {
@@ -46,9 +46,7 @@ func TestCompareDebVersions(t *testing.T) {
 
 // dpkg itself agrees on every case (when it is installed).
 func TestCompareDebVersionsAgainstDpkg(t *testing.T) {
-	if _, err := exec.LookPath("dpkg"); err != nil {
-		t.Skip("dpkg is not installed")
-	}
+	testenv.NeedTool(t, "dpkg")
 	ctx := context.Background()
 	for _, tc := range debVersionCases {
 		op := map[int]string{-1: "lt", 0: "eq", 1: "gt"}[tc.want]

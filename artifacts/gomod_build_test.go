@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -23,12 +24,8 @@ func needGoBuild(t *testing.T, need time.Duration) {
 	if testing.Short() {
 		t.Skip("builds from the Go module proxy; skipped under -short")
 	}
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go command")
-	}
-	if dl, ok := t.Deadline(); ok && time.Until(dl) < need {
-		t.Skipf("needs about %v; run with -timeout %v", need, (need + 10*time.Minute).Round(time.Minute))
-	}
+	testenv.NeedTool(t, "go")
+	testenv.NeedTime(t, need)
 }
 
 func cniInput(plugin, version string) recipes.Input {

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kubebake/kubebake/artifacts/gomain"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -396,14 +397,9 @@ func queryUntilAnswered(addr, name string) ([]byte, error) {
 // comes on $NOTIFY_SOCKET, /readyz answers 200, and SIGTERM stops it cleanly. Its iptables
 // rules go to the namespace's own tables.
 func checkFlanneldReady(t *testing.T, bin string) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for a network namespace")
-	}
-	for _, tool := range []string{"unshare", "nsenter", "ip", "iptables"} { // util-linux, iproute2, iptables
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: %v", tool, err)
-		}
-	}
+	testenv.NeedRoot(t) // for a network namespace
+	// util-linux, iproute2, iptables
+	testenv.NeedTools(t, "unshare", "nsenter", "ip", "iptables")
 	dir := t.TempDir()
 	api := &fakeNodeAPI{t: t, node: "n1", podCIDR: "10.244.1.0/24", annotations: map[string]string{}}
 	netConf := filepath.Join(dir, "net-conf.json")

@@ -127,7 +127,7 @@ func (s *URLSource) resolveTrack(ctx context.Context, in recipes.Input) (string,
 	}
 	v := strings.TrimSpace(string(body))
 	if !recipes.Matches(in.Version, v) {
-		return "", fmt.Errorf("%s: %s names %q, which is not an exact version on track %s", in.Name, s.Rewrite(u), v, in.Version)
+		return "", fmt.Errorf("%s: %s names %q, which is not an exact version on track %s", in.Name, s.shown(u), v, in.Version)
 	}
 	return v, nil
 }
@@ -140,7 +140,7 @@ func (s *URLSource) pin(ctx context.Context, in recipes.Input, version string) (
 	}
 	fields := strings.Fields(string(body))
 	if len(fields) == 0 || !ValidSHA256(strings.ToLower(fields[0])) {
-		return recipes.LockedArtifact{}, fmt.Errorf("%s %s: %s.sha256 does not start with a sha256 digest (%q)", in.Name, version, s.Rewrite(u), truncate(string(body), 80))
+		return recipes.LockedArtifact{}, fmt.Errorf("%s %s: %s.sha256 does not start with a sha256 digest (%q)", in.Name, version, s.shown(u), truncate(string(body), 80))
 	}
 	// The size is a courtesy (it lets a fetch tell a truncated body from a changed file): a
 	// server that refuses HEAD leaves it 0; a missing file is an error.
@@ -152,7 +152,7 @@ func (s *URLSource) pin(ctx context.Context, in recipes.Input, version string) (
 	case err != nil && ctx.Err() != nil:
 		return recipes.LockedArtifact{}, ctx.Err()
 	case err != nil:
-		slog.Debug("no size for the lock: HEAD failed", "url", s.Rewrite(u), "err", err)
+		slog.Debug("no size for the lock: HEAD failed", "url", s.shown(u), "err", err)
 		size = 0
 	case size < 0:
 		size = 0

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -50,6 +51,9 @@ func (d *Downloader) Rewrite(u string) string {
 	return rewriteURL(d.Rewrites, u)
 }
 
+// shown is the rewritten URL as messages and logs show it: without credentials.
+func (d *Downloader) shown(u string) string { return redact.URL(d.Rewrite(u)) }
+
 func rewriteURL(rules []recipes.URLRewrite, u string) string {
 	best := -1
 	for i, r := range rules {
@@ -76,7 +80,7 @@ func (e *HTTPError) Error() string {
 	if e.Upstream != "" && e.Upstream != e.URL {
 		where += " (mirror of " + e.Upstream + ")"
 	}
-	msg := fmt.Sprintf("GET %s: %s", where, e.Status)
+	msg := fmt.Sprintf("GET %s: %s", redact.URLs(where), e.Status)
 	switch {
 	case e.StatusCode == http.StatusNotFound || e.StatusCode == http.StatusGone:
 		msg += "; the file is not there: check the version and the source URL in the recipe"
@@ -102,6 +106,7 @@ func (p permanentError) Unwrap() error { return p.err }
 
 // retry runs try until it succeeds, fails permanently, runs out of attempts or ctx ends.
 func (d *Downloader) retry(ctx context.Context, what string, try func() error) error {
+	what = redact.URLs(what) // a mirror URL may carry credentials
 	attempts := d.Attempts
 	if attempts <= 0 {
 		attempts = 5
@@ -134,7 +139,7 @@ func (d *Downloader) retry(ctx context.Context, what string, try func() error) e
 		if i >= attempts {
 			return fmt.Errorf("%w (gave up after %d attempts)", err, attempts)
 		}
-		slog.Warn("download failed, retrying", "what", what, "attempt", i, "of", attempts, "wait", wait, "err", err)
+		slog.Warn("download failed, retrying", "what", what, "attempt", i, "of", attempts, "wait", wait, "err", redact.URLs(err.Error()))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -151,7 +156,7 @@ func (d *Downloader) get(ctx context.Context, upstream string) (*http.Response, 
 	u := d.Rewrite(upstream)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, permanentError{fmt.Errorf("bad URL %q: %w", u, err)}
+		return nil, permanentError{fmt.Errorf("bad URL %q: %w", redact.URL(u), redact.Err(err))}
 	}
 	req.Header.Set("User-Agent", "kubebake")
 	resp, err := d.client().Do(req)
@@ -178,10 +183,10 @@ func (d *Downloader) GetSmall(ctx context.Context, upstream string, limit int64)
 		defer resp.Body.Close()
 		data, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
 		if err != nil {
-			return fmt.Errorf("GET %s: reading the body: %w", d.Rewrite(upstream), err)
+			return fmt.Errorf("GET %s: reading the body: %w", d.shown(upstream), err)
 		}
 		if int64(len(data)) > limit {
-			return permanentError{fmt.Errorf("GET %s: larger than %d bytes; is this the right URL?", d.Rewrite(upstream), limit)}
+			return permanentError{fmt.Errorf("GET %s: larger than %d bytes; is this the right URL?", d.shown(upstream), limit)}
 		}
 		return nil
 	})
@@ -195,7 +200,7 @@ func (d *Downloader) Head(ctx context.Context, upstream string) (int64, error) {
 		u := d.Rewrite(upstream)
 		req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
 		if err != nil {
-			return permanentError{err}
+			return permanentError{redact.Err(err)}
 		}
 		req.Header.Set("User-Agent", "kubebake")
 		resp, err := d.client().Do(req)
@@ -230,19 +235,19 @@ func (d *Downloader) Fetch(ctx context.Context, c *Cache, upstream, sha256hex st
 		}
 		defer resp.Body.Close()
 		if size > 0 && resp.ContentLength >= 0 && resp.ContentLength != size {
-			return permanentError{fmt.Errorf("GET %s: the server sends %d bytes, %d are pinned; the file changed at its source: if that is intended, re-pin it (kubebake lock --update), otherwise the mirror serves bad content", d.Rewrite(upstream), resp.ContentLength, size)}
+			return permanentError{fmt.Errorf("GET %s: the server sends %d bytes, %d are pinned; the file changed at its source: if that is intended, re-pin it (kubebake lock --update), otherwise the mirror serves bad content", d.shown(upstream), resp.ContentLength, size)}
 		}
-		cr := &countingReader{r: resp.Body, url: d.Rewrite(upstream), total: max(size, resp.ContentLength), start: time.Now(), last: time.Now()}
+		cr := &countingReader{r: resp.Body, url: d.shown(upstream), total: max(size, resp.ContentLength), start: time.Now(), last: time.Now()}
 		path, err = c.Put(sha256hex, cr)
 		var ce *ChecksumError
 		switch {
 		case errors.As(err, &ce):
 			if size > 0 && ce.Size < size {
-				return fmt.Errorf("GET %s: truncated body (%d of %d bytes)", d.Rewrite(upstream), ce.Size, size)
+				return fmt.Errorf("GET %s: truncated body (%d of %d bytes)", d.shown(upstream), ce.Size, size)
 			}
-			return permanentError{fmt.Errorf("GET %s: %w; the file does not match its pinned checksum: if it changed at its source on purpose, re-pin it (kubebake lock --update), otherwise the mirror serves bad content", d.Rewrite(upstream), err)}
+			return permanentError{fmt.Errorf("GET %s: %w; the file does not match its pinned checksum: if it changed at its source on purpose, re-pin it (kubebake lock --update), otherwise the mirror serves bad content", d.shown(upstream), err)}
 		case err != nil:
-			return fmt.Errorf("GET %s: after %d bytes: %w", d.Rewrite(upstream), cr.n, err)
+			return fmt.Errorf("GET %s: after %d bytes: %w", d.shown(upstream), cr.n, err)
 		}
 		got = cr.n
 		return nil
@@ -250,7 +255,7 @@ func (d *Downloader) Fetch(ctx context.Context, c *Cache, upstream, sha256hex st
 	if err != nil {
 		return "", err
 	}
-	slog.Info("downloaded", "url", d.Rewrite(upstream), "bytes", got, "elapsed", time.Since(start).Round(time.Millisecond))
+	slog.Info("downloaded", "url", d.shown(upstream), "bytes", got, "elapsed", time.Since(start).Round(time.Millisecond))
 	return path, nil
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/roles"
@@ -515,8 +516,8 @@ func TestBuildBadInput(t *testing.T) {
 		ro := filepath.Join(dir, "ro")
 		os.Mkdir(ro, 0o555)
 		if err := exec.Command("chattr", "+i", ro).Run(); err != nil && os.Geteuid() == 0 {
-			t.Logf("chattr +i unavailable (%v): checked the file-as-parent case only", err)
-			return
+			// The file-as-parent case above is checked; the unwritable folder is not.
+			testenv.Missing(t, "chattr +i ("+err.Error()+")", "install e2fsprogs (make deps) and keep TMPDIR on a filesystem with immutable files (ext4, tmpfs)")
 		}
 		defer exec.Command("chattr", "-i", ro).Run()
 		_, err = Build(context.Background(), in.options(ro))
@@ -528,12 +529,11 @@ func TestBuildBadInput(t *testing.T) {
 	})
 	t.Run("disk full", func(t *testing.T) {
 		sharedBuild(t) // the rootfs is cached
-		if os.Geteuid() != 0 {
-			t.Skip("needs root to mount a small tmpfs")
-		}
+		// Mounting a small tmpfs needs root.
+		testenv.NeedRoot(t)
 		dir := t.TempDir()
-		if err := exec.Command("mount", "-t", "tmpfs", "-o", "size=300m", "kubebake-test", dir).Run(); err != nil {
-			t.Skipf("cannot mount a tmpfs: %v", err)
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=300m", "kubebake-test", dir).CombinedOutput(); err != nil {
+			testenv.Missing(t, "mount -t tmpfs", fmt.Sprintf("run as root where mounts are allowed (%v %s)", err, strings.TrimSpace(string(out))))
 		}
 		defer exec.Command("umount", dir).Run()
 		// The output folder inside the small filesystem: its work folder is beside it there.

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/roles"
@@ -120,6 +121,8 @@ type state struct {
 	unlock func() // releases the output folder (lockOutDir)
 
 	emit func(Event)
+	// redactor hides the mirrors' credentials in log events and errors (set by init).
+	redactor *redact.Redactor
 }
 
 // bakeStages turn a checked recipe, lock and layer (s.opts) into published outputs.
@@ -161,6 +164,7 @@ func (s *state) init(opts Options) error {
 		return err
 	}
 	s.opts, s.epoch = opts, opts.Lock.SourceDateEpoch
+	s.redactor = s.redactor.With(mirrorSecrets(opts.Recipe, opts.Mirror)...)
 	s.lockHash = recipes.LockHash(opts.Lock)
 	s.ids = DeriveIDs(s.lockHash)
 	return nil
@@ -185,6 +189,7 @@ func (s *state) run(ctx context.Context, stages []stage, progress func(Event)) (
 				return
 			}
 			e.Stage, e.Index, e.Stages, e.Elapsed = st.name, i+1, len(stages), time.Since(t0)
+			e.Message = s.redactor.String(e.Message)
 			progress(e)
 		}
 		s.emit(Event{Kind: EventStart})
@@ -196,7 +201,7 @@ func (s *state) run(ctx context.Context, stages []stage, progress func(Event)) (
 			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 				err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 			}
-			return nil, fmt.Errorf("build %s: %w", st.name, s.explainSpace(err))
+			return nil, s.redactor.Error(fmt.Errorf("build %s: %w", st.name, s.explainSpace(err)))
 		}
 		d := time.Since(t0)
 		res.Stages = append(res.Stages, manifest.StageTime{Name: st.name, Seconds: round2(d.Seconds())})
@@ -376,9 +381,10 @@ func (s *state) fstab() []byte {
 	return []byte(fmt.Sprintf("# Written by kubebake: the root filesystem (grown to the disk at first boot).\nPARTUUID=%s / ext4 defaults,errors=remount-ro 0 1\n", s.ids.RootPart))
 }
 
-// aptSources names the recipe's mirror when the recipe sets one. With the default (the build
-// machine's own mirror) the image gets no sources: a build host's mirror means nothing on a
-// node, and a golden image is updated by rebuilding it.
+// aptSources names the recipe's mirror when the recipe sets one, without its credentials (they
+// are for the build: a node that needs them gets them from its own configuration). With the
+// default (the build machine's own mirror) the image gets no sources: a build host's mirror
+// means nothing on a node, and a golden image is updated by rebuilding it.
 func (s *state) aptSources() []byte {
 	r := s.opts.Recipe
 	if r.Base.Mirror == "" {
@@ -387,9 +393,37 @@ func (s *state) aptSources() []byte {
 	var b strings.Builder
 	b.WriteString("# Written by kubebake from the recipe's base.mirror.\n")
 	for _, suite := range r.Base.Suites {
-		fmt.Fprintf(&b, "deb %s %s %s\n", strings.TrimRight(r.Base.Mirror, "/"), suite, strings.Join(r.Base.Components, " "))
+		fmt.Fprintf(&b, "deb %s %s %s\n", strings.TrimRight(redact.StripUserinfo(r.Base.Mirror), "/"), suite, strings.Join(r.Base.Components, " "))
 	}
 	return []byte(b.String())
+}
+
+// publicRecipe is the recipe as the manifest and SBOM show it (in the image and beside it):
+// its mirror URLs without credentials.
+func publicRecipe(r *recipes.Recipe) *recipes.Recipe {
+	c := *r
+	c.Base.Mirror = redact.StripUserinfo(r.Base.Mirror)
+	if len(r.Mirrors) > 0 {
+		c.Mirrors = make([]recipes.URLRewrite, len(r.Mirrors))
+		for i, m := range r.Mirrors {
+			m.Prefix, m.Replacement = redact.StripUserinfo(m.Prefix), redact.StripUserinfo(m.Replacement)
+			c.Mirrors[i] = m
+		}
+	}
+	return &c
+}
+
+// mirrorSecrets are the credentials in the recipe's mirror URLs and the build's mirror.
+func mirrorSecrets(r *recipes.Recipe, mirror string) []string {
+	out := redact.URLSecrets(mirror)
+	if r != nil {
+		out = append(out, redact.URLSecrets(r.Base.Mirror)...)
+		for _, m := range r.Mirrors {
+			out = append(out, redact.URLSecrets(m.Prefix)...)
+			out = append(out, redact.URLSecrets(m.Replacement)...)
+		}
+	}
+	return out
 }
 
 // selfDescription computes the image's manifest and SBOM once the rootfs and layer are known;
@@ -414,9 +448,10 @@ func (s *state) selfDescription(info *MergeInfo) ([]ExtraFile, error) {
 	if err != nil {
 		return nil, err
 	}
+	recipe := publicRecipe(o.Recipe)
 	s.manifest = &manifest.Manifest{
 		APIVersion: manifest.APIVersion, Kind: manifest.Kind,
-		Recipe: o.Recipe, LockHash: s.lockHash, SourceDateEpoch: s.epoch,
+		Recipe: recipe, LockHash: s.lockHash, SourceDateEpoch: s.epoch,
 		Image: manifest.ImageInfo{
 			Size: s.layout.DiskSize, Kernel: s.boot.KernelVersion, Cmdline: s.boot.Cmdline,
 			Bootloader: "systemd-boot", BootloaderSHA: blSum, BootloaderFrom: s.bootloaderFrom(),
@@ -427,7 +462,7 @@ func (s *state) selfDescription(info *MergeInfo) ([]ExtraFile, error) {
 		},
 		Artifacts: arts, Files: files, Units: units, Packages: pkgs,
 	}
-	sbom := makeSBOM(sbomInput{Recipe: o.Recipe, Lock: o.Lock, LockHash: s.lockHash, IDs: s.ids, Packages: pkgs, LayerFiles: files, Tool: "kubebake"})
+	sbom := makeSBOM(sbomInput{Recipe: recipe, Lock: o.Lock, LockHash: s.lockHash, IDs: s.ids, Packages: pkgs, LayerFiles: files, Tool: "kubebake"})
 	if s.sbom, err = marshalJSON(sbom); err != nil {
 		return nil, err
 	}

@@ -220,6 +220,9 @@ func hygiene(rel string, hdr *tar.Header, body func() ([]byte, error)) (drop boo
 		return hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeLink, nil, nil
 	case under("var/lib/apt/lists"), under("var/cache/apt"):
 		return !isDir, nil, nil
+	// apt credentials (a mirror's login): the build's only, never a node's. The folder stays.
+	case rel == "etc/apt/auth.conf", under("etc/apt/auth.conf.d"):
+		return !isDir, nil, nil
 	case under("var/cache/debconf") && strings.HasSuffix(base, "-old"):
 		return true, nil, nil
 	case under("tmp"), under("var/tmp"):

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/roles"
 )
@@ -62,7 +63,9 @@ func Run(ctx context.Context, req Request) (*Result, error) {
 func frontStages(s *state, req Request, v *pipelineValues) []stage {
 	return []stage{
 		{"load", func(ctx context.Context) (err error) {
-			v.recipe, err = recipes.Load(req.Recipe)
+			if v.recipe, err = recipes.Load(req.Recipe); err == nil {
+				s.redactor = redact.New(mirrorSecrets(v.recipe, "")...)
+			}
 			return err
 		}},
 		{"lint", func(ctx context.Context) error { return lintForBuild(v.recipe, s.log) }},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/internal/run"
 	"github.com/kubebake/kubebake/recipes"
 )
@@ -40,7 +42,9 @@ type RootfsSpec struct {
 	// Tool is "mmdebstrap X.Y.Z" as the host reports it.
 	Tool   string `json:"tool"`
 	Format string `json:"format"`
-	// Mirror is where packages come from; not part of the key.
+	// Mirror is where packages come from; not part of the key. It may carry credentials
+	// (https://user:password@host/debian): mmdebstrap gets them in an apt auth.conf file,
+	// never in its arguments, and they reach no log, error or image (mirrorAuth).
 	Mirror string `json:"-"`
 }
 
@@ -134,19 +138,74 @@ func mmdebstrapVersion(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// mmdebstrapArgs is the command line that builds the tarball at out.
-func (s RootfsSpec) mmdebstrapArgs(out string) []string {
+// mmdebstrapArgs is the command line that builds the tarball at out. The mirror goes in
+// without its credentials; authDir, when set, is the folder of the apt auth.conf file that
+// holds them (writeMirrorAuth), which a setup hook hands to apt. Neither changes the tarball:
+// the key is the same with or without credentials.
+func (s RootfsSpec) mmdebstrapArgs(out, authDir string) []string {
 	args := []string{
 		"--mode=unshare", "--variant=" + s.Variant, "--format=tar",
 		"--architectures=" + s.Arch,
 		"--include=" + strings.Join(s.Packages, ","),
 	}
 	args = append(args, s.Options...)
+	if authDir != "" {
+		args = append(args, "--setup-hook="+aptAuthHook(authDir))
+	}
 	args = append(args, s.Release, out)
+	mirror := redact.StripUserinfo(s.Mirror)
 	for _, suite := range s.Suites {
-		args = append(args, fmt.Sprintf("deb %s %s %s", s.Mirror, suite, strings.Join(s.Components, " ")))
+		args = append(args, fmt.Sprintf("deb %s %s %s", mirror, suite, strings.Join(s.Components, " ")))
 	}
 	return args
+}
+
+// mirrorAuthFile is the apt auth.conf.d file (in a private folder of the build, never in the
+// rootfs) that holds the mirror's credentials.
+const mirrorAuthFile = "kubebake-mirror.conf"
+
+// writeMirrorAuth writes the credentials of spec.Mirror, if it has any, as an apt_auth.conf(5)
+// file 0600 in a new 0700 folder auth.conf.d under dir, and returns that folder ("" for a
+// mirror without credentials). The machine line names the scheme, host, port and path, so
+// apt sends them to this mirror only, over http too (a machine without a scheme is https only).
+func writeMirrorAuth(dir string, mirror string) (string, error) {
+	clean, user, password, ok := redact.Userinfo(mirror)
+	if !ok {
+		return "", nil
+	}
+	switch {
+	case user == "":
+		return "", errors.New("base.mirror: the URL's credentials have no user name (https://USER:PASSWORD@host/...)")
+	case strings.ContainsAny(user+password, " \t\r\n"):
+		return "", errors.New("base.mirror: the user name or password holds white space, which apt's auth.conf cannot carry")
+	}
+	u, err := url.Parse(clean)
+	if err != nil {
+		return "", fmt.Errorf("base.mirror: %w", err)
+	}
+	authDir := filepath.Join(dir, "auth.conf.d")
+	if strings.ContainsAny(authDir, "\"'\n\\") {
+		return "", fmt.Errorf("the rootfs cache path %s holds a quote or backslash: apt cannot be given the mirror's credentials there", dir)
+	}
+	if err := os.Mkdir(authDir, 0o700); err != nil {
+		return "", err
+	}
+	machine := u.Scheme + "://" + u.Host + strings.TrimRight(u.EscapedPath(), "/")
+	entry := fmt.Sprintf("machine %s\nlogin %s\n", machine, user)
+	if password != "" {
+		entry += "password " + password + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(authDir, mirrorAuthFile), []byte(entry), 0o600); err != nil {
+		return "", err
+	}
+	return authDir, nil
+}
+
+// aptAuthHook points the apt that mmdebstrap runs (outside the chroot, with the config file
+// mmdebstrap writes and names in MMDEBSTRAP_APT_CONFIG) at authDir for its auth.conf.d. Nothing
+// is written into the chroot, so no credential can end up in the tarball.
+func aptAuthHook(authDir string) string {
+	return `test -n "$MMDEBSTRAP_APT_CONFIG" && printf '%s\n' 'Dir::Etc::netrcparts "` + authDir + `";' >> "$MMDEBSTRAP_APT_CONFIG"`
 }
 
 // RootfsStore finds and keeps rootfs tarballs; artifacts.Cache is one.
@@ -187,7 +246,13 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, log 
 	defer os.RemoveAll(tmpDir)
 	tmpTar := filepath.Join(tmpDir, "rootfs.tar")
 	specJSON, _ := json.MarshalIndent(spec, "", "  ")
-	cmd := run.Command("mmdebstrap", spec.mmdebstrapArgs(tmpTar)...)
+	authDir, err := writeMirrorAuth(tmpDir, spec.Mirror)
+	if err != nil {
+		return "", false, err
+	}
+	red := mirrorRedactor(spec.Mirror)
+	cmd := run.Command("mmdebstrap", spec.mmdebstrapArgs(tmpTar, authDir)...)
+	cmd.Redact = red
 	cmd.Env = []string{
 		"SOURCE_DATE_EPOCH=" + strconv.FormatInt(spec.Epoch, 10),
 		"TMPDIR=" + tmpDir,
@@ -195,7 +260,7 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, log 
 	}
 	lw := &lineWriter{fn: func(line string) {
 		if log != nil {
-			log(redactURLs(line))
+			log(red.String(redactURLs(line)))
 		}
 	}}
 	cmd.Stderr = lw
@@ -203,7 +268,7 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, log 
 	err = cmd.Run(ctx)
 	lw.Flush()
 	if err != nil {
-		return "", false, explainMmdebstrap(err, spec)
+		return "", false, red.Error(explainMmdebstrap(err, spec))
 	}
 	if err := os.WriteFile(filepath.Join(dir, key+".json"), specJSON, 0o644); err != nil {
 		return "", false, err
@@ -231,6 +296,7 @@ func explainMmdebstrap(err error, spec RootfsSpec) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
+	stderr = mirrorRedactor(spec.Mirror).String(stderr)
 	switch {
 	case aptNoVersion.MatchString(stderr):
 		m := aptNoVersion.FindStringSubmatch(stderr)
@@ -245,7 +311,18 @@ func explainMmdebstrap(err error, spec RootfsSpec) error {
 		}
 		return fmt.Errorf("the Debian mirror refused a download (%s); check base.mirror or this machine's apt sources", strings.Join(strings.Fields(redactURLs(detail)), " "))
 	}
+	if re != nil {
+		// The command line and apt's words name the mirror: show neither its host nor its
+		// credentials.
+		err = &run.Error{Line: redactURLs(re.Line), Err: re.Err, Stderr: redactURLs(stderr)}
+	}
 	return fmt.Errorf("mmdebstrap: %w", err)
+}
+
+// mirrorRedactor hides a mirror URL's credentials (the password as written and decoded) in
+// mmdebstrap's command line, stderr and errors.
+func mirrorRedactor(mirror string) *redact.Redactor {
+	return redact.New(redact.URLSecrets(mirror)...)
 }
 
 var urlRE = regexp.MustCompile(`[a-z]+://[^/\s]+`)

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -107,7 +108,7 @@ func TestRootfsKeyIgnoresMirror(t *testing.T) {
 	if a.Key() == b.Key() {
 		t.Error("the rootfs key ignores package versions")
 	}
-	args := strings.Join(a.mmdebstrapArgs("/x.tar"), " ")
+	args := strings.Join(a.mmdebstrapArgs("/x.tar", ""), " ")
 	if !strings.Contains(args, "--include=a=1") || !strings.Contains(args, "deb http://one.invalid/debian bookworm") {
 		t.Errorf("mmdebstrap args %s", args)
 	}
@@ -211,11 +212,7 @@ func TestVHDFooterPatch(t *testing.T) {
 
 // TestESPIsCleanFAT32 writes an ESP with go-diskfs and checks it with dosfstools and mtools.
 func TestESPIsCleanFAT32(t *testing.T) {
-	for _, tool := range []string{"fsck.fat", "mtype", "sgdisk"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps)", tool)
-		}
-	}
+	testenv.NeedTools(t, "fsck.fat", "mtype", "mdir", "sgdisk", "blkid")
 	dir := t.TempDir()
 	for name, body := range map[string]string{"vmlinuz": "kernel", "initrd": "initrd", "boot.efi": "MZ efi"} {
 		os.WriteFile(filepath.Join(dir, name), []byte(strings.Repeat(body, 100000)), 0o644)
@@ -323,13 +320,9 @@ func TestCopySparseHashesLikeARead(t *testing.T) {
 // TestRootFSKeepsCapabilities runs the merge and mke2fs on the stand-in rootfs: a file
 // capability (ping's cap_net_raw) must reach the ext4, and two runs give the same bytes.
 func TestRootFSKeepsCapabilities(t *testing.T) {
-	for _, tool := range []string{"mke2fs", "debugfs", "e2fsck"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps)", tool)
-		}
-	}
+	testenv.NeedTools(t, "mke2fs", "debugfs", "e2fsck")
 	if err := checkTools(context.Background(), nil); err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "e2fsprogs >= 1.47.1", err.Error())
 	}
 	data, _, _ := runMerge(t)
 	dir := t.TempDir()

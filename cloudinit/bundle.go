@@ -33,6 +33,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kubebake/kubebake/internal/atomicfile"
+	"github.com/kubebake/kubebake/internal/redact"
 )
 
 // Bundle document identity.
@@ -86,6 +87,20 @@ func (b *Bundle) GoString() string { return b.String() }
 func (b *Bundle) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("clusterName", b.ClusterName),
 		slog.String("masterEndpoint", b.MasterEndpoint), slog.String("caCertHash", b.CACertHash))
+}
+
+// Redactor hides the bundle's secrets in text kubebake logs or saves (verify's serial logs
+// and journals): the bootstrap token and its secret half, and the CA key, whole and line by
+// line. A nil bundle gives the nil Redactor (URL credentials and private keys only).
+func (b *Bundle) Redactor() *redact.Redactor {
+	if b == nil {
+		return nil
+	}
+	secrets := []string{b.BootstrapToken, b.CAKey}
+	if _, secret, ok := strings.Cut(b.BootstrapToken, "."); ok {
+		secrets = append(secrets, secret)
+	}
+	return redact.New(secrets...)
 }
 
 // KeyType selects the CA key algorithm.
@@ -316,7 +331,10 @@ func (b *Bundle) Validate() error {
 }
 
 func parseCertPEM(data []byte) (*x509.Certificate, error) {
-	blk, _ := pem.Decode(data)
+	blk, err := decodeOnePEM(data)
+	if err != nil {
+		return nil, err
+	}
 	if blk == nil || blk.Type != "CERTIFICATE" {
 		return nil, errors.New("no PEM CERTIFICATE block")
 	}
@@ -327,17 +345,38 @@ func parseCertPEM(data []byte) (*x509.Certificate, error) {
 	return cert, nil
 }
 
+// decodeOnePEM decodes data as one PEM block in the form NewBundle writes, the only form that
+// a YAML or JSON round trip (WriteBundle, LoadBundle) keeps byte for byte: the block first,
+// nothing after it but blank space, no headers. pem.Decode alone would skip any text before
+// the block and ignore any after it, and yaml.v3 drops a leading blank line of a block
+// scalar, so a bundle LoadBundle accepted could change when written again. It returns a nil
+// block when data holds none; its errors never quote data.
+func decodeOnePEM(data []byte) (*pem.Block, error) {
+	blk, rest := pem.Decode(data)
+	switch {
+	case blk == nil:
+		return nil, nil
+	case !bytes.HasPrefix(data, []byte("-----BEGIN ")):
+		return nil, errors.New("there is text before the PEM block: it must start the field")
+	case len(bytes.Trim(rest, " \t\r\n")) > 0:
+		return nil, errors.New("there is text after the PEM block: the field holds one block only")
+	case len(blk.Headers) > 0:
+		return nil, fmt.Errorf("the PEM block %q has headers (an encrypted key?): kubeadm reads plain blocks only", blk.Type)
+	}
+	return blk, nil
+}
+
 // parseKeyPEM reads the key formats kubeadm reads: PKCS#1 RSA, SEC1 EC, PKCS#8. Its errors
 // never quote key material.
 func parseKeyPEM(data []byte) (crypto.Signer, error) {
-	blk, _ := pem.Decode(data)
+	blk, err := decodeOnePEM(data)
+	if err != nil {
+		return nil, err
+	}
 	if blk == nil {
 		return nil, errors.New("no PEM block")
 	}
-	var (
-		k   any
-		err error
-	)
+	var k any
 	switch blk.Type {
 	case "RSA PRIVATE KEY":
 		k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kubebake/kubebake/cloudinit/ignition"
+	"github.com/kubebake/kubebake/internal/shell"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -160,53 +161,70 @@ func RenderShell(b *Bundle, role string, opts Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return shellScript(role, b.ClusterName, files, opts)
+}
+
+// shellScript writes RenderShell's script. Every value goes through package shell, so the
+// script does what it says whatever the paths, contents, user and host name hold (RenderShell
+// has validated them, but the script does not rely on it); only a NUL byte is refused.
+func shellScript(role, cluster string, files []File, opts Options) ([]byte, error) {
 	var sb strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&sb, format, a...) }
-	w("#!/bin/sh\n# kubebake user-data: role %s of cluster %s. Holds secrets: keep it private.\n", role, b.ClusterName)
+	q := shell.Quote // every value is checked with shell.Check before it is quoted
+	w("#!/bin/sh\n# %s\n", shell.Comment(fmt.Sprintf("kubebake user-data: role %s of cluster %s. Holds secrets: keep it private.", role, cluster)))
 	w("set -eu\numask 077\n")
+	for _, f := range files {
+		if err := shell.Check(f.Path, string(f.Content)); err != nil {
+			return nil, fmt.Errorf("file %q: %w", shell.Comment(f.Path), err)
+		}
+	}
 	for _, d := range parentDirs(files) {
-		w("mkdir -p -m 0755 %s\n", d)
+		w("mkdir -p -m 0755 %s\n", q(d))
 	}
 	for _, f := range files {
-		if len(f.Content) == 0 {
-			w("touch %s\nchmod %04o %s\n", f.Path, f.Mode.Perm(), f.Path)
-			continue
+		path := q(f.Path)
+		switch content := string(f.Content); {
+		case content == "":
+			w("touch %s\n", path)
+		case strings.HasSuffix(content, "\n"):
+			// A quoted delimiter: the body is not expanded; none of its lines is the delimiter.
+			end := shell.HeredocDelimiter(heredocEnd, content)
+			w("cat > %s <<'%s'\n%s%s\n", path, end, content, end)
+		default:
+			// A here-document always ends in a line break: content without one is printed.
+			w("printf '%%s' %s > %s\n", q(content), path)
 		}
-		if err := heredocSafe(f.Content); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.Path, err)
-		}
-		w("cat > %s <<'%s'\n%s", f.Path, heredocEnd, f.Content)
-		if !bytes.HasSuffix(f.Content, []byte("\n")) {
-			w("\n")
-		}
-		w("%s\nchmod %04o %s\n", heredocEnd, f.Mode.Perm(), f.Path)
+		w("chmod %04o %s\n", f.Mode.Perm(), path)
 	}
 	if keys := opts.SSHAuthorizedKeys; len(keys) > 0 {
 		u := opts.sshUser()
+		if err := shell.Check(append([]string{u}, keys...)...); err != nil {
+			return nil, fmt.Errorf("SSH user or keys: %w", err)
+		}
+		if u == "" || strings.HasPrefix(u, "-") {
+			// Quoting keeps it one word, but getent, useradd and chown would take it for an option.
+			return nil, fmt.Errorf("SSH user %q is not a user name", shell.Comment(u))
+		}
 		if u == "root" {
 			w("home=/root\n")
 		} else {
-			w("getent passwd %s >/dev/null || useradd -m -s /bin/bash %s\n", u, u)
-			w("home=$(getent passwd %s | cut -d: -f6)\n", u)
+			w("getent passwd %s >/dev/null || useradd -m -s /bin/bash %s\n", q(u), q(u))
+			w("home=$(getent passwd %s | cut -d: -f6)\n", q(u))
 		}
-		w("mkdir -p -m 0700 \"$home/.ssh\"\ncat >> \"$home/.ssh/authorized_keys\" <<'%s'\n%s\n%s\n", heredocEnd, strings.Join(keys, "\n"), heredocEnd)
-		w("chmod 0600 \"$home/.ssh/authorized_keys\"\nchown -R %s: \"$home/.ssh\"\n", u)
+		body := strings.Join(keys, "\n") + "\n"
+		end := shell.HeredocDelimiter(heredocEnd, body)
+		w("mkdir -p -m 0700 \"$home/.ssh\"\ncat >> \"$home/.ssh/authorized_keys\" <<'%s'\n%s%s\n", end, body, end)
+		w("chmod 0600 \"$home/.ssh/authorized_keys\"\nchown -R %s: \"$home/.ssh\"\n", q(u))
 	}
 	if opts.Hostname != "" {
-		w("hostname %s\n", opts.Hostname)
+		if err := shell.Check(opts.Hostname); err != nil {
+			return nil, fmt.Errorf("host name: %w", err)
+		}
+		w("hostname %s\n", q(opts.Hostname))
 	}
 	w("# Start the role units that were skipped before the marker existed.\n")
-	w("if [ -d /run/systemd/system ]; then systemctl --no-block start %s || true; fi\n", RolesTarget)
+	w("if [ -d /run/systemd/system ]; then systemctl --no-block start %s || true; fi\n", q(RolesTarget))
 	return []byte(sb.String()), nil
-}
-
-func heredocSafe(content []byte) error {
-	for _, line := range strings.Split(string(content), "\n") {
-		if line == heredocEnd {
-			return fmt.Errorf("content has a line %q, which would end the heredoc", heredocEnd)
-		}
-	}
-	return nil
 }
 
 // --- Butane and Ignition ---

@@ -17,19 +17,21 @@ import (
 
 	"github.com/kubebake/kubebake/cloudinit/ignition"
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
 const testSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ3BkTj1yR1Auho8J4BcJxb98ZjB/Ilunr/p1ZN1SzzG test@kubebake"
 
-// needTool returns the path of a tool; a missing tool skips a -short run and fails a full one.
+// needTool returns the path of a tool; a missing tool skips a -short run (fails it in CI, see
+// testenv) and fails a full one.
 func needTool(t *testing.T, name string) string {
 	t.Helper()
+	if testing.Short() {
+		return testenv.NeedTool(t, name)
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if testing.Short() {
-			t.Skipf("%s is not installed (-short)", name)
-		}
 		t.Fatalf("%s is not installed: run \"make deps\"", name)
 	}
 	return p
@@ -263,9 +265,7 @@ func TestShellRunsInAChroot(t *testing.T) {
 	if err := exec.Command("sh", "-n", "-c", string(data)).Run(); err != nil {
 		t.Fatalf("sh -n: %v", err)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("running the script needs chroot (root)")
-	}
+	testenv.NeedRoot(t) // running the script needs chroot
 	bb := needTool(t, "busybox")
 	root := t.TempDir()
 	for _, d := range []string{"bin", "etc", "root", "tmp"} {
@@ -276,7 +276,7 @@ func TestShellRunsInAChroot(t *testing.T) {
 	bin, _ := os.ReadFile(bb)
 	os.WriteFile(filepath.Join(root, "bin/busybox"), bin, 0o755)
 	if out, err := exec.Command("chroot", root, "/bin/busybox", "--install", "-s", "/bin").CombinedOutput(); err != nil {
-		t.Skipf("cannot chroot here: %v %s", err, out)
+		testenv.Missing(t, "chroot", fmt.Sprintf("run as root where chroot works (%v %s)", err, strings.TrimSpace(string(out))))
 	}
 	os.WriteFile(filepath.Join(root, "user-data"), data, 0o700)
 	cmd := exec.Command("chroot", root, "/bin/sh", "/user-data")

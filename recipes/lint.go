@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kubebake/kubebake/internal/redact"
 )
 
 // Severity of a finding: errors make lint (and build) fail, warnings are advice.
@@ -201,8 +203,14 @@ func (l *linter) base() {
 		l.at("base.kernel", fmt.Sprintf("%q is not a kernel package: use %s", b.Kernel, DefaultKernel(b.Arch)), "without a kernel package the image does not boot")
 	}
 	if b.Mirror != "" {
-		if u, err := url.Parse(b.Mirror); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == "") {
-			l.at("base.mirror", fmt.Sprintf("%q is not an http(s) or file URL of a Debian archive; leave it out to use this machine's apt mirror", b.Mirror), "packages are fetched from it")
+		u, err := url.Parse(b.Mirror)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == ""):
+			// The URL may carry a password: the message shows it without its credentials.
+			l.at("base.mirror", fmt.Sprintf("%q is not an http(s) or file URL of a Debian archive; leave it out to use this machine's apt mirror", redact.URL(b.Mirror)), "packages are fetched from it")
+		case u.User != nil:
+			l.warn("base.mirror", "carries credentials (user:password@): they are used at build time only, through apt's auth.conf, and never written into the image, its manifest or a log",
+				"the image's /etc/apt/sources.list names the mirror without them: a node that updates from it needs its own credentials")
 		}
 	}
 	l.packages("base.packages", b.Packages)
@@ -695,7 +703,7 @@ func (l *linter) mirrors() {
 		p := indexPath("mirrors", i)
 		for _, f := range []struct{ name, v string }{{"prefix", m.Prefix}, {"replacement", m.Replacement}} {
 			if u, err := url.Parse(f.v); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") {
-				l.at(p+"."+f.name, fmt.Sprintf("%q is not an http(s) or file URL", f.v), "downloads would go to a wrong place")
+				l.at(p+"."+f.name, fmt.Sprintf("%q is not an http(s) or file URL", redact.URL(f.v)), "downloads would go to a wrong place")
 			}
 		}
 		if j, ok := seen[m.Prefix]; ok {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubebake/kubebake/artifacts/gomain"
 	"github.com/kubebake/kubebake/internal/atomicfile"
+	"github.com/kubebake/kubebake/internal/redact"
 )
 
 // Lock pins every input of a recipe to an exact version and sha256. It is written as
@@ -201,6 +202,11 @@ func (r *Recipe) InputsDigest() string {
 // inputsDigest hashes inputs (in any order) and the node settings.
 func inputsDigest(inputs []Input, sysctls map[string]string, modules []string) string {
 	in := slices.Clone(inputs)
+	for i := range in {
+		// A mirror's credentials are not what the lock answers for: changing a password
+		// leaves the lock as it is, and the lock holds no trace of it.
+		in[i].Mirror = redact.StripUserinfo(in[i].Mirror)
+	}
 	sort.SliceStable(in, func(i, j int) bool { return in[i].Name < in[j].Name })
 	doc := struct {
 		Inputs  []Input           `json:"inputs"`

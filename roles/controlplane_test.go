@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -41,7 +42,8 @@ func findBins(t *testing.T) string {
 	}
 	for _, b := range controlPlaneBins {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
-			t.Skipf("%s/%s is not an executable", dir, b)
+			testenv.Missing(t, "an executable "+filepath.Join(dir, b),
+				"point KUBEBAKE_TEST_BIN at a folder holding "+strings.Join(controlPlaneBins, ", ")+", or unset it to use the debian-12 lock's")
 		}
 	}
 	return dir
@@ -129,27 +131,21 @@ func TestControlPlane(t *testing.T) {
 		t.Skip("runs a control plane")
 	}
 	bin := findBins(t)
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed")
-	}
+	testenv.NeedTool(t, "python3")
 	// kubeadm will not advertise a loopback address, and the host's own addresses are not to
 	// be used: the test runs again inside a network namespace of its own, where a 10.x address
 	// on lo (and a default route to it) stands for the node's address: every packet stays in
 	// the namespace.
 	nodeIP := os.Getenv("KUBEBAKE_TEST_NETNS")
 	if nodeIP == "" {
-		for _, tool := range []string{"unshare", "ip"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				t.Skipf("%s not installed", tool)
-			}
-		}
+		testenv.NeedTools(t, "unshare", "ip")
 		const ip = "10.254.254.1"
 		setup := "ip link set lo up && ip addr add " + ip + "/32 dev lo && ip route add default dev lo && exec \"$0\" -test.run '^TestControlPlane$' -test.v -test.timeout 9m"
 		cmd := exec.Command("unshare", "--net", "sh", "-c", setup, os.Args[0])
 		cmd.Env = append(os.Environ(), "KUBEBAKE_TEST_NETNS="+ip, "KUBEBAKE_TEST_BIN="+bin)
 		out, err := cmd.CombinedOutput()
 		if err != nil && strings.Contains(string(out), "unshare failed") {
-			t.Skipf("cannot make a network namespace: %s", out)
+			testenv.Missing(t, "a network namespace (unshare --net)", "run as root where unshare --net is allowed: "+strings.TrimSpace(string(out)))
 		}
 		t.Logf("in a network namespace:\n%s", out)
 		if err != nil {

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -127,9 +128,7 @@ func runDiscover(t *testing.T, dir string, env ...string) (int, string) {
 // TestDiscover runs the minion's discovery against a fake master: the pinned CA and the
 // token signature are checked, and the kubelet's bootstrap kubeconfig is written.
 func TestDiscover(t *testing.T) {
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed")
-	}
+	testenv.NeedTool(t, "python3")
 	const id, secret = "abcdef", "0123456789abcdef"
 	c := newTestCluster(t)
 	c.signFor[id] = secret

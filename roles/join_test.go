@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -49,9 +50,7 @@ func joinScripts(t *testing.T) string {
 // TestMinionJoinWaits: with no master answering, the join keeps retrying with backoff and
 // does not exit (the unit stays activating: waiting, not failed).
 func TestMinionJoinWaits(t *testing.T) {
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed")
-	}
+	testenv.NeedTool(t, "python3")
 	scripts := joinScripts(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

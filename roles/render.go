@@ -14,6 +14,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/kubebake/kubebake/internal/shell"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -264,7 +265,11 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	}
 	b.dir("/etc/sysconfig", 0o755)
 	b.dir("/etc/kubebake", 0o755)
-	b.file(ReleasePath, 0o644, releaseFile(r, l, data))
+	release, err := releaseFile(r, l, data)
+	if err != nil {
+		return nil, err
+	}
+	b.file(ReleasePath, 0o644, release)
 
 	return b.build()
 }
@@ -550,7 +555,7 @@ func (d *templateData) execute(name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("roles: no template %s: %w", name, err)
 	}
-	t, err := template.New(name).Option("missingkey=error").Parse(string(src))
+	t, err := template.New(name).Option("missingkey=error").Funcs(templateFuncs).Parse(string(src))
 	if err != nil {
 		return nil, fmt.Errorf("roles: template %s: %w", name, err)
 	}
@@ -559,6 +564,16 @@ func (d *templateData) execute(name string) ([]byte, error) {
 		return nil, fmt.Errorf("roles: template %s: %w", name, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// templateFuncs put values into the scripts' shell: {{sh .X}} is one quoted word
+// (shell.Quote), {{heredoc .X}} a value inside an unquoted here-document, where the script's
+// own $variables expand (shell.HeredocEscape). Every value a script template interpolates goes
+// through one of them, so a value can never become shell syntax; one that cannot be passed at
+// all (a NUL byte, a line break in a here-document) fails the render.
+var templateFuncs = template.FuncMap{
+	"sh":      shell.QuoteErr,
+	"heredoc": shell.HeredocEscape,
 }
 
 func (d *templateData) addTemplate(b *builder, name, path string, mode fs.FileMode) error {
@@ -667,7 +682,7 @@ func modulesFile(r *recipes.Recipe) ([]byte, error) {
 }
 
 // releaseFile is /etc/kubebake/release: what the node is, as KEY=value lines.
-func releaseFile(r *recipes.Recipe, l *recipes.Lock, d *templateData) []byte {
+func releaseFile(r *recipes.Recipe, l *recipes.Lock, d *templateData) ([]byte, error) {
 	kv := [][2]string{
 		{"KUBEBAKE_RECIPE", r.Name},
 		{"KUBEBAKE_LOCK_SHA256", "unlocked"},
@@ -709,21 +724,27 @@ func releaseFile(r *recipes.Recipe, l *recipes.Lock, d *templateData) []byte {
 	}
 	var b strings.Builder
 	for _, p := range kv {
-		fmt.Fprintf(&b, "%s=%s\n", p[0], shellQuote(p[1]))
+		// The file can be sourced: each value is one quoted word (an empty one stays bare, as
+		// KEY= assigns the empty string). A key is [A-Z0-9_]; one that starts with a digit
+		// would make the line a command, so it gets a leading _.
+		k, v := p[0], p[1]
+		if k != "" && k[0] >= '0' && k[0] <= '9' {
+			k = "_" + k
+		}
+		if v != "" {
+			q, err := shell.QuoteErr(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", ReleasePath, k, err)
+			}
+			v = q
+		}
+		fmt.Fprintf(&b, "%s=%s\n", k, v)
 	}
-	return []byte(b.String())
+	return []byte(b.String()), nil
 }
 
 func envName(s string) string {
 	return strings.ToUpper(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(s, "_"))
-}
-
-// shellQuote leaves plain values bare and single-quotes the rest, so the file can be sourced.
-func shellQuote(s string) string {
-	if regexp.MustCompile(`^[A-Za-z0-9._:/+~@%=,-]*$`).MatchString(s) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func artifactIndex(l *recipes.Lock) map[string]recipes.LockedArtifact {

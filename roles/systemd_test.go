@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -136,9 +137,7 @@ func systemdAnalyze(t *testing.T, root string, units ...string) string {
 // TestSystemdVerify runs the real systemd-analyze verify over every unit the layer renders
 // (with its drop-ins) and over the boot transaction, which also finds ordering cycles.
 func TestSystemdVerify(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not installed")
-	}
+	testenv.NeedTool(t, "systemd-analyze")
 	cases := []*recipes.Recipe{
 		goRecipe("go-containerd", "bookworm", recipes.RuntimeContainerd),
 		goRecipe("go-docker", "bookworm", recipes.RuntimeDocker),
@@ -187,9 +186,7 @@ func TestScriptsSyntax(t *testing.T) {
 	layer := mustRender(t, r, fakeLock(r))
 	root := t.TempDir()
 	shellcheck, _ := exec.LookPath("shellcheck")
-	if shellcheck == "" {
-		t.Log("shellcheck not installed (apt-get install shellcheck): only sh -n")
-	}
+	testenv.WantTool(t, "shellcheck") // else only sh -n
 	n := 0
 	// All scripts first: shellcheck follows the sourced lib.sh, which sorts after some of them.
 	var scripts []File
@@ -204,8 +201,7 @@ func TestScriptsSyntax(t *testing.T) {
 		p := filepath.Join(root, filepath.Base(f.Path))
 		switch {
 		case strings.HasPrefix(string(f.Content), "#!/usr/bin/python3"):
-			if _, err := exec.LookPath("python3"); err != nil {
-				t.Logf("python3 not installed: %s unchecked", f.Path)
+			if !testenv.WantTool(t, "python3") {
 				continue
 			}
 			if out, err := exec.Command("python3", "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])", p).CombinedOutput(); err != nil {

@@ -3,15 +3,18 @@
 # this machine's apt is already configured for. Idempotent: a second run only checks.
 set -euo pipefail
 
-# Tools whose presence means the packages below are installed.
-need_tools=(qemu-system-x86_64 qemu-img mmdebstrap xorriso mcopy fsck.fat sgdisk cloud-init busybox bsdtar shellcheck
-	socat containerd ctr runc iptables)
+# Tools whose presence means the packages below are installed. Every tool a test needs
+# (testenv.NeedTool: with CI=true a missing one fails the run) is here.
+need_tools=(qemu-system-x86_64 qemu-img mmdebstrap xorriso mcopy mtype mdir fsck.fat sgdisk sfdisk blkid cloud-init busybox
+	bsdtar shellcheck socat containerd ctr runc iptables ip unshare nsenter mke2fs debugfs e2fsck chattr python3 gpg gpgv
+	systemd-analyze dpkg dpkg-deb)
 # e2fsprogs >= 1.47.1 takes a tarball for `mke2fs -d` and honours SOURCE_DATE_EPOCH.
 min_e2fs=1.47.1
 
 have_all=1
 for t in "${need_tools[@]}"; do command -v "$t" >/dev/null || have_all=0; done
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -f /usr/share/OVMF/OVMF_CODE.fd ] || have_all=0
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || have_all=0
 e2fs_version=$(dpkg-query -W -f='${Version}' e2fsprogs 2>/dev/null || echo 0)
 dpkg --compare-versions "$e2fs_version" ge "$min_e2fs" || have_all=0
 if [ "$have_all" = 1 ]; then
@@ -43,7 +46,8 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
 	qemu-system-x86 qemu-utils ovmf mmdebstrap xorriso mtools dosfstools gdisk \
 	libarchive13 libarchive-tools cloud-init busybox-static e2fsprogs \
-	systemd-boot-efi zstd shellcheck socat containerd runc iptables >/dev/null
+	systemd-boot-efi zstd shellcheck socat containerd runc iptables \
+	iproute2 util-linux fdisk python3 gpg gpgv debian-archive-keyring systemd dpkg >/dev/null
 e2fs_version=$(dpkg-query -W -f='${Version}' e2fsprogs)
 if ! dpkg --compare-versions "$e2fs_version" ge "$min_e2fs"; then
 	$SUDO apt-get install -y -qq -t "${codename}-backports" e2fsprogs >/dev/null

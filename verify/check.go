@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kubebake/kubebake/internal/shell"
 )
 
 // Check is one promise verified inside a booted node.
@@ -119,8 +121,11 @@ func BuildScript(probes []Probe) string {
 		}
 	}
 	for i, p := range probes {
-		delim := fmt.Sprintf("KUBEBAKE_PROBE_%d_EOF", i)
-		fmt.Fprintf(&b, "cat > \"$KB/p%d.sh\" <<'%s'\n%s\n%s\n", i, delim, strings.TrimSpace(p.Script), delim)
+		// A quoted delimiter that no line of the script is: a value quoted into the script may
+		// hold line breaks, and one of its lines must not end the here-document.
+		script := strings.TrimSpace(p.Script)
+		delim := shell.HeredocDelimiter(fmt.Sprintf("KUBEBAKE_PROBE_%d_EOF", i), script)
+		fmt.Fprintf(&b, "cat > \"$KB/p%d.sh\" <<'%s'\n%s\n%s\n", i, delim, script, delim)
 	}
 	fmt.Fprintf(&b, `cat > "$KB/run-one" <<'KUBEBAKE_RUN_EOF'
 i=$1

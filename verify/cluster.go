@@ -59,10 +59,10 @@ type ClusterOptions struct {
 	CPUs      int
 	MemoryMiB int
 	// Node stage timeouts (zero: the cluster defaults, longer than a lone node's: three VMs
-	// share the host). TimeoutChecks covers settle (a minion's join waits for the master)
-	// and the role checks.
+	// share the host). TimeoutSettle covers a minion's join, which waits for the master.
 	TimeoutBoot   time.Duration
 	TimeoutSSH    time.Duration
+	TimeoutSettle time.Duration
 	TimeoutChecks time.Duration
 	// StepTimeouts override DefaultStepTimeouts by step name ("nodes", "reboot-master", ...).
 	StepTimeouts map[string]time.Duration
@@ -89,6 +89,7 @@ const (
 
 	DefaultClusterTimeoutBoot   = 15 * time.Minute
 	DefaultClusterTimeoutSSH    = 5 * time.Minute
+	DefaultClusterTimeoutSettle = 30 * time.Minute
 	DefaultClusterTimeoutChecks = 30 * time.Minute
 
 	// clusterMinionNice is the host nice level of minion VMs under TCG.
@@ -298,7 +299,7 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (*Report, error) {
 		if opts.WorkDir, err = os.MkdirTemp("", "kubebake-cluster-"); err != nil {
 			return nil, err
 		}
-	} else if err := os.MkdirAll(opts.WorkDir, 0o755); err != nil {
+	} else if err := privateDir(opts.WorkDir); err != nil {
 		return nil, err
 	}
 	c, err := newCluster(ctx, opts)
@@ -329,6 +330,7 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (*Report, error) {
 	}
 	rep.Results = append(rep.Results, clusterRes)
 	rep.Finish()
+	rep.redactSecrets(nodeOpts.Bundle.Redactor())
 	if !rep.Pass {
 		c.saveArtifacts(ctx, rep)
 		rep.ArtifactsDir = nodeOpts.ArtifactsDir
@@ -393,6 +395,7 @@ func newCluster(ctx context.Context, opts ClusterOptions) (*cluster, error) {
 		Image: opts.Image, Manifest: opts.Manifest, Accel: opts.Accel, Keep: opts.Keep,
 		TimeoutBoot:   cmp.Or(opts.TimeoutBoot, DefaultClusterTimeoutBoot),
 		TimeoutSSH:    cmp.Or(opts.TimeoutSSH, DefaultClusterTimeoutSSH),
+		TimeoutSettle: cmp.Or(opts.TimeoutSettle, DefaultClusterTimeoutSettle),
 		TimeoutChecks: cmp.Or(opts.TimeoutChecks, DefaultClusterTimeoutChecks),
 		QEMU:          opts.QEMU, Firmware: opts.Firmware, CPUs: opts.CPUs, MemoryMiB: opts.MemoryMiB,
 		Progress: opts.Progress, WorkDir: opts.WorkDir,
@@ -552,13 +555,10 @@ func (c *cluster) bootAndProve(ctx context.Context) {
 // the API says of the cluster, in the cluster's 0700 artifacts folder.
 func (c *cluster) saveArtifacts(ctx context.Context, rep *Report) {
 	dir := c.master().opts.ArtifactsDir
-	if err := os.MkdirAll(dir, artifactDirMode); err != nil {
+	// The folder is this run's own: an older one left with other modes is made private.
+	if err := privateDir(dir); err != nil {
 		slog.Warn("cannot save failure logs", "dir", dir, "err", err)
 		return
-	}
-	// The folder is this run's own: make sure an older one left with other modes is private.
-	if err := os.Chmod(dir, artifactDirMode); err != nil {
-		slog.Warn("cannot make the failure logs folder private", "dir", dir, "err", err)
 	}
 	var wg sync.WaitGroup
 	for _, n := range c.nodes {
@@ -591,7 +591,7 @@ func (c *cluster) saveArtifacts(ctx context.Context, rep *Report) {
 		b.WriteString("\n")
 	}
 	p := filepath.Join(dir, c.opts.Name+"-cluster-state.txt")
-	if atomicfile.WriteFile(p, []byte(b.String()), artifactFileMode) == nil {
+	if atomicfile.WriteFile(p, []byte(c.master().redactor().String(b.String())), artifactFileMode) == nil {
 		last := &rep.Results[len(rep.Results)-1]
 		last.Artifacts = append(last.Artifacts, p)
 	}

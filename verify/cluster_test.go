@@ -420,28 +420,37 @@ func TestNodeCommandsRealTools(t *testing.T) {
 		t.Errorf("a page from another pod passed: %v", err)
 	}
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close() // nothing listens now: the connect must fail fast, and say so
-	probe := fmt.Sprintf("socat -u OPEN:/dev/null TCP:127.0.0.1:%d,connect-timeout=5 2>&1", port)
-	if out, err := exec.Command("sh", "-c", probe).CombinedOutput(); err == nil {
-		t.Errorf("connect to a closed port succeeded: %s", out)
-	}
-	l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Skip("port taken meanwhile")
-	}
-	defer l.Close()
-	go func() {
-		if c, err := l.Accept(); err == nil {
-			c.Close()
+	// A free port, then a listener on it: another process may take the port in between (it
+	// is free, after all), which is a race to retry with another port, not a reason to skip.
+	for attempt := 1; ; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	if out, err := exec.Command("sh", "-c", probe).CombinedOutput(); err != nil {
-		t.Errorf("connect to a listener failed: %v %s", err, out)
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close() // nothing listens now: the connect must fail fast, and say so
+		probe := fmt.Sprintf("socat -u OPEN:/dev/null TCP:127.0.0.1:%d,connect-timeout=5 2>&1", port)
+		if out, err := exec.Command("sh", "-c", probe).CombinedOutput(); err == nil {
+			t.Errorf("connect to a closed port succeeded: %s", out)
+		}
+		l, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			if attempt < 5 {
+				t.Logf("port %d taken meanwhile (%v): again with another port", port, err)
+				continue
+			}
+			t.Fatalf("port taken meanwhile %d times in a row: %v", attempt, err)
+		}
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		if out, err := exec.Command("sh", "-c", probe).CombinedOutput(); err != nil {
+			t.Errorf("connect to a listener failed: %v %s", err, out)
+		}
+		l.Close()
+		return
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/cloudinit"
 	"github.com/kubebake/kubebake/verify/internal/diskedit"
 )
 
@@ -137,8 +138,13 @@ func TestVerifyCatchesDefects(t *testing.T) {
 			t.Fatalf("planting %q: %v", d.name, err)
 		}
 	}
+	// The bundle's secrets must not be readable by others nor appear in anything saved.
+	bundle, err := cloudinit.NewBundle("kubebake-verify", cloudinit.BundleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rep, err := Run(ctx, Options{
-		Image: broken, Manifest: target.Manifest, Roles: []string{RoleMinion},
+		Image: broken, Manifest: target.Manifest, Roles: []string{RoleMinion}, Bundle: bundle,
 		ArtifactsDir: filepath.Join(dir, "artifacts"),
 	})
 	if err != nil {
@@ -174,6 +180,45 @@ func TestVerifyCatchesDefects(t *testing.T) {
 	if len(rep.Results[0].Artifacts) == 0 {
 		t.Error("no serial log or journal saved for the failures")
 	}
+	assertPrivateArtifacts(t, filepath.Join(dir, "artifacts"), bundleSecrets(bundle))
+}
+
+// assertPrivateArtifacts wants every saved failure artifact 0600 in 0700 folders, holding
+// none of the bundle's secrets.
+func assertPrivateArtifacts(t *testing.T, dir string, secrets []string) {
+	t.Helper()
+	files := 0
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir() && info.Mode().Perm() != 0o700:
+			t.Errorf("%s: folder mode %o, want 700", p, info.Mode().Perm())
+		case !d.IsDir() && info.Mode().Perm() != 0o600:
+			t.Errorf("%s: file mode %o, want 600", p, info.Mode().Perm())
+		case !d.IsDir():
+			files++
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			for _, s := range secrets {
+				if strings.Contains(string(data), s) {
+					t.Errorf("%s holds a secret of the bundle", p)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("failure artifacts: %d files, all 0600 in 0700 folders, none holding a bundle secret", files)
 }
 
 func binaryNamed(s Spec, name string) Binary {

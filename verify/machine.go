@@ -346,7 +346,8 @@ func StartMachine(ctx context.Context, cfg MachineConfig) (*Machine, error) {
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+	// Serial logs (which may show the user-data's secrets) are written here.
+	if err := os.MkdirAll(cfg.WorkDir, artifactDirMode); err != nil {
 		return nil, err
 	}
 	m := &Machine{

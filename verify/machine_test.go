@@ -4,13 +4,14 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 // TestQEMUArgsNetworkIsolated: the guest network is user-mode with restrict=on, every host
@@ -298,9 +299,7 @@ func TestStartFailsFast(t *testing.T) {
 
 func requireTool(t *testing.T, name string) {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s not installed (make deps)", name)
-	}
+	testenv.NeedTool(t, name)
 }
 
 func TestStripANSI(t *testing.T) {

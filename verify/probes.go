@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kubebake/kubebake/internal/shell"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -116,7 +117,48 @@ func (s Spec) nodeHostTools() []string {
 	return union(sortedKeys(recipes.RequiredHostTools), s.HostTools)
 }
 
-// Probes turns a Spec into the node's checks, in report order.
+// Check refuses a Spec with a value no shell can receive (a NUL byte): the probes' scripts
+// carry the Spec's values, each quoted with package shell, which panics on one. The Spec comes
+// from the image's manifest and the user-data, so verify checks it before calling Probes.
+func (s Spec) Check() error {
+	type value struct{ what, v string }
+	vals := []value{{"role", s.Role}, {"runtime", s.Runtime}, {"storage driver", s.StorageDriver}}
+	for r, us := range s.Roles {
+		vals = append(vals, value{"role", r})
+		for _, u := range us {
+			vals = append(vals, value{"unit", u})
+		}
+	}
+	for _, b := range s.Binaries {
+		vals = append(vals, value{"binary", b.Name}, value{"binary path", b.Path}, value{"binary sha256", b.SHA256},
+			value{"binary version", b.Version}, value{"binary version arguments", b.VersionArgs})
+	}
+	for _, p := range s.Packages {
+		vals = append(vals, value{"package", p.Name}, value{"package version", p.Version})
+	}
+	for k, v := range s.Sysctls {
+		vals = append(vals, value{"sysctl", k}, value{"sysctl value", v})
+	}
+	for what, list := range map[string][]string{"module": s.Modules, "CNI plugin": s.CNIPlugins, "host tool": s.HostTools, "user-data path": s.UserDataPaths} {
+		for _, v := range list {
+			vals = append(vals, value{what, v})
+		}
+	}
+	for _, v := range vals {
+		if err := shell.Check(v.v); err != nil {
+			return fmt.Errorf("%s %q: %w", v.what, v.v, err)
+		}
+	}
+	for _, sec := range s.Secrets {
+		if err := shell.Check(sec); err != nil {
+			return fmt.Errorf("a user-data secret: %w", err) // never quoted
+		}
+	}
+	return nil
+}
+
+// Probes turns a Spec into the node's checks, in report order. Every value of the Spec goes
+// into the scripts through package shell; a Spec that Check refuses makes Probes panic.
 func Probes(s Spec) []Probe {
 	var ps []Probe
 	ps = append(ps, markerProbe(s))
@@ -174,7 +216,8 @@ func markerProbe(s Spec) Probe {
 	}
 	var sb strings.Builder
 	for _, r := range roles {
-		fmt.Fprintf(&sb, "if [ -e /etc/sysconfig/kubernetes-%[1]s ]; then echo %[1]s=present; else echo %[1]s=absent; fi\n", r)
+		// printf, not echo: echo may read backslashes in the name as escapes.
+		fmt.Fprintf(&sb, "if [ -e %s ]; then printf '%%s=present\\n' %[2]s; else printf '%%s=absent\\n' %[2]s; fi\n", shell.Quote("/etc/sysconfig/kubernetes-"+r), shell.Quote(r))
 	}
 	return Probe{
 		Name:     "role/marker",
@@ -251,7 +294,7 @@ func binaryProbes(b Binary) []Probe {
 		Static:   true,
 		Name:     "binary/" + b.Name + "/sha256",
 		Expected: b.SHA256,
-		Script:   "sha256sum " + shellQuote(b.Path),
+		Script:   "sha256sum " + shell.Quote(b.Path),
 		Eval: func(o Output) (string, bool) {
 			if o.Exit != 0 {
 				return "missing: " + firstLineOf(o.Text), false
@@ -269,7 +312,7 @@ func binaryProbes(b Binary) []Probe {
 			Static:   true,
 			Name:     "binary/" + b.Name + "/version",
 			Expected: b.Version,
-			Script:   "timeout 300 " + shellQuote(b.Path) + " " + b.VersionArgs,
+			Script:   shell.Join(append([]string{"timeout", "300", b.Path}, strings.Fields(b.VersionArgs)...)...),
 			Eval: func(o Output) (string, bool) {
 				got := firstLineOf(o.Text)
 				if o.Exit == 124 {
@@ -295,7 +338,7 @@ func versionIn(text, want string) bool {
 func packagesProbe(pkgs []Package) Probe {
 	names := make([]string, 0, len(pkgs))
 	for _, p := range pkgs {
-		names = append(names, shellQuote(p.Name))
+		names = append(names, shell.Quote(p.Name))
 	}
 	return Probe{
 		Static:   true,
@@ -341,8 +384,8 @@ func sysctlProbe(key, want string) Probe {
 	return Probe{
 		Name:     "sysctl/" + key,
 		Expected: normalizeSpace(want) + " (from /usr/lib/sysctl.d)",
-		Script: fmt.Sprintf("printf 'runtime=%%s\\n' \"$(sysctl -n %s 2>&1 | tr '\\t' ' ')\"\ngrep -HE '%s' %s /etc/sysctl.conf 2>/dev/null | sed 's/^/def=/'\ntrue",
-			shellQuote(key), re, strings.Join(globs(sysctlDirs, "*.conf"), " ")),
+		Script: fmt.Sprintf("printf 'runtime=%%s\\n' \"$(sysctl -n %s 2>&1 | tr '\\t' ' ')\"\ngrep -HE %s %s /etc/sysctl.conf 2>/dev/null | sed 's/^/def=/'\ntrue",
+			shell.Quote(key), shell.Quote(re), strings.Join(globs(sysctlDirs, "*.conf"), " ")),
 		Units: []string{"systemd-sysctl.service"},
 		Eval: func(o Output) (string, bool) {
 			var runtime string

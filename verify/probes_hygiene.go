@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kubebake/kubebake/internal/shell"
 )
 
 var machineIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -101,11 +103,11 @@ func secretsProbe(s Spec) Probe {
 			secrets = append(secrets, sec)
 		}
 	}
-	pats := []string{"-e", shellQuote(keyMark)}
+	pats := []string{"-e", shell.Quote(keyMark)}
 	var perFile strings.Builder
 	for i, sec := range secrets {
-		pats = append(pats, "-e", shellQuote(sec))
-		fmt.Fprintf(&perFile, "  grep -qF -e %s \"$f\" && kinds=\"$kinds secret%d\"\n", shellQuote(sec), i)
+		pats = append(pats, "-e", shell.Quote(sec))
+		fmt.Fprintf(&perFile, "  grep -qF -e %s \"$f\" && kinds=\"$kinds secret%d\"\n", shell.Quote(sec), i)
 	}
 	script := fmt.Sprintf(`echo "btime=$(awk '/^btime/ {print $2}' /proc/stat)"
 grep -rlIsF %[1]s --exclude-dir=containerd --exclude-dir=docker --exclude-dir=journal %[2]s 2>/dev/null | while read -r f; do
@@ -114,7 +116,7 @@ grep -rlIsF %[1]s --exclude-dir=containerd --exclude-dir=docker --exclude-dir=jo
 %[4]s  printf 'file=%%s%%s\t%%s\n' "$(stat -c %%Y "$f")" "$kinds" "$f"
 done
 echo "journal=$(grep -cF %[1]s "$KB/journal")"
-true`, strings.Join(pats, " "), strings.Join(secretRoots, " "), shellQuote(keyMark), perFile.String())
+true`, strings.Join(pats, " "), shell.Join(secretRoots...), shell.Quote(keyMark), perFile.String())
 	userData := map[string]bool{}
 	for _, p := range s.UserDataPaths {
 		userData[p] = true

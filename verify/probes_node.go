@@ -2,19 +2,26 @@ package verify
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/kubebake/kubebake/internal/shell"
 )
 
 func moduleProbes(m string) []Probe {
+	// The module's name goes into paths and grep patterns: each one is quoted whole, and the
+	// name is a literal inside the patterns.
+	sysModule := shell.Quote("/sys/module/" + m)
+	lit := regexp.QuoteMeta(m)
 	loaded := Probe{
 		Name:     "module/" + m + "/loaded",
 		Expected: "loaded, listed in /usr/lib/modules-load.d",
-		Script: fmt.Sprintf(`if [ -d /sys/module/%[1]s ]; then echo loaded=yes; else echo loaded=no; fi
+		Script: fmt.Sprintf(`if [ -d %[1]s ]; then echo loaded=yes; else echo loaded=no; fi
 for f in /usr/lib/modules-load.d/*.conf /etc/modules-load.d/*.conf /run/modules-load.d/*.conf; do
-  [ -f "$f" ] && grep -qxE '[[:space:]]*%[1]s[[:space:]]*' "$f" && echo "conf=$f"
+  [ -f "$f" ] && grep -qxE %[2]s "$f" && echo "conf=$f"
 done
-true`, m),
+true`, sysModule, shell.Quote("[[:space:]]*"+lit+"[[:space:]]*")),
 		Units: []string{"systemd-modules-load.service"},
 		Eval: func(o Output) (string, bool) {
 			kv := o.KV()
@@ -42,9 +49,10 @@ true`, m),
 		Script: fmt.Sprintf(`echo "modload=$(systemctl show -p ActiveEnterTimestampMonotonic --value systemd-modules-load.service)"
 echo "modresult=$(systemctl show -p Result --value systemd-modules-load.service)"
 echo "sysctl=$(systemctl show -p ExecMainStartTimestampMonotonic --value systemd-sysctl.service)"
-if [ -d /sys/module/%[1]s ] && ! grep -q '^%[1]s ' /proc/modules; then echo builtin=yes; fi
-grep -E "systemd-modules-load\[[0-9]+\]: .*(Inserted module|already loaded|built.?in).*'%[1]s'" "$KB/journal" | sed 's/^[^]]*\] [^ ]* //; s/^/journal=/'
-true`, m),
+if [ -d %[1]s ] && ! grep -q %[2]s /proc/modules; then echo builtin=yes; fi
+grep -E %[3]s "$KB/journal" | sed 's/^[^]]*\] [^ ]* //; s/^/journal=/'
+true`, sysModule, shell.Quote("^"+lit+" "),
+			shell.Quote(`systemd-modules-load\[[0-9]+\]: .*(Inserted module|already loaded|built.?in).*'`+lit+`'`)),
 		Prelude: journalPrelude,
 		Units:   []string{"systemd-modules-load.service", "systemd-sysctl.service"},
 		Eval: func(o Output) (string, bool) {
@@ -155,7 +163,7 @@ func cniProbe(p string) Probe {
 		Static:   true,
 		Name:     "cni/" + p,
 		Expected: path + " executable",
-		Script:   fmt.Sprintf("if [ -x %[1]s ] && [ -f %[1]s ]; then echo present; else echo missing; fi", path),
+		Script:   fmt.Sprintf("if [ -x %[1]s ] && [ -f %[1]s ]; then echo present; else echo missing; fi", shell.Quote(path)),
 		Eval: func(o Output) (string, bool) {
 			g := strings.TrimSpace(o.Text)
 			return g, g == "present"
@@ -168,7 +176,7 @@ func toolProbe(t string) Probe {
 		Static:   true,
 		Name:     "tool/" + t,
 		Expected: "on the services' PATH",
-		Script:   "command -v " + shellQuote(t),
+		Script:   "command -v " + shell.Quote(t),
 		Eval: func(o Output) (string, bool) {
 			g := strings.TrimSpace(o.Text)
 			if o.Exit != 0 || g == "" {
@@ -187,7 +195,7 @@ const unitProps = "-p Id -p LoadState -p ActiveState -p SubState -p Result -p Ty
 func unitsPrelude(units []string) string {
 	q := make([]string, len(units))
 	for i, u := range units {
-		q[i] = shellQuote(u)
+		q[i] = shell.Quote(u)
 	}
 	return "systemctl show " + unitProps + " " + strings.Join(q, " ") + " > \"$KB/units\"\n" +
 		"systemctl list-jobs --no-legend --plain --no-pager > \"$KB/jobs\""
@@ -196,8 +204,12 @@ func unitsPrelude(units []string) string {
 // unitScript prints the n-th unit's block (1-based) and its pending job ("Job=start/waiting").
 func unitScript(u string, n int) string {
 	return fmt.Sprintf("awk -v n=%d 'BEGIN {RS=\"\"} NR == n' \"$KB/units\"\n", n) +
-		"awk -v u=" + shellQuote(u) + " '$2 == u {print \"Job=\" $3 \"/\" $4}' \"$KB/jobs\""
+		"awk -v u=" + shell.Quote(awkLiteral(u)) + " '$2 == u {print \"Job=\" $3 \"/\" $4}' \"$KB/jobs\""
 }
+
+// awkLiteral escapes s for awk -v, which reads escape sequences in the value: each backslash is
+// doubled so that the variable holds s itself.
+func awkLiteral(s string) string { return strings.ReplaceAll(s, `\`, `\\`) }
 
 func unitProbes(s Spec) []Probe {
 	mine := map[string]bool{}

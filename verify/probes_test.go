@@ -188,25 +188,6 @@ func TestScriptRoundTrip(t *testing.T) {
 	}
 }
 
-func TestShellQuote(t *testing.T) {
-	for in, want := range map[string]string{
-		"/usr/bin/kubelet": "/usr/bin/kubelet",
-		"a b":              "'a b'",
-		"it's":             `'it'\''s'`,
-		"":                 "''",
-	} {
-		if got := shellQuote(in); got != want {
-			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
-		}
-		if in != "" {
-			out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(in)).Output()
-			if err != nil || string(out) != in {
-				t.Errorf("sh printf %s = %q, %v", shellQuote(in), out, err)
-			}
-		}
-	}
-}
-
 // TestUnitScriptPicksItsBlock runs a unit probe's script against saved `systemctl show` and
 // `systemctl list-jobs` output: each probe must read its own unit's block and job.
 func TestUnitScriptPicksItsBlock(t *testing.T) {

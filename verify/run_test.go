@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/manifest"
 )
 
@@ -37,7 +38,7 @@ func requireQEMU(t *testing.T) {
 	requireTool(t, "qemu-system-x86_64")
 	requireTool(t, "qemu-img")
 	if _, err := FindFirmware(); err != nil {
-		t.Skip(err)
+		testenv.Missing(t, "OVMF firmware", err.Error())
 	}
 }
 

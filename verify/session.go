@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/kubebake/kubebake/internal/shell"
 )
 
 // KeyPair is an ephemeral SSH key for one verify run: the private half never touches disk.
@@ -207,7 +209,18 @@ func (s *Session) Output(ctx context.Context, cmdline string) ([]byte, error) {
 
 // ReadFile returns a guest file's content.
 func (s *Session) ReadFile(ctx context.Context, path string) ([]byte, error) {
-	return s.Output(ctx, "cat -- "+shellQuote(path))
+	q, err := shell.QuoteErr(path)
+	if err != nil {
+		return nil, fmt.Errorf("guest file %q: %w", path, err)
+	}
+	return s.Output(ctx, "cat -- "+q)
+}
+
+// sshCommand is the command line a person runs to log in to a kept guest as root through its
+// forwarded port: the key file's path is quoted (the artifacts folder is the user's choice).
+// No path holds a NUL byte (the kernel would refuse it), so Quote cannot panic here.
+func sshCommand(keyFile, port string) string {
+	return "ssh -i " + shell.Quote(keyFile) + " -p " + shell.Quote(port) + " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1"
 }
 
 // Close ends the connection.
@@ -224,12 +237,4 @@ func short(s string) string {
 		return s[:57] + "..."
 	}
 	return s
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:@,+") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

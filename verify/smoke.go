@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/internal/atomicfile"
+	"github.com/kubebake/kubebake/internal/shell"
 )
 
 // SmokeSteps are the cluster smoke steps in the order they run; each is a check
@@ -407,7 +408,7 @@ func (c *cluster) stepPodReach(ctx context.Context) (string, error) {
 		if n == host {
 			continue
 		}
-		probe := fmt.Sprintf("socat -u OPEN:/dev/null TCP:%s,connect-timeout=5 2>&1", net.JoinHostPort(ip, strconv.Itoa(reachPort)))
+		probe := fmt.Sprintf("socat -u OPEN:/dev/null TCP:%s,connect-timeout=5 2>&1", shell.Quote(net.JoinHostPort(ip, strconv.Itoa(reachPort))))
 		_, err := poll(ctx, 3*time.Second, func(ctx context.Context) (bool, string, error) {
 			if _, err := sh(ctx, n, probe); err != nil {
 				return false, err.Error(), nil
@@ -451,7 +452,8 @@ func (c *cluster) webPods(ctx context.Context, gone ...string) ([]string, string
 // httpGetCommand fetches / from host:port with socat (no curl on the nodes; python3 costs
 // seconds to start under TCG) and prints the raw response.
 func httpGetCommand(host string, port int) string {
-	return fmt.Sprintf(`printf 'GET / HTTP/1.0\r\nHost: web\r\n\r\n' | socat -t 10 - TCP:%s,connect-timeout=5`, net.JoinHostPort(host, strconv.Itoa(port)))
+	// An IPv6 address is bracketed ([fd00::1]:80): quoted, or the shell would take it for a glob.
+	return fmt.Sprintf(`printf 'GET / HTTP/1.0\r\nHost: web\r\n\r\n' | socat -t 10 - TCP:%s,connect-timeout=5`, shell.Quote(net.JoinHostPort(host, strconv.Itoa(port))))
 }
 
 // servedBy checks a raw response: status 200 and a page naming one of the web pods.
@@ -550,7 +552,7 @@ func (c *cluster) stepService(ctx context.Context) (string, error) {
 	// no lookup for an address, so the request is sent raw, as from the nodes.
 	var fromPod string
 	_, err = poll(ctx, 3*time.Second, func(ctx context.Context) (bool, string, error) {
-		req := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\nHost: web\r\n\r\n' | nc -w 5 %s 80`, c.webIP)
+		req := fmt.Sprintf(`printf 'GET / HTTP/1.0\r\nHost: web\r\n\r\n' | nc -w 5 %s 80`, shell.Quote(c.webIP))
 		out, err := c.kubectl.run(ctx, "", "exec", clientPodName, "--", "sh", "-c", req)
 		if err != nil {
 			return false, "http://" + c.webIP + " from " + clientPodName + ": " + firstLineOf(err.Error()), nil

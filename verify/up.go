@@ -279,7 +279,7 @@ func (lc *LocalCluster) writeKey(i int, n *node) error {
 	}
 	_, port, _ := net.SplitHostPort(n.machine.SSHAddr)
 	return lc.update(func(st *ClusterState) {
-		st.Nodes[i].SSH = fmt.Sprintf("ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1", keyFile, port)
+		st.Nodes[i].SSH = sshCommand(keyFile, port)
 	})
 }
 

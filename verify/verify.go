@@ -20,6 +20,7 @@ import (
 
 	"github.com/kubebake/kubebake/cloudinit"
 	"github.com/kubebake/kubebake/internal/atomicfile"
+	"github.com/kubebake/kubebake/internal/shell"
 )
 
 // Options say what to verify and how.
@@ -32,10 +33,13 @@ type Options struct {
 	Roles    []string
 	UserData []string
 	Accel    string // auto (default), kvm or tcg
-	// Stage timeouts: boot (QEMU start to SSH banner), ssh (banner to login), checks (settle
-	// and run every check). Zero means the defaults.
+	// Stage timeouts: boot (QEMU start to SSH banner), ssh (banner to login), settle (no
+	// start jobs left; on a master the API server ready), checks (run every check). Each has
+	// its own budget, so a hung boot still gets its checks and journals. Zero means the
+	// defaults.
 	TimeoutBoot   time.Duration
 	TimeoutSSH    time.Duration
+	TimeoutSettle time.Duration
 	TimeoutChecks time.Duration
 	// Parallel is how many VMs run at once (0: one per two cores under TCG, per core under KVM).
 	Parallel int
@@ -56,12 +60,17 @@ type Options struct {
 	MemoryMiB int
 	// Progress, when set, receives stage changes ("master/cloud-init", "boot").
 	Progress func(node, stage string)
+
+	// afterLogin, when set (tests), runs in the guest right after login: a way to break a
+	// booted guest (power it off, fail a unit) and see verify stop waiting.
+	afterLogin func(ctx context.Context, s *Session) error
 }
 
 // Default stage timeouts, sized for TCG (software emulation) on two cores.
 const (
 	DefaultTimeoutBoot   = 5 * time.Minute
 	DefaultTimeoutSSH    = 3 * time.Minute
+	DefaultTimeoutSettle = 10 * time.Minute
 	DefaultTimeoutChecks = 10 * time.Minute
 )
 
@@ -140,6 +149,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if opts.TimeoutSSH == 0 {
 		opts.TimeoutSSH = DefaultTimeoutSSH
 	}
+	if opts.TimeoutSettle == 0 {
+		opts.TimeoutSettle = DefaultTimeoutSettle
+	}
 	if opts.TimeoutChecks == 0 {
 		opts.TimeoutChecks = DefaultTimeoutChecks
 	}
@@ -179,7 +191,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return nil, err
 		}
 		tempWork = true
-	} else if err := os.MkdirAll(opts.WorkDir, 0o755); err != nil {
+	} else if err := privateDir(opts.WorkDir); err != nil {
 		return nil, err
 	}
 
@@ -230,6 +242,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	rep.Finish()
+	rep.redactSecrets(opts.Bundle.Redactor())
 	if !rep.Pass {
 		rep.ArtifactsDir = opts.ArtifactsDir
 	}
@@ -396,12 +409,21 @@ func (n *node) boot(ctx context.Context) error {
 
 // prove waits for the boot to settle and runs the role's checks (image checks meanwhile).
 func (n *node) prove(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, n.opts.TimeoutChecks)
-	defer cancel()
-	if err := n.loadManifest(cctx); err != nil {
+	vctx, stop := n.vmContext(ctx)
+	defer stop()
+	sctx, cancelSettle := context.WithTimeout(vctx, n.opts.TimeoutSettle)
+	defer cancelSettle()
+	if err := n.loadManifest(sctx); err != nil {
+		if n.vmGone(vctx) {
+			return &stageError{"settle", "the VM runs until its checks are done", n.vmGoneGot("during settle")}
+		}
 		return &stageError{"checks", "a manifest to derive the checks from", err.Error()}
 	}
-	probes := Probes(n.spec())
+	spec := n.spec()
+	if err := spec.Check(); err != nil {
+		return &stageError{"checks", "a manifest to derive the checks from", err.Error()}
+	}
+	probes := Probes(spec)
 	// Checks of what the image holds (binaries, packages, tools) do not depend on the boot
 	// having finished: they run while the boot settles.
 	var static, dynamic []Probe
@@ -416,19 +438,36 @@ func (n *node) prove(ctx context.Context) error {
 		outs map[string]Output
 		err  error
 	}
+	staticCtx, cancelStatic := context.WithTimeout(vctx, n.opts.TimeoutSettle+n.opts.TimeoutChecks)
+	defer cancelStatic()
 	staticDone := make(chan scriptResult, 1)
+	session := n.session // the static probes keep the session they started on
 	go func() {
-		outs, err := n.runProbes(cctx, static)
+		outs, err := n.runProbesOn(staticCtx, session, static)
 		staticDone <- scriptResult{outs, err}
 	}()
 	var settleNote *Check
 	_ = n.timed("settle", func() error {
-		settleNote = n.settle(cctx)
+		settleNote = n.settle(sctx)
 		return nil
 	})
+	if n.vmGone(vctx) {
+		// Nothing left to check: say how the VM ended, with its console, at once.
+		return &stageError{"settle", "the VM runs until its checks are done", n.vmGoneGot("during settle")}
+	}
+	// The checks have their own budget: a boot that hung still gets them and its journals.
+	cctx, cancelChecks := context.WithTimeout(vctx, n.opts.TimeoutChecks)
+	defer cancelChecks()
 	return n.timed("checks", func() error {
 		outs, err := n.runProbes(cctx, dynamic)
-		st := <-staticDone
+		// The image checks started during settle; they end with the checks' budget too.
+		var st scriptResult
+		select {
+		case st = <-staticDone:
+		case <-cctx.Done():
+			cancelStatic()
+			st = <-staticDone
+		}
 		for k, v := range st.outs {
 			outs[k] = v
 		}
@@ -441,7 +480,10 @@ func (n *node) prove(ctx context.Context) error {
 			checks = append([]Check{*settleNote}, checks...)
 		}
 		n.res.Checks = append(n.res.Checks, checks...)
-		if err != nil {
+		switch {
+		case err != nil && n.vmGone(vctx):
+			return &stageError{"checks", "the VM runs until its checks are done", n.vmGoneGot("during the checks")}
+		case err != nil:
 			return &stageError{"checks", fmt.Sprintf("checks finish within %s", n.opts.TimeoutChecks), err.Error()}
 		}
 		return nil
@@ -550,12 +592,17 @@ func (n *node) serialHint() string {
 
 // login authenticates with the ephemeral key, which the user-data installs.
 func (n *node) login(ctx context.Context) error {
-	sctx, cancel := context.WithTimeout(ctx, n.opts.TimeoutSSH)
+	vctx, stop := n.vmContext(ctx)
+	defer stop()
+	sctx, cancel := context.WithTimeout(vctx, n.opts.TimeoutSSH)
 	defer cancel()
 	s, err := DialRetry(sctx, n.machine.SSHAddr, "root", n.key.Signer)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if n.vmGone(vctx) {
+			return &stageError{"ssh", "root logs in with the user-data's SSH key", n.vmGoneGot("before root could log in")}
 		}
 		got := fmt.Sprintf("SSH login hung for %s: %v", n.opts.TimeoutSSH, err)
 		if errors.Is(err, ErrAuth) {
@@ -564,12 +611,67 @@ func (n *node) login(ctx context.Context) error {
 		return &stageError{"ssh", "root logs in with the user-data's SSH key", got}
 	}
 	n.session = s
+	if n.opts.afterLogin != nil {
+		return n.opts.afterLogin(ctx, s)
+	}
+	return nil
+}
+
+// errVMExited is the cause of a context cancelled because QEMU exited.
+var errVMExited = errors.New("the VM exited")
+
+// vmContext is ctx, cancelled with errVMExited the moment QEMU exits, so that no stage waits
+// out its deadline on a VM that is gone (QEMU runs with -no-reboot: a guest reboot or power
+// off ends it). stop releases the watcher.
+func (n *node) vmContext(ctx context.Context) (context.Context, func()) {
+	vctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-n.machine.Done():
+			cancel(errVMExited)
+		case <-done:
+		}
+	}()
+	return vctx, func() { close(done); cancel(context.Canceled) }
+}
+
+// vmGone says whether ctx (from vmContext) ended because QEMU exited.
+func (n *node) vmGone(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errVMExited)
+}
+
+// vmGoneGot says how the VM ended, with the serial console's last lines.
+func (n *node) vmGoneGot(when string) string {
+	_, werr := n.machine.Exited()
+	how := "powered off or rebooted"
+	if werr != nil {
+		how = fmt.Sprintf("died (%v)", werr)
+	}
+	return fmt.Sprintf("the VM %s %s, %s after it started; %s", how, when, n.machine.Uptime().Round(time.Second), n.serialHint())
+}
+
+// redial replaces a session that broke (the guest's sshd restarted, a deadline cut it) while
+// the VM still runs. It gives up after a minute: the session has dropped for good.
+func (n *node) redial(ctx context.Context) error {
+	if n.session != nil {
+		n.session.Close()
+	}
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s, err := DialRetry(dctx, n.machine.SSHAddr, "root", n.key.Signer)
+	if err != nil {
+		return err
+	}
+	n.session = s
 	return nil
 }
 
 // settle waits until boot is done: no start jobs left except those of units allowed to wait
 // (a lone minion's join and what depends on it), and on a master until the API server is
-// ready. It returns a failed check when the deadline passes first.
+// ready. It returns a failed check when the deadline passes first, when a unit of the role
+// fails (no point waiting for a boot that cannot finish), or when the session drops for
+// good; it returns at once when the VM exits (prove then says how).
 func (n *node) settle(ctx context.Context) *Check {
 	mayWait := map[string]bool{}
 	if n.role == RoleMinion && !n.inCluster {
@@ -577,47 +679,85 @@ func (n *node) settle(ctx context.Context) *Check {
 			mayWait[u] = true
 		}
 	}
+	roleUnits := n.roleUnits()[n.role]
 	var pending []string
+	apiReady := n.role != RoleMaster
+	var lastReadyz string
 	for {
-		out, err := n.session.Run(ctx, "systemctl list-jobs --no-legend --plain --no-pager")
-		if err == nil {
+		out, err := n.session.Run(ctx, settleCommand)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			// The connection broke while the VM runs: re-dial, or stop waiting.
+			if rerr := n.redial(ctx); rerr != nil && ctx.Err() == nil {
+				return &Check{Name: "stage/settle", Expected: "boot finishes (no start jobs left)",
+					Got: fmt.Sprintf("the SSH session dropped (%v) and could not be re-established: %v", err, rerr)}
+			}
+			continue
+		case err == nil:
+			jobs, failed, readyz := parseSettle(string(out.Stdout))
+			if f := slices.DeleteFunc(failed, func(u string) bool { return !slices.Contains(roleUnits, u) || mayWait[u] }); len(f) > 0 {
+				return &Check{Name: "stage/settle", Expected: "boot finishes (no start jobs left)",
+					Got: "a unit of the role failed during boot: " + strings.Join(f, " "), Units: f}
+			}
 			pending = pending[:0]
-			for _, l := range strings.Split(string(out.Stdout), "\n") {
-				f := strings.Fields(l)
-				if len(f) >= 2 && isNumber(f[0]) && !mayWait[f[1]] {
-					pending = append(pending, f[1])
+			for _, j := range jobs {
+				if !mayWait[j] {
+					pending = append(pending, j)
 				}
 			}
-			if len(pending) == 0 {
-				break
+			if !apiReady {
+				apiReady = readyz == "ok"
+				lastReadyz = readyz
+			}
+			if len(pending) == 0 && apiReady {
+				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return &Check{Name: "stage/settle", Expected: "boot finishes (no start jobs left)",
-				Got: "boot hung: jobs still pending: " + strings.Join(pending, " "), Units: slices.Clone(pending)}
-		case <-time.After(3 * time.Second):
-		}
-	}
-	if n.role != RoleMaster {
-		return nil
-	}
-	var last string
-	for {
-		out, err := n.session.Run(ctx, ReadyzCommand+" 2>&1")
-		if err == nil && out.Exit == 0 && strings.TrimSpace(string(out.Stdout)) == "ok" {
-			return nil
-		}
-		if err == nil {
-			last = firstLineOf(string(out.Stdout))
-		}
-		select {
-		case <-ctx.Done():
+			if n.vmGone(ctx) {
+				return nil // prove reports the VM's end
+			}
+			if len(pending) > 0 {
+				return &Check{Name: "stage/settle", Expected: "boot finishes (no start jobs left)",
+					Got: "boot hung: jobs still pending: " + strings.Join(pending, " "), Units: slices.Clone(pending)}
+			}
 			return &Check{Name: "stage/settle", Expected: "the API server becomes ready",
-				Got: "API server not ready: " + last, Units: n.roleUnits()[RoleMaster]}
+				Got: "API server not ready: " + lastReadyz, Units: n.roleUnits()[RoleMaster]}
 		case <-time.After(3 * time.Second):
 		}
 	}
+}
+
+// settleCommand reports, in three sections, the pending start jobs, the failed units and,
+// once no job is left on a master, the API server's readiness (asked only then: kubectl is
+// not free on a loaded guest).
+var settleCommand = "jobs=$(systemctl list-jobs --no-legend --plain --no-pager | grep '^[0-9]'); printf '%s\\n' \"$jobs\"; echo " + settleSep +
+	"; systemctl list-units --failed --no-legend --plain --no-pager; echo " + settleSep +
+	"; if [ -z \"$jobs\" ] && [ -e " + AdminKubeconfig + " ]; then " + ReadyzCommand + " 2>&1 | head -n 1; fi"
+
+const settleSep = "--kubebake-settle--"
+
+// parseSettle reads settleCommand's output: the units with start jobs, the failed units and
+// the first line of the readyz answer.
+func parseSettle(out string) (jobs, failed []string, readyz string) {
+	sections := strings.SplitN(out, settleSep+"\n", 3)
+	for _, l := range strings.Split(sections[0], "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && isNumber(f[0]) {
+			jobs = append(jobs, f[1])
+		}
+	}
+	if len(sections) > 1 {
+		for _, l := range strings.Split(sections[1], "\n") {
+			if f := strings.Fields(l); len(f) >= 1 && strings.Contains(f[0], ".") {
+				failed = append(failed, f[0])
+			}
+		}
+	}
+	if len(sections) > 2 {
+		readyz, _, _ = strings.Cut(strings.TrimSpace(sections[2]), "\n")
+	}
+	return jobs, failed, readyz
 }
 
 func (n *node) roleUnits() map[string][]string {
@@ -654,10 +794,16 @@ func (n *node) spec() Spec {
 
 // runProbes runs probes in one guest script and returns their outputs by name.
 func (n *node) runProbes(ctx context.Context, probes []Probe) (map[string]Output, error) {
+	return n.runProbesOn(ctx, n.session, probes)
+}
+
+// runProbesOn runs probes on a given session (the static probes keep theirs while settle may
+// re-dial).
+func (n *node) runProbesOn(ctx context.Context, s *Session, probes []Probe) (map[string]Output, error) {
 	if len(probes) == 0 {
 		return map[string]Output{}, nil
 	}
-	out, err := n.session.RunScript(ctx, BuildScript(probes))
+	out, err := s.RunScript(ctx, BuildScript(probes))
 	return ParseScriptOutput(probes, string(out.Stdout)), err
 }
 
@@ -682,7 +828,8 @@ func logSlowProbes(node string, outs map[string]Output) {
 }
 
 // Failure artifacts can hold secrets (journals of the bootstrap units, the cluster's
-// kubeconfig): files are 0600 in a folder created 0700.
+// kubeconfig): files are 0600 in a 0700 folder (privateDir), and what is saved from the
+// guest has the user-data's secrets hidden (node.redactor).
 const (
 	artifactDirMode  = 0o700
 	artifactFileMode = 0o600
@@ -693,13 +840,14 @@ const (
 // are not fetched once ctx has ended (an interrupted run) or QEMU has exited.
 func (n *node) saveArtifacts(ctx context.Context, extraUnits []string) {
 	dir := n.opts.ArtifactsDir
-	if err := os.MkdirAll(dir, artifactDirMode); err != nil {
+	if err := privateDir(dir); err != nil {
 		slog.Warn("cannot save failure logs", "dir", dir, "err", err)
 		return
 	}
+	red := n.redactor()
 	save := func(name string, data []byte) {
 		p := filepath.Join(dir, n.id()+"-"+name)
-		if err := atomicfile.WriteFile(p, data, artifactFileMode); err != nil {
+		if err := atomicfile.WriteFile(p, red.Bytes(data), artifactFileMode); err != nil {
 			slog.Warn("cannot save a failure log", "file", p, "err", err)
 			return
 		}
@@ -731,7 +879,12 @@ func (n *node) saveArtifacts(ctx context.Context, extraUnits []string) {
 	slices.Sort(units)
 	for _, u := range slices.Compact(units) {
 		// Every boot the journal kept: a node restarted by the cluster test has two.
-		out, err := n.session.Run(ctx, "journalctl --no-pager -u "+shellQuote(u)+"; systemctl status --no-pager -l "+shellQuote(u))
+		// Unit names may come from the guest's own output (FailedUnitsIn): quoted, or skipped.
+		q, err := shell.QuoteErr(u)
+		if err != nil {
+			continue
+		}
+		out, err := n.session.Run(ctx, "journalctl --no-pager -u "+q+"; systemctl status --no-pager -l "+q)
 		if err != nil {
 			continue
 		}
@@ -748,18 +901,21 @@ func (n *node) keep() {
 	keyFile := n.writeKey()
 	n.kept = true
 	_, port, _ := strings.Cut(n.machine.SSHAddr, ":")
-	n.res.SSH = fmt.Sprintf("ssh -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1", keyFile, port)
+	n.res.SSH = sshCommand(keyFile, port)
 }
 
 // writeKey saves the node's SSH key (0600) in the artifacts folder for --keep; it returns
 // the file's path.
 func (n *node) writeKey() string {
 	dir := n.opts.ArtifactsDir
-	os.MkdirAll(dir, artifactDirMode)
 	keyFile := filepath.Join(dir, n.id()+"-id_ed25519")
-	pemKey, err := n.key.PrivateKeyPEM()
+	err := privateDir(dir)
+	var pemKey []byte
 	if err == nil {
-		err = atomicfile.WriteFile(keyFile, pemKey, 0o600)
+		pemKey, err = n.key.PrivateKeyPEM()
+	}
+	if err == nil {
+		err = atomicfile.WriteFile(keyFile, pemKey, artifactFileMode)
 	}
 	if err != nil {
 		slog.Warn("cannot write the SSH key for --keep", "err", err)

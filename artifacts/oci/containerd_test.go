@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 // The real proof: a private containerd (Debian's, the one the nodes run) imports the archive
@@ -123,9 +124,7 @@ func buildCoreDNS(t *testing.T) string {
 	if p := os.Getenv("KUBEBAKE_TEST_COREDNS"); p != "" {
 		return p
 	}
-	if dl, ok := t.Deadline(); ok && time.Until(dl) < 15*time.Minute {
-		t.Skip("builds CoreDNS from the Go module proxy; run with -timeout 30m")
-	}
+	testenv.NeedTime(t, 15*time.Minute) // builds CoreDNS from the Go module proxy
 	bin := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute) // a hang guard only
 	defer cancel()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 // testEpoch stands in for a lock's SOURCE_DATE_EPOCH (2023-11-14T22:13:20Z).
@@ -27,13 +27,13 @@ func busyboxBinary(t *testing.T) string {
 		strings.HasPrefix(string(out), "busybox-static:") {
 		return "/bin/busybox"
 	}
-	if testing.Short() {
-		t.Skip("busybox-static is not installed and -short forbids downloading it: apt-get install busybox-static")
+	if testing.Short() { // busybox-static is missing, not the -short subset's choice
+		testenv.Missing(t, "busybox-static", "run make deps (apt-get install busybox-static): -short forbids downloading it")
 	}
 	dir := t.TempDir()
 	ctx := context.Background()
 	if err := (&run.Cmd{Name: "apt-get", Args: []string{"download", "busybox-static"}, Dir: dir}).Run(ctx); err != nil {
-		t.Skipf("cannot fetch busybox-static: %v", err)
+		testenv.Missing(t, "busybox-static (not installed, and apt-get download failed)", "run make deps or fix the machine's apt: "+err.Error())
 	}
 	debs, _ := filepath.Glob(filepath.Join(dir, "busybox-static_*.deb"))
 	if len(debs) != 1 {
@@ -149,19 +149,13 @@ func unpackLayer(t *testing.T, img v1.Image, dir string) {
 	}
 }
 
-// needRoot skips tests that chroot or run containerd.
+// needRoot: tests that chroot or run containerd need root.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chroot, containerd)")
-	}
+	testenv.NeedRoot(t)
 }
 
 func needCommand(t *testing.T, names ...string) {
 	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("%s is not installed: apt-get install -y containerd", n)
-		}
-	}
+	testenv.NeedTools(t, names...)
 }

@@ -267,7 +267,7 @@ func (p *Plan) symlink(pth, target string) error {
 }
 
 func (p *Plan) applyUnit(log *slog.Logger, u unitOp, res *ApplyResult) error {
-	unitPath := path.Join(SystemdUnitDir, u.name)
+	unitPath := unitFilePath(u.name)
 	if isTrue(u.mask) {
 		log.Info("unit masked", "unit", u.name)
 		if err := p.symlink(unitPath, "/dev/null"); err != nil {
@@ -299,7 +299,7 @@ func (p *Plan) applyUnit(log *slog.Logger, u unitOp, res *ApplyResult) error {
 		if d.Contents == nil {
 			continue
 		}
-		dp := path.Join(SystemdUnitDir, u.name+".d", d.Name)
+		dp := dropinPath(u.name, d.Name)
 		log.Info("unit drop-in", "unit", u.name, "path", dp)
 		if err := p.writeRootFile(dp, []byte(*d.Contents), 0o644); err != nil {
 			return err
@@ -308,21 +308,12 @@ func (p *Plan) applyUnit(log *slog.Logger, u unitOp, res *ApplyResult) error {
 	}
 	switch {
 	case isTrue(u.enabled):
-		for _, t := range u.install.wantedBy {
-			if err := p.symlink(path.Join(SystemdUnitDir, t+".wants", u.name), u.unitFile); err != nil {
+		for _, l := range u.enableLinks() {
+			if err := p.symlink(l.path, u.unitFile); err != nil {
 				return err
 			}
-			res.Targets = append(res.Targets, t)
-		}
-		for _, t := range u.install.requiredBy {
-			if err := p.symlink(path.Join(SystemdUnitDir, t+".requires", u.name), u.unitFile); err != nil {
-				return err
-			}
-			res.Targets = append(res.Targets, t)
-		}
-		for _, a := range u.install.alias {
-			if err := p.symlink(path.Join(SystemdUnitDir, a), u.unitFile); err != nil {
-				return err
+			if l.target != "" {
+				res.Targets = append(res.Targets, l.target)
 			}
 		}
 		log.Info("unit enabled", "unit", u.name, "wantedBy", strings.Join(u.install.wantedBy, " "), "requiredBy", strings.Join(u.install.requiredBy, " "))

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 // newRoot makes a small root folder: users, groups, an existing unit and a few files.
@@ -347,9 +349,7 @@ func TestSymlinksStayInsideTheRoot(t *testing.T) {
 }
 
 func TestUsers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("useradd --root needs root")
-	}
+	testenv.NeedRoot(t) // useradd --root
 	root := newRoot(t)
 	key1 := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ3BkTj1yR1Auho8J4BcJxb98ZjB/Ilunr/p1ZN1SzzG one"
 	key2 := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ3BkTj1yR1Auho8J4BcJxb98ZjB/Ilunr/p1ZN1SzzG two"

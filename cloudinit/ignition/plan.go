@@ -307,6 +307,7 @@ func NewPlan(cfg Config, root string) (*Plan, error) {
 	}
 
 	// systemd
+	unitWrites := map[string]string{} // path -> the unit that writes it
 	for i, u := range cfg.Systemd.Units {
 		what := fmt.Sprintf("systemd.units.%d (%s)", i, u.Name)
 		op := unitOp{name: u.Name, contents: u.Contents, dropins: u.Dropins, mask: u.Mask, enabled: u.Enabled}
@@ -319,7 +320,7 @@ func NewPlan(cfg Config, root string) (*Plan, error) {
 				bad("%s: drop-in %q must be a file name ending in .conf", what, d.Name)
 			}
 		}
-		if p := path.Join(SystemdUnitDir, u.Name); hasKey(planned, p) {
+		if p := unitFilePath(u.Name); hasKey(planned, p) {
 			bad("%s: %s is also in storage", what, p)
 		}
 		if u.Enabled != nil && *u.Enabled {
@@ -328,9 +329,42 @@ func NewPlan(cfg Config, root string) (*Plan, error) {
 			}
 			if err := p.planEnable(&op); err != nil {
 				bad("%s: %v", what, err)
+				op.install = installInfo{} // no links from a refused [Install] in the checks below
 			}
 		}
+		// Nothing else in the config writes where the unit's file, drop-ins and links go.
+		for _, w := range op.writes() {
+			if other, ok := unitWrites[w]; ok {
+				bad("%s: %s is also written for unit %s", what, w, other)
+			} else if w != unitFilePath(u.Name) && hasKey(planned, w) {
+				bad("%s: %s is also in storage", what, w)
+			}
+			unitWrites[w] = u.Name
+		}
 		p.units = append(p.units, op)
+	}
+	// ... nor puts a file or a link where a unit's writes, or a storage node, need a folder.
+	for _, u := range p.units {
+		for _, w := range u.writes() {
+			for d := path.Dir(w); d != "/"; d = path.Dir(d) {
+				if k, ok := planned[d]; ok && k != kindDir {
+					bad("unit %s: %s goes in %s, which is a %s in this config", u.name, w, d, k)
+					break
+				}
+				if other, ok := unitWrites[d]; ok {
+					bad("unit %s: %s goes in %s, which unit %s writes", u.name, w, d, other)
+					break
+				}
+			}
+		}
+	}
+	for _, n := range p.nodes {
+		for d := path.Dir(n.path); d != "/"; d = path.Dir(d) {
+			if other, ok := unitWrites[d]; ok {
+				bad("%s: its parent %s is written for unit %s", n.path, d, other)
+				break
+			}
+		}
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("the Ignition config cannot be applied (nothing was changed):\n  %s", strings.Join(problems, "\n  "))
@@ -339,6 +373,67 @@ func NewPlan(cfg Config, root string) (*Plan, error) {
 }
 
 func hasKey(m map[string]nodeKind, k string) bool { _, ok := m[k]; return ok }
+
+// unitFilePath is where a unit's file from the config, or its mask, is written.
+func unitFilePath(name string) string { return path.Join(SystemdUnitDir, name) }
+
+// dropinPath is where a unit's drop-in is written.
+func dropinPath(unit, name string) string { return path.Join(SystemdUnitDir, unit+".d", name) }
+
+// enableLink is one symlink that enables a unit; target is the WantedBy=/RequiredBy= target
+// it goes into, "" for an Alias=.
+type enableLink struct{ path, target string }
+
+// enableLinks are the links enabling u, in the order Apply makes them: one in each WantedBy=
+// target's .wants folder, one in each RequiredBy= target's .requires folder, one per Alias=.
+func (u unitOp) enableLinks() []enableLink {
+	var out []enableLink
+	for _, t := range u.install.wantedBy {
+		out = append(out, enableLink{path.Join(SystemdUnitDir, t+".wants", u.name), t})
+	}
+	for _, t := range u.install.requiredBy {
+		out = append(out, enableLink{path.Join(SystemdUnitDir, t+".requires", u.name), t})
+	}
+	for _, a := range u.install.alias {
+		out = append(out, enableLink{path.Join(SystemdUnitDir, a), ""})
+	}
+	return out
+}
+
+// writes lists the paths in the root that Apply writes, replaces or removes for the config's
+// storage nodes and units: nodes, unit files and masks, drop-ins and enablement links. Not
+// listed: what groupadd, useradd and the SSH key step write (the passwd files and home
+// folders) and the removal of a disabled unit's links, which is the unit's name in each
+// existing /etc/systemd/system/*.wants and *.requires folder.
+func (p *Plan) writes() []string {
+	out := p.Paths()
+	for _, u := range p.units {
+		out = append(out, u.writes()...)
+	}
+	return out
+}
+
+// writes lists what Apply writes, replaces or removes for u (see Plan.writes), each path
+// once (WantedBy=a a links once).
+func (u unitOp) writes() []string {
+	var out []string
+	if u.mask != nil || u.contents != nil {
+		out = append(out, unitFilePath(u.name))
+	}
+	for _, d := range u.dropins {
+		if d.Contents != nil {
+			out = append(out, dropinPath(u.name, d.Name))
+		}
+	}
+	if isTrue(u.enabled) {
+		for _, l := range u.enableLinks() {
+			if !slices.Contains(out, l.path) {
+				out = append(out, l.path)
+			}
+		}
+	}
+	return out
+}
 
 func depth(p string) int { return strings.Count(p, "/") }
 
@@ -555,8 +650,18 @@ func (p *Plan) planEnable(op *unitOp) error {
 		return fmt.Errorf("enabled, but the unit has no [Install] WantedBy=, RequiredBy= or Alias=: there is nothing to enable")
 	}
 	for _, t := range all {
-		if strings.ContainsAny(t, "/\\%") || t == "" {
+		// "." and ".." have no "/" but are paths all the same: Alias=.. would replace
+		// /etc/systemd with a link, Alias=. /etc/systemd/system.
+		if strings.ContainsAny(t, "/\\%") || t == "" || t == "." || t == ".." {
 			return fmt.Errorf("[Install] names %q, which kubebake-ignition cannot link (no specifiers or paths)", t)
+		}
+	}
+	for _, a := range op.install.alias {
+		if a == op.name {
+			return fmt.Errorf("[Install] Alias=%s is the unit's own name: the alias link would replace the unit file", a)
+		}
+		if path.Ext(a) != path.Ext(op.name) {
+			return fmt.Errorf("[Install] Alias=%s is not a %s unit name: an alias has the unit's type (systemd refuses it too)", a, path.Ext(op.name))
 		}
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kubebake/kubebake/internal/shell"
 	"github.com/kubebake/kubebake/verify"
 )
 
@@ -157,7 +158,7 @@ func printClusterUp(cmd *cobra.Command, st *verify.ClusterState) error {
 	return printResult(cmd, st, func() string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "cluster %s is up: %d nodes from %s\n", st.Name, len(st.Nodes), st.Image)
-		fmt.Fprintf(&b, "  kubectl --kubeconfig %s get nodes\n", st.Kubeconfig)
+		fmt.Fprintf(&b, "  kubectl --kubeconfig %s get nodes\n", shell.Quote(st.Kubeconfig))
 		fmt.Fprintf(&b, "  kubebake cluster kubectl %s -- get pods -A    (the image's own kubectl: %s)\n", st.Name, st.Kubectl)
 		for _, n := range st.Nodes {
 			fmt.Fprintf(&b, "  %-24s %-7s %-11s %s\n", n.Name, n.Role, n.IP, n.SSH)

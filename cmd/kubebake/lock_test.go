@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -58,11 +59,7 @@ func (u *upstream) requests() int {
 
 // signer makes a gpg key; it returns a clear-signer and the keyring for gpgv.
 func signer(t *testing.T) (func([]byte) []byte, string) {
-	for _, tool := range []string{"gpg", "gpgv"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
-		}
-	}
+	testenv.NeedTools(t, "gpg", "gpgv")
 	home, err := os.MkdirTemp("", "kb-gpg-")
 	if err != nil {
 		t.Fatal(err)

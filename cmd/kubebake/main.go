@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kubebake/kubebake/internal/redact"
 )
 
 // Set at build time with -ldflags "-X main.version=...".
@@ -43,7 +45,9 @@ disk images, and verifies each image by booting it once per role.
 		if err := level.UnmarshalText([]byte(globals.logLevel)); err != nil {
 			return fmt.Errorf("--log-level %q: use debug, info, warn or error", globals.logLevel)
 		}
-		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+		// Whatever a package logs, URL credentials (a mirror's user:password@) and private
+		// keys never reach stderr.
+		slog.SetDefault(slog.New(redact.Handler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}), nil)))
 		if globals.output != "text" && globals.output != "json" {
 			return fmt.Errorf("--output %q: use text or json", globals.output)
 		}
@@ -77,7 +81,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "kubebake: interrupted")
 			os.Exit(130)
 		}
-		fmt.Fprintln(os.Stderr, "kubebake: "+err.Error())
+		fmt.Fprintln(os.Stderr, "kubebake: "+redact.Err(err).Error())
 		os.Exit(1)
 	}
 }

@@ -20,7 +20,7 @@ func init() {
 		role, userData, junit, accel, manifest, bundle, artifacts string
 		keep, cluster                                             bool
 		parallel, minions                                         int
-		tBoot, tSSH, tChecks                                      time.Duration
+		tBoot, tSSH, tSettle, tChecks                             time.Duration
 		clusterName, subnet, kubectl, stepTimeouts                string
 	)
 	cmd := &cobra.Command{
@@ -84,6 +84,9 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
 				if cmd.Flags().Changed("timeout-ssh") {
 					opts.TimeoutSSH = tSSH
 				}
+				if cmd.Flags().Changed("timeout-settle") {
+					opts.TimeoutSettle = tSettle
+				}
 				if cmd.Flags().Changed("timeout-checks") {
 					opts.TimeoutChecks = tChecks
 				}
@@ -100,7 +103,7 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
 			}
 			opts := verify.Options{
 				Image: args[0], Manifest: manifest, Accel: accel, Keep: keep, Parallel: parallel,
-				TimeoutBoot: tBoot, TimeoutSSH: tSSH, TimeoutChecks: tChecks, ArtifactsDir: artifacts,
+				TimeoutBoot: tBoot, TimeoutSSH: tSSH, TimeoutSettle: tSettle, TimeoutChecks: tChecks, ArtifactsDir: artifacts,
 				Progress: progress,
 			}
 			switch role {
@@ -137,7 +140,8 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
 	f.IntVar(&parallel, "parallel", 0, "VMs at once (default: one per two cores under TCG, one per core under KVM)")
 	f.DurationVar(&tBoot, "timeout-boot", verify.DefaultTimeoutBoot, "time for the guest's SSH server to answer (--cluster default: 15m)")
 	f.DurationVar(&tSSH, "timeout-ssh", verify.DefaultTimeoutSSH, "time for the user-data's key to let root log in (--cluster default: 5m)")
-	f.DurationVar(&tChecks, "timeout-checks", verify.DefaultTimeoutChecks, "time for boot to settle and every check to run (--cluster default: 30m)")
+	f.DurationVar(&tSettle, "timeout-settle", verify.DefaultTimeoutSettle, "time for boot to settle: no start jobs left, a master's API server ready (--cluster default: 30m); verify stops at once if the VM exits or a role unit fails")
+	f.DurationVar(&tChecks, "timeout-checks", verify.DefaultTimeoutChecks, "time for every check to run, after settle (--cluster default: 30m)")
 	f.BoolVar(&cluster, "cluster", false, "boot one master and --minions minions as a cluster and run the cluster smoke steps")
 	f.IntVar(&minions, "minions", verify.DefaultMinions, "minions in the --cluster")
 	f.StringVar(&clusterName, "cluster-name", verify.DefaultClusterName, "--cluster name; nodes are NAME-master, NAME-minion-1, ...")

@@ -4,10 +4,11 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 func TestVerifyCommandRefusals(t *testing.T) {
@@ -38,11 +39,7 @@ func TestVerifyCommandReports(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots QEMU")
 	}
-	for _, tool := range []string{"qemu-system-x86_64", "qemu-img"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testenv.NeedTools(t, "qemu-system-x86_64", "qemu-img")
 	dir := t.TempDir()
 	image := filepath.Join(dir, "blank.raw")
 	os.WriteFile(image, make([]byte, 8<<20), 0o644)

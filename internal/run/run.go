@@ -1,6 +1,8 @@
 // Package run is the one way kubebake runs external commands: the command line is logged at
 // debug level, stderr is captured into the error, and cancelling the context kills the command
-// and every process it started (it runs in its own process group).
+// and every process it started (it runs in its own process group). URL credentials
+// (user:password@) and PEM private keys are hidden in the logged line and in the error, and
+// so are the strings a command names in Redact.
 package run
 
 import (
@@ -14,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kubebake/kubebake/internal/redact"
 )
 
 // Cmd describes one external command.
@@ -27,6 +31,9 @@ type Cmd struct {
 	Stdout io.Writer
 	// Stderr, when set, also receives standard error (it is captured for errors either way).
 	Stderr io.Writer
+	// Redact hides further secrets (a password given in an argument) in the logged command
+	// line and in the error's line and stderr; nil: URL credentials and private keys only.
+	Redact *redact.Redactor
 }
 
 // Command is a shorthand for Cmd{Name: name, Args: args}.
@@ -66,7 +73,7 @@ func (c *Cmd) Output(ctx context.Context) ([]byte, error) {
 }
 
 func (c *Cmd) run(ctx context.Context, stdout io.Writer) (*exec.Cmd, error) {
-	line := c.String()
+	line := c.Redact.String(c.String())
 	slog.Debug("exec", "cmd", line, "dir", c.Dir)
 	cmd := exec.CommandContext(ctx, c.Name, c.Args...)
 	cmd.Dir = c.Dir
@@ -92,7 +99,7 @@ func (c *Cmd) run(ctx context.Context, stdout io.Writer) (*exec.Cmd, error) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
-		return cmd, &Error{Line: line, Err: err, Stderr: stderr.String()}
+		return cmd, &Error{Line: line, Err: err, Stderr: c.Redact.String(stderr.String())}
 	}
 	return cmd, nil
 }

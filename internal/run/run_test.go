@@ -1,8 +1,10 @@
 package run
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubebake/kubebake/internal/redact"
 )
 
 func TestOutputAndStderrInError(t *testing.T) {
@@ -84,5 +88,28 @@ func TestStringQuotes(t *testing.T) {
 	got := Command("mke2fs", "-L", "root fs", "-d", "").String()
 	if got != `mke2fs -L "root fs" -d ""` {
 		t.Errorf("String() = %s", got)
+	}
+}
+
+// The logged command line and the error hide URL credentials and the command's secrets.
+func TestRedactedLineAndStderr(t *testing.T) {
+	var buf bytes.Buffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(old)
+	cmd := Command("sh", "-c", "echo \"E: Failed to fetch $0: 401 for hunter22-pass\" >&2; exit 1", "http://apt:hunter22-pass@127.0.0.1:9/debian")
+	cmd.Redact = redact.New("hunter22-pass")
+	err := cmd.Run(context.Background())
+	var rerr *Error
+	if !errors.As(err, &rerr) {
+		t.Fatalf("err = %v", err)
+	}
+	for what, s := range map[string]string{"log": buf.String(), "error": err.Error(), "line": rerr.Line, "stderr": rerr.Stderr} {
+		if strings.Contains(s, "hunter22") {
+			t.Errorf("the %s shows the password: %s", what, s)
+		}
+	}
+	if !strings.Contains(rerr.Stderr, "http://***@127.0.0.1:9/debian: 401 for ***") || !strings.Contains(rerr.Line, "http://***@127.0.0.1:9/debian") {
+		t.Errorf("line %q, stderr %q", rerr.Line, rerr.Stderr)
 	}
 }

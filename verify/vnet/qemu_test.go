@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 // qemuGuard bounds waits on a QEMU guest under TCG on a busy machine (a hang guard only).
@@ -22,9 +22,7 @@ func qemu(t *testing.T, args ...string) (stop func() error, stderr func() string
 	if testing.Short() {
 		t.Skip("boots QEMU: skipped with -short")
 	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (make deps)")
-	}
+	testenv.NeedTool(t, "qemu-system-x86_64")
 	ctx, cancel := context.WithCancel(context.Background())
 	var buf syncBuffer
 	done := make(chan error, 1)

@@ -8,7 +8,7 @@ KUBEBAKE_K8S_DIR=${KUBEBAKE_K8S_DIR:-/etc/kubernetes}
 KUBEBAKE_PKI=$KUBEBAKE_K8S_DIR/pki
 KUBEBAKE_MASTER_ENV=$KUBEBAKE_RUN/master.env
 KUBEBAKE_API_PORT=${KUBEBAKE_API_PORT:-6443}
-KUBEBAKE_K8S_VERSION={{.KubernetesVersion}}
+KUBEBAKE_K8S_VERSION={{sh .KubernetesVersion}}
 export PATH="${KUBEBAKE_PATH:-/usr/sbin:/usr/bin:/sbin:/bin}"
 
 log() { printf '%s: %s\n' "${0##*/}" "$*" >&2; }
@@ -116,7 +116,7 @@ localAPIEndpoint:
   bindPort: $KUBEBAKE_API_PORT
 nodeRegistration:
   name: "$NODE_NAME"
-  criSocket: "{{.CRISocket}}"
+  criSocket: "{{heredoc .CRISocket}}"
   taints: []
 ---
 apiVersion: kubeadm.k8s.io/v1beta4
@@ -126,9 +126,9 @@ kubernetesVersion: "$KUBEBAKE_K8S_VERSION"
 controlPlaneEndpoint: "$ENDPOINT"
 certificatesDir: $KUBEBAKE_PKI
 networking:
-  dnsDomain: {{.DNSDomain}}
-  podSubnet: "{{.PodCIDR}}"
-  serviceSubnet: "{{.ServiceCIDR}}"
+  dnsDomain: {{heredoc .DNSDomain}}
+  podSubnet: "{{heredoc .PodCIDR}}"
+  serviceSubnet: "{{heredoc .ServiceCIDR}}"
 etcd:
   local:
     dataDir: /var/lib/etcd

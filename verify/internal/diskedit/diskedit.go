@@ -91,8 +91,12 @@ func (e *Editor) Run(ctx context.Context, cmds ...string) (string, error) {
 
 // ReadFile returns a file's content.
 func (e *Editor) ReadFile(ctx context.Context, path string) ([]byte, error) {
+	q, err := quote(path)
+	if err != nil {
+		return nil, err
+	}
 	var stderr bytes.Buffer
-	c := &run.Cmd{Name: "debugfs", Args: []string{"-R", "cat " + quote(path), e.device()}, Stderr: &stderr}
+	c := &run.Cmd{Name: "debugfs", Args: []string{"-R", "cat " + q, e.device()}, Stderr: &stderr}
 	out, err := c.Output(ctx)
 	if err != nil {
 		return nil, err
@@ -105,18 +109,32 @@ func (e *Editor) ReadFile(ctx context.Context, path string) ([]byte, error) {
 
 // Exists reports whether path exists.
 func (e *Editor) Exists(ctx context.Context, path string) bool {
-	_, err := e.Run(ctx, "stat "+quote(path))
+	q, err := quote(path)
+	if err != nil {
+		return false
+	}
+	_, err = e.Run(ctx, "stat "+q)
 	return err == nil
 }
 
 // Remove deletes a file.
 func (e *Editor) Remove(ctx context.Context, path string) error {
-	_, err := e.Run(ctx, "rm "+quote(path))
+	q, err := quote(path)
+	if err != nil {
+		return err
+	}
+	_, err = e.Run(ctx, "rm "+q)
 	return err
 }
 
 // WriteFile replaces (or creates) a file, owned by root, with the given mode.
 func (e *Editor) WriteFile(ctx context.Context, path string, data []byte, mode fs.FileMode) error {
+	qPath, err := quote(path)
+	if err != nil {
+		return err
+	}
+	qDir, _ := quote(filepath.Dir(path))
+	qBase, _ := quote(filepath.Base(path))
 	tmp, err := os.CreateTemp("", "diskedit-*")
 	if err != nil {
 		return err
@@ -132,12 +150,16 @@ func (e *Editor) WriteFile(ctx context.Context, path string, data []byte, mode f
 			return err
 		}
 	}
+	qTmp, err := quote(tmp.Name())
+	if err != nil {
+		return err
+	}
 	_, err = e.Run(ctx,
-		"cd "+quote(filepath.Dir(path)),
-		"write "+quote(tmp.Name())+" "+quote(filepath.Base(path)),
-		fmt.Sprintf("sif %s mode 0%o", quote(path), 0o100000|uint32(mode.Perm())),
-		"sif "+quote(path)+" uid 0",
-		"sif "+quote(path)+" gid 0",
+		"cd "+qDir,
+		"write "+qTmp+" "+qBase,
+		fmt.Sprintf("sif %s mode 0%o", qPath, 0o100000|uint32(mode.Perm())),
+		"sif "+qPath+" uid 0",
+		"sif "+qPath+" gid 0",
 	)
 	return err
 }
@@ -147,11 +169,18 @@ func RawCopy(ctx context.Context, src, dst string) error {
 	return run.Command("qemu-img", "convert", "-O", "raw", src, dst).Run(ctx)
 }
 
-func quote(p string) string {
-	if strings.ContainsAny(p, " \t\"") {
-		return `"` + strings.ReplaceAll(p, `"`, `\"`) + `"`
+// quote writes p as one word of a debugfs request. debugfs requests are not shell: lib/ss
+// splits them at blanks, and inside double quotes a doubled "" stands for one " while a
+// backslash is an ordinary character (a \" leaves the quotes unbalanced). A request is one
+// line, so a line break cannot be passed, nor a NUL byte.
+func quote(p string) (string, error) {
+	if strings.ContainsAny(p, "\n\x00") {
+		return "", fmt.Errorf("path %q: a debugfs request cannot carry a line break or a NUL byte", p)
 	}
-	return p
+	if p != "" && !strings.ContainsAny(p, " \t\"") {
+		return p, nil
+	}
+	return `"` + strings.ReplaceAll(p, `"`, `""`) + `"`, nil
 }
 
 func firstLine(s string) string {

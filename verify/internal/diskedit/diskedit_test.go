@@ -7,16 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kubebake/kubebake/internal/testenv"
 )
 
 // makeImage builds a small GPT disk with an ESP and an ext4 root holding /etc/hostname.
 func makeImage(t *testing.T) string {
 	t.Helper()
-	for _, tool := range []string{"sgdisk", "sfdisk", "mke2fs", "debugfs", "qemu-img"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (make deps)", tool)
-		}
-	}
+	testenv.NeedTools(t, "sgdisk", "sfdisk", "mke2fs", "debugfs", "e2fsck", "qemu-img")
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "disk.raw")
 	root := filepath.Join(dir, "root")
