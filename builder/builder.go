@@ -247,6 +247,11 @@ func checkOptions(o *Options) error {
 	if err != nil {
 		return err
 	}
+	// Publishing exchanges the folder itself: through a symlink, exchange its target, not
+	// the link.
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
 	o.OutDir = abs
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"github.com/kubebake/kubebake/manifest"
+	"github.com/kubebake/kubebake/recipes"
+	"github.com/kubebake/kubebake/roles"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,3 +161,27 @@ func TestCheckOutDir(t *testing.T) {
 		t.Errorf("/proc: %v", err)
 	}
 }
+
+// An --out that is a symlink publishes into its target: exchanging the link itself would
+// leave the target stale and turn the link into a folder.
+func TestCheckOptionsFollowsSymlinkedOut(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(root, "link")); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Recipe: &recipes.Recipe{}, Lock: &recipes.Lock{}, Layer: &roles.Layer{}, Store: artifactsStub{}, OutDir: filepath.Join(root, "link")}
+	if err := checkOptions(&o); err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := filepath.EvalSymlinks(filepath.Join(root, "real")); o.OutDir != want {
+		t.Errorf("OutDir %s, want the link's target %s", o.OutDir, want)
+	}
+}
+
+type artifactsStub struct{}
+
+func (artifactsStub) Scratch(string) (string, error)               { return "", nil }
+func (artifactsStub) Lock(context.Context, string) (func(), error) { return func() {}, nil }
