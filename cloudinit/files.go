@@ -25,9 +25,9 @@ const (
 	CACertPath     = "/etc/kubernetes/pki/ca.crt"
 	CAKeyPath      = "/etc/kubernetes/pki/ca.key"
 
-	// RolesTarget is the unit the role units hang off (node layer); the shell format starts it
-	// again after writing the marker (see RenderShell).
-	RolesTarget = "kubebake-roles.target"
+	// RolesTarget is the unit the role units hang off (recipes' catalog); the shell format
+	// starts it again after writing the marker (see RenderShell).
+	RolesTarget = recipes.RolesTarget
 )
 
 // Environment variable names in ClusterEnvPath (docs/node-contract.md).

@@ -217,11 +217,11 @@ func markerProbe(s Spec) Probe {
 	var sb strings.Builder
 	for _, r := range roles {
 		// printf, not echo: echo may read backslashes in the name as escapes.
-		fmt.Fprintf(&sb, "if [ -e %s ]; then printf '%%s=present\\n' %[2]s; else printf '%%s=absent\\n' %[2]s; fi\n", shell.Quote("/etc/sysconfig/kubernetes-"+r), shell.Quote(r))
+		fmt.Fprintf(&sb, "if [ -e %s ]; then printf '%%s=present\\n' %[2]s; else printf '%%s=absent\\n' %[2]s; fi\n", shell.Quote(recipes.MarkerPath(r)), shell.Quote(r))
 	}
 	return Probe{
 		Name:     "role/marker",
-		Expected: "/etc/sysconfig/kubernetes-" + s.Role + " only",
+		Expected: recipes.MarkerPath(s.Role) + " only",
 		Script:   sb.String(),
 		Eval: func(o Output) (string, bool) {
 			kv := o.KV()
