@@ -9,6 +9,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -64,6 +65,51 @@ type Bundle struct {
 	CACertHash string `yaml:"caCertHash" json:"caCertHash"`
 	CACert     string `yaml:"caCert" json:"caCert"` // PEM
 	CAKey      string `yaml:"caKey" json:"caKey"`   // PEM
+	// JoinTokenTTL is how long a node's join token lives on the master once created (Go
+	// duration, at least a minute); empty means DefaultJoinTokenTTL. Tokens never last forever:
+	// one read of a minion's user-data must not be a key to the cluster for its whole life.
+	JoinTokenTTL string `yaml:"joinTokenTTL,omitempty" json:"joinTokenTTL,omitempty"`
+}
+
+// DefaultJoinTokenTTL is kubeadm's default bootstrap token lifetime.
+const DefaultJoinTokenTTL = 24 * time.Hour
+
+// TokenTTL is the bundle's join token lifetime.
+func (b *Bundle) TokenTTL() (time.Duration, error) {
+	if b.JoinTokenTTL == "" {
+		return DefaultJoinTokenTTL, nil
+	}
+	d, err := time.ParseDuration(b.JoinTokenTTL)
+	if err != nil || d < time.Minute {
+		return 0, fmt.Errorf("joinTokenTTL %q is not a duration of at least a minute (like 24h or 90m)", b.JoinTokenTTL)
+	}
+	return d, nil
+}
+
+// NodeToken is the join token of one node: a kubeadm token derived from the bundle's token and
+// the node name (HMAC-SHA256), so the master's user-data (which lists the nodes it expects) and
+// each minion's agree without sharing any state. The master binds each token to its node name
+// and approves a certificate for that name only; a token read from one minion's user-data
+// cannot make another node's identity.
+func (b *Bundle) NodeToken(node string) string {
+	mac := hmac.New(sha256.New, []byte(b.BootstrapToken))
+	mac.Write([]byte("kubebake node join token\x00" + node))
+	token, err := NewBootstrapToken(bytes.NewReader(tokenStream(mac.Sum(nil))))
+	if err != nil {
+		panic(err) // tokenStream is long enough for any draw
+	}
+	return token
+}
+
+// tokenStream stretches a MAC into enough bytes for NewBootstrapToken's rejection sampling
+// (23 characters; a byte is rejected with probability 4/256).
+func tokenStream(seed []byte) []byte {
+	var out []byte
+	for i := byte(0); len(out) < 256; i++ {
+		h := sha256.Sum256(append(append([]byte{}, seed...), i))
+		out = append(out, h[:]...)
+	}
+	return out
 }
 
 // bundleFields lists the fields every bundle must carry, in file order, with their YAML names.
@@ -90,17 +136,29 @@ func (b *Bundle) LogValue() slog.Value {
 }
 
 // Redactor hides the bundle's secrets in text kubebake logs or saves (verify's serial logs
-// and journals): the bootstrap token and its secret half, and the CA key, whole and line by
-// line. A nil bundle gives the nil Redactor (URL credentials and private keys only).
-func (b *Bundle) Redactor() *redact.Redactor {
+// and journals): the bootstrap token and the join tokens of nodes (each with its secret
+// half), and the CA key, whole and line by line. A nil bundle gives the nil Redactor (URL
+// credentials and private keys only).
+func (b *Bundle) Redactor(nodes ...string) *redact.Redactor {
 	if b == nil {
 		return nil
 	}
-	secrets := []string{b.BootstrapToken, b.CAKey}
-	if _, secret, ok := strings.Cut(b.BootstrapToken, "."); ok {
-		secrets = append(secrets, secret)
+	secrets := []string{b.CAKey}
+	for _, t := range append([]string{b.BootstrapToken}, b.nodeTokens(nodes)...) {
+		secrets = append(secrets, t)
+		if _, secret, ok := strings.Cut(t, "."); ok {
+			secrets = append(secrets, secret)
+		}
 	}
 	return redact.New(secrets...)
+}
+
+func (b *Bundle) nodeTokens(nodes []string) []string {
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		out[i] = b.NodeToken(n)
+	}
+	return out
 }
 
 // KeyType selects the CA key algorithm.
@@ -115,8 +173,10 @@ const (
 type BundleOptions struct {
 	MasterEndpoint string  // default DefaultMasterEndpoint
 	KeyType        KeyType // default KeyRSA2048
-	Now            time.Time
-	Rand           io.Reader // default crypto/rand
+	// JoinTokenTTL is the bundle's joinTokenTTL; zero leaves it unset (DefaultJoinTokenTTL).
+	JoinTokenTTL time.Duration
+	Now          time.Time
+	Rand         io.Reader // default crypto/rand
 }
 
 // NewBundle makes a new cluster bundle: a fresh self-signed CA (CN kubernetes, ten years, as
@@ -152,7 +212,15 @@ func NewBundle(clusterName string, opts BundleOptions) (*Bundle, error) {
 	if err != nil {
 		return nil, err
 	}
+	var ttl string
+	if opts.JoinTokenTTL != 0 {
+		if opts.JoinTokenTTL < time.Minute {
+			return nil, fmt.Errorf("join token TTL %s is under a minute: nodes could not join in time", opts.JoinTokenTTL)
+		}
+		ttl = opts.JoinTokenTTL.String()
+	}
 	return &Bundle{
+		JoinTokenTTL:   ttl,
 		APIVersion:     BundleAPIVersion,
 		Kind:           BundleKind,
 		ClusterName:    clusterName,
@@ -308,6 +376,9 @@ func (b *Bundle) Validate() error {
 		return fmt.Errorf("masterEndpoint: %w", err)
 	}
 	if err := ValidateToken(b.BootstrapToken); err != nil {
+		return err
+	}
+	if _, err := b.TokenTTL(); err != nil {
 		return err
 	}
 	cert, err := parseCertPEM([]byte(b.CACert))

@@ -1,6 +1,7 @@
 package cloudinit
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -37,6 +39,11 @@ const (
 	EnvBootstrapToken   = "KUBEBAKE_BOOTSTRAP_TOKEN"
 	EnvCACertHash       = "KUBEBAKE_CA_CERT_HASH"
 	EnvAdvertiseAddress = "KUBEBAKE_ADVERTISE_ADDRESS"
+	// EnvJoinTokens (master): "NODE=TOKEN,..." of the nodes the master expects; it creates
+	// their tokens, each bound to its node name, on its first boot, then drops the line.
+	EnvJoinTokens = "KUBEBAKE_JOIN_TOKENS"
+	// EnvJoinTokenTTL (master): seconds a join token lives once created.
+	EnvJoinTokenTTL = "KUBEBAKE_JOIN_TOKEN_TTL"
 )
 
 // DefaultRoles are the roles every image knows.
@@ -56,7 +63,28 @@ type Options struct {
 	// Hostname, when set, is the node's host name (and so its Kubernetes node name): written
 	// to /etc/hostname by every format and set on the running system at first boot. Nodes of
 	// one cluster need distinct names; a seed's meta-data local-hostname says the same.
+	// A named node joins with its own token (Bundle.NodeToken), bound to the name.
 	Hostname string
+	// JoinNodes (master only) are the node names whose join tokens the master creates at its
+	// first boot (Bundle.NodeToken). Nodes added later get a token from "kubebake cluster token".
+	JoinNodes []string
+	// JoinToken (not the master) overrides the node's join token, Bundle.NodeToken(Hostname):
+	// a token minted for it on a running cluster ("kubebake cluster token").
+	JoinToken string
+}
+
+// joinToken is the token a non-master node joins with: JoinToken, else the one derived for its
+// name (the master must list the name in JoinNodes), else the bundle's shared token (one user-data
+// for many nodes, as an autoscaling group needs; the master approves it only for a name no
+// node has yet).
+func (o Options) joinToken(b *Bundle) string {
+	switch {
+	case o.JoinToken != "":
+		return o.JoinToken
+	case o.Hostname != "":
+		return b.NodeToken(o.Hostname)
+	}
+	return b.BootstrapToken
 }
 
 // File is one file user-data writes on a node.
@@ -163,6 +191,22 @@ func (o Options) validate(role string) error {
 	if o.Hostname != "" && !nodeNameRE.MatchString(o.Hostname) {
 		return fmt.Errorf("host name %q is not a valid Kubernetes node name: use lower-case letters, digits, '-' and '.', at most 63 characters", o.Hostname)
 	}
+	if len(o.JoinNodes) > 0 && role != RoleMaster {
+		return fmt.Errorf("join nodes are for the master's user-data, not role %q", role)
+	}
+	for _, n := range o.JoinNodes {
+		if !nodeNameRE.MatchString(n) {
+			return fmt.Errorf("join node %q is not a valid Kubernetes node name: use lower-case letters, digits, '-' and '.', at most 63 characters", n)
+		}
+	}
+	if o.JoinToken != "" {
+		if role == RoleMaster {
+			return errors.New("a join token is for a joining node, not the master")
+		}
+		if err := ValidateToken(o.JoinToken); err != nil {
+			return fmt.Errorf("join token: %w", err)
+		}
+	}
 	if u := o.sshUser(); u != "root" && !userRE.MatchString(u) {
 		return fmt.Errorf("SSH user %q: use lower-case letters, digits and '-'", u)
 	}
@@ -181,7 +225,20 @@ func ClusterEnv(b *Bundle, role string, opts Options) []byte {
 	kv := func(k, v string) { fmt.Fprintf(&sb, "%s=%s\n", k, v) }
 	kv(EnvClusterName, b.ClusterName)
 	kv(EnvMasterEndpoint, b.MasterEndpoint)
-	kv(EnvBootstrapToken, b.BootstrapToken)
+	if role == RoleMaster {
+		var joins []string
+		for _, n := range opts.JoinNodes {
+			joins = append(joins, n+"="+b.NodeToken(n))
+		}
+		if len(joins) > 0 {
+			kv(EnvJoinTokens, strings.Join(joins, ","))
+		}
+		ttl, _ := b.TokenTTL() // Validate checked it
+		kv(EnvJoinTokenTTL, strconv.Itoa(int(ttl.Seconds())))
+		kv(EnvBootstrapToken, b.BootstrapToken)
+	} else {
+		kv(EnvBootstrapToken, opts.joinToken(b))
+	}
 	kv(EnvCACertHash, b.CACertHash)
 	if role == RoleMaster && opts.AdvertiseAddress != "" {
 		kv(EnvAdvertiseAddress, opts.AdvertiseAddress)

@@ -89,6 +89,11 @@ const (
 	// baked container images into containerd.
 	NodeEnvUnit = "kubebake-node-env.service"
 	ImagesUnit  = "kubebake-images.service"
+	// CSRApproverUnit (master) approves a kubelet's first certificate only for the node name
+	// its join token is bound to; JoinCleanupUnit (minion) removes the join credentials once
+	// the kubelet has its own.
+	CSRApproverUnit = "kubebake-csr-approver.service"
+	JoinCleanupUnit = "kubebake-join-cleanup.service"
 )
 
 // FlannelUnit is the pod network agent's unit (recipes with a podNetwork).
@@ -120,13 +125,15 @@ func unitCatalog() []UnitDef {
 		{Name: "kube-apiserver.service", Bins: []string{"kube-apiserver"}, Needs: []string{MasterPKIUnit, "etcd.service"}, Listable: true},
 		{Name: "kube-controller-manager.service", Bins: []string{"kube-controller-manager"}, Needs: []string{MasterPKIUnit}, Listable: true},
 		{Name: "kube-scheduler.service", Bins: []string{"kube-scheduler"}, Needs: []string{MasterPKIUnit}, Listable: true},
-		{Name: "kubebake-master-bootstrap.service", Bins: []string{"kubeadm", "kubectl"}, Needs: []string{MasterPKIUnit, "kube-apiserver.service"}, Listable: true},
+		{Name: "kubebake-master-bootstrap.service", Bins: []string{"kubeadm", "kubectl"}, Needs: []string{MasterPKIUnit, "kube-apiserver.service", CSRApproverUnit}, Listable: true},
 		{Name: MasterPKIUnit, Bins: []string{"kubeadm"}},
+		{Name: CSRApproverUnit, Bins: []string{"kubectl"}, Needs: []string{MasterPKIUnit, "kube-apiserver.service"}},
 		// kubelet: the join (or the master's own credentials), the node's address, the CRI,
 		// and under containerd the baked images (completed per runtime in Units).
 		{Name: "kubelet.service", Bins: []string{"kubelet"}, Needs: []string{"kubebake-minion-join.service", NodeEnvUnit}, Listable: true},
 		{Name: "kube-proxy.service", Bins: []string{"kube-proxy"}, Needs: []string{"kubelet.service"}, Listable: true},
-		{Name: "kubebake-minion-join.service", Listable: true},
+		{Name: "kubebake-minion-join.service", Needs: []string{JoinCleanupUnit}, Listable: true},
+		{Name: JoinCleanupUnit},
 		{Name: FlannelUnit, PodNetwork: true, Bins: []string{FlanneldBinary}, Needs: []string{"kubelet.service", NodeEnvUnit}, Listable: true},
 		{Name: NodeEnvUnit},
 		{Name: ImagesUnit, Runtime: RuntimeContainerd, Needs: []string{"containerd.service"}},

@@ -3,8 +3,6 @@ package roles
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -25,12 +23,13 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/cloudinit"
 	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
 // controlPlaneBins are the binaries TestControlPlane runs for real.
-var controlPlaneBins = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubeadm", "kubectl"}
+var controlPlaneBins = []string{"etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kubeadm", "kubectl"}
 
 // findBins returns a folder with the control plane binaries: $KUBEBAKE_TEST_BIN when set,
 // else the debian-12 lock's binaries fetched through the artifact cache (built from the Go
@@ -192,8 +191,13 @@ func TestControlPlane(t *testing.T) {
 	writeFile(t, filepath.Join(k8s, "pki/ca.key"), string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(caKey)})), 0o600)
 
 	apiPort, etcdPort, peerPort, metricsPort := freePort(t), freePort(t), freePort(t), freePort(t)
-	const token = "kbtest.0123456789abcdef"
+	// The shared token, and n2's own token bound to its name, as user-data gives the master.
+	const token, n2Token = "kbtest.0123456789abcdef", "kbnode.fedcba9876543210"
+	clusterEnv := filepath.Join(dir, "cluster.env")
+	writeFile(t, clusterEnv, "KUBEBAKE_CLUSTER_NAME=kbtest\nKUBEBAKE_BOOTSTRAP_TOKEN="+token+"\nKUBEBAKE_JOIN_TOKENS=n2="+n2Token+"\nKUBEBAKE_JOIN_TOKEN_TTL=3600\n", 0o600)
 	env := append(os.Environ(),
+		"KUBEBAKE_CLUSTER_ENV="+clusterEnv, "KUBEBAKE_STATE="+filepath.Join(dir, "state"),
+		"KUBEBAKE_JOIN_TOKENS=n2="+n2Token, "KUBEBAKE_JOIN_TOKEN_TTL=3600",
 		"KUBEBAKE_RUN="+run, "KUBEBAKE_K8S_DIR="+k8s, "KUBEBAKE_API_PORT="+apiPort,
 		"KUBEBAKE_PATH="+bin+":/usr/sbin:/usr/bin:/sbin:/bin",
 		"KUBEBAKE_CLUSTER_NAME=kbtest", "KUBEBAKE_MASTER_ENDPOINT="+nodeIP+":"+apiPort,
@@ -244,7 +248,7 @@ func TestControlPlane(t *testing.T) {
 			t.Fatalf("no %s", unit)
 		}
 		words := execStart(t, f.Content)
-		repl := strings.NewReplacer("/etc/kubernetes", k8s, "/var/lib/etcd", etcdData,
+		repl := strings.NewReplacer("/etc/kubernetes", k8s, "/var/lib/etcd", etcdData, "/var/log/kubernetes", filepath.Join(dir, "log"),
 			"127.0.0.1:2379", "127.0.0.1:"+etcdPort, "127.0.0.1:2380", "127.0.0.1:"+peerPort,
 			"127.0.0.1:2381", "127.0.0.1:"+metricsPort, "--secure-port=6443", "--secure-port="+apiPort)
 		var args []string
@@ -273,6 +277,14 @@ func TestControlPlane(t *testing.T) {
 			}
 		})
 	}
+	policy, ok := layer.File(AuditPolicyPath)
+	if !ok {
+		t.Fatal("no audit policy in the layer")
+	}
+	writeFile(t, filepath.Join(k8s, filepath.Base(AuditPolicyPath)), string(policy.Content), 0o644)
+	if st, err := os.Stat(filepath.Join(k8s, "pki/encryption-config.yaml")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("master-pki made no 0600 encryption config: %v %v", st, err)
+	}
 	start("etcd.service")
 	start("kube-apiserver.service")
 	start("kube-controller-manager.service", "--secure-port=0")
@@ -291,60 +303,209 @@ func TestControlPlane(t *testing.T) {
 	if out, err := kubectl(admin, "auth", "can-i", "list", "endpointslices.discovery.k8s.io", "--as=system:node:n1", "--as-group=system:nodes"); err != nil || !strings.HasSuffix(out, "yes") {
 		t.Errorf("nodes cannot do kube-proxy's work: %s %v", out, err)
 	}
-	// Idempotent: a master reboot runs it again.
+	// The join tokens: both expire within the TTL, n2's is bound to n2, and cluster.env no
+	// longer holds them.
+	expiry := func(id string) string {
+		out, err := kubectl(admin, "-n", "kube-system", "get", "secret", "bootstrap-token-"+id, "-o", `go-template={{.data.expiration | base64decode}} {{with .metadata.labels}}{{index . "kubebake.dev/node-name"}}{{end}}`)
+		if err != nil {
+			t.Fatalf("join token %s: %s %v", id, out, err)
+		}
+		return out
+	}
+	shared, bound := expiry("kbtest"), expiry("kbnode")
+	for _, e := range []string{shared, bound} {
+		when, err := time.Parse(time.RFC3339, strings.Fields(e)[0])
+		if err != nil || time.Until(when) > time.Hour || time.Until(when) < 50*time.Minute {
+			t.Errorf("join token expiry %q: want an hour from now (KUBEBAKE_JOIN_TOKEN_TTL=3600)", e)
+		}
+	}
+	if !strings.HasSuffix(bound, " n2") || strings.HasSuffix(shared, " n2") {
+		t.Errorf("token labels: shared %q, n2's %q", shared, bound)
+	}
+	if data, _ := os.ReadFile(clusterEnv); strings.Contains(string(data), "TOKEN=") || !strings.Contains(string(data), "KUBEBAKE_CLUSTER_NAME=kbtest") {
+		t.Errorf("cluster.env after the first bootstrap:\n%s", data)
+	}
+	// Secrets are sealed in etcd; the audit log has the bootstrap's writes, and no bodies.
+	etcdctl := exec.CommandContext(ctx, filepath.Join(bin, "etcdctl"), "--endpoints=https://127.0.0.1:"+etcdPort,
+		"--cacert="+filepath.Join(k8s, "pki/etcd/ca.crt"), "--cert="+filepath.Join(k8s, "pki/apiserver-etcd-client.crt"),
+		"--key="+filepath.Join(k8s, "pki/apiserver-etcd-client.key"), "get", "/registry/secrets/kube-system/bootstrap-token-kbnode", "--print-value-only")
+	raw, err := etcdctl.Output()
+	if err != nil || !bytes.HasPrefix(raw, []byte("k8s:enc:secretbox:v1:key1:")) || bytes.Contains(raw, []byte("fedcba9876543210")) {
+		t.Errorf("n2's token in etcd: %v, not sealed: %q", err, raw[:min(len(raw), 40)])
+	}
+	auditLog := filepath.Join(dir, "log", "audit", "audit.log")
+	audit, err := os.ReadFile(auditLog)
+	if err != nil || !bytes.Contains(audit, []byte(`"resource":"secrets"`)) || !bytes.Contains(audit, []byte(`"level":"Metadata"`)) ||
+		bytes.Contains(audit, []byte("requestObject")) || bytes.Contains(audit, []byte("fedcba9876543210")) {
+		t.Errorf("audit log: %v\n%.2000s", err, audit)
+	}
+	if st, err := os.Stat(auditLog); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("audit log mode: %v %v", st, err)
+	}
+	// Idempotent: a master reboot runs it again, and never brings a token back to life.
+	if out, err := kubectl(admin, "-n", "kube-system", "delete", "secret", "bootstrap-token-kbtest"); err != nil {
+		t.Fatal(out)
+	}
 	script("master-bootstrap")
+	if out, err := kubectl(admin, "-n", "kube-system", "get", "secret", "bootstrap-token-kbtest"); err == nil {
+		t.Errorf("a second master-bootstrap made the deleted shared token again: %s", out)
+	}
+	if again := expiry("kbnode"); again != bound {
+		t.Errorf("a second master-bootstrap changed n2's token: %q, then %q", bound, again)
+	}
+	shared2 := "kbshar.0123456789abcdef"
+	writeFile(t, filepath.Join(dir, "shared.yaml"), sharedTokenSecret(shared2), 0o600)
+	if out, err := kubectl(admin, "apply", "-f", filepath.Join(dir, "shared.yaml")); err != nil {
+		t.Fatal(out)
+	}
 
-	// The minion's side: discovery and the bootstrap kubeconfig.
+	// The approver, as its unit runs it (watching the CSRs).
+	approver := exec.CommandContext(ctx, filepath.Join(scripts, "csr-approver"))
+	approver.Env = env
+	var approverLog bytes.Buffer
+	approver.Stdout, approver.Stderr = &approverLog, &approverLog
+	if err := approver.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		approver.Process.Kill()
+		approver.Wait()
+		t.Logf("csr-approver:\n%s", approverLog.String())
+	})
+
+	// The minion's side: discovery and the bootstrap kubeconfig, with the shared token.
 	minion := filepath.Join(dir, "minion")
-	out = script("minion-join", "KUBEBAKE_K8S_DIR="+minion, "KUBEBAKE_RUN="+filepath.Join(dir, "minion-run"))
+	minionEnv := filepath.Join(dir, "minion-cluster.env")
+	writeFile(t, minionEnv, "KUBEBAKE_MASTER_ENDPOINT=x\nKUBEBAKE_BOOTSTRAP_TOKEN="+shared2+"\n", 0o600)
+	out = script("minion-join", "KUBEBAKE_K8S_DIR="+minion, "KUBEBAKE_RUN="+filepath.Join(dir, "minion-run"), "KUBEBAKE_BOOTSTRAP_TOKEN="+shared2)
 	t.Logf("minion-join:\n%s", out)
 	boot := filepath.Join(minion, "bootstrap-kubelet.conf")
 	if out, err := kubectl(boot, "auth", "can-i", "create", "certificatesigningrequests.certificates.k8s.io"); err != nil || !strings.HasSuffix(out, "yes") {
 		t.Fatalf("the bootstrap token cannot create CSRs: %s %v", out, err)
 	}
+	n2Boot := filepath.Join(dir, "n2-bootstrap.conf")
+	data, _ := os.ReadFile(boot)
+	writeFile(t, n2Boot, strings.ReplaceAll(string(data), shared2, n2Token), 0o600)
 
-	// The kubelet's TLS bootstrap: a node client CSR is approved and signed.
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "system:node:n1", Organization: []string{"system:nodes"}}}, key)
-	if err != nil {
-		t.Fatal(err)
+	// The kubelet's TLS bootstrap: each CSR is decided by the approver alone.
+	ask := func(kubeconfig, csrName, node string) {
+		t.Helper()
+		csr, err := cloudinit.NodeCSRManifest(csrName, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csrFile := filepath.Join(dir, csrName+".yaml")
+		writeFile(t, csrFile, csr, 0o644)
+		if out, err := kubectl(kubeconfig, "create", "-f", csrFile); err != nil {
+			t.Fatalf("creating CSR %s: %s %v", csrName, out, err)
+		}
 	}
-	csr := fmt.Sprintf(`apiVersion: certificates.k8s.io/v1
-kind: CertificateSigningRequest
-metadata:
-  name: kbtest-node-csr
-spec:
-  request: %s
-  signerName: kubernetes.io/kube-apiserver-client-kubelet
-  usages: [digital signature, client auth]
-`, base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})))
-	csrFile := filepath.Join(dir, "csr.yaml")
-	writeFile(t, csrFile, csr, 0o644)
-	if out, err := kubectl(boot, "create", "-f", csrFile); err != nil {
-		t.Fatalf("creating the node CSR with the bootstrap token: %s %v", out, err)
+	// decided waits for a CSR's verdict: its certificate (approved and signed), or "Denied".
+	decided := func(csrName string) string {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			out, _ := kubectl(admin, "get", "csr", csrName, "-o", `go-template={{range .status.conditions}}{{.type}} {{end}}|{{.status.certificate}}`)
+			conds, cert, _ := strings.Cut(out, "|")
+			if strings.Contains(conds, "Denied") {
+				return "Denied"
+			}
+			if cert != "" && cert != "<no value>" {
+				return cert
+			}
+			if time.Now().After(deadline) {
+				full, _ := kubectl(admin, "get", "csr", csrName, "-o", "yaml")
+				t.Fatalf("CSR %s was not decided:\n%s", csrName, full)
+			}
+			time.Sleep(time.Second)
+		}
 	}
-	deadline := time.Now().Add(3 * time.Minute)
+	signedFor := func(csrName, node string) {
+		t.Helper()
+		got := decided(csrName)
+		certPEM, err := base64.StdEncoding.DecodeString(got)
+		if err != nil {
+			t.Fatalf("CSR %s for %s: %s", csrName, node, got)
+		}
+		blk, _ := pem.Decode(certPEM)
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cert.CheckSignatureFrom(ca); err != nil || cert.Subject.CommonName != "system:node:"+node {
+			t.Fatalf("node certificate %s: %v", cert.Subject, err)
+		}
+	}
+	denied := func(csrName, why string) {
+		t.Helper()
+		if got := decided(csrName); got != "Denied" {
+			t.Errorf("CSR %s (%s) was approved", csrName, why)
+		}
+	}
+	// The shared token: a new name, yes; an existing node's name, no.
+	ask(boot, "shared-new-name", "n1")
+	signedFor("shared-new-name", "n1")
+	writeFile(t, filepath.Join(dir, "node.yaml"), "apiVersion: v1\nkind: Node\nmetadata:\n  name: existing\n", 0o644)
+	if out, err := kubectl(admin, "create", "-f", filepath.Join(dir, "node.yaml")); err != nil {
+		t.Fatal(out)
+	}
+	ask(boot, "shared-existing-name", "existing")
+	denied("shared-existing-name", "the shared token taking an existing node's name")
+	// n2's token, stolen: another node's name, no; its own, yes.
+	ask(n2Boot, "bound-other-name", "master-0")
+	denied("bound-other-name", "n2's token asking for another name")
+	ask(n2Boot, "bound-own-name", "n2")
+	signedFor("bound-own-name", "n2")
+	// Once n2 has registered, its token is gone.
+	writeFile(t, filepath.Join(dir, "n2.yaml"), "apiVersion: v1\nkind: Node\nmetadata:\n  name: n2\n", 0o644)
+	if out, err := kubectl(admin, "create", "-f", filepath.Join(dir, "n2.yaml")); err != nil {
+		t.Fatal(out)
+	}
+	deadline := time.Now().Add(time.Minute)
 	for {
-		out, _ := kubectl(admin, "get", "csr", "kbtest-node-csr", "-o", "jsonpath={.status.certificate}")
-		if out != "" {
-			certPEM, err := base64.StdEncoding.DecodeString(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			blk, _ := pem.Decode(certPEM)
-			cert, err := x509.ParseCertificate(blk.Bytes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cert.CheckSignatureFrom(ca); err != nil || cert.Subject.CommonName != "system:node:n1" {
-				t.Fatalf("node certificate %s: %v", cert.Subject, err)
-			}
+		if _, err := kubectl(admin, "-n", "kube-system", "get", "secret", "bootstrap-token-kbnode"); err != nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			cond, _ := kubectl(admin, "get", "csr", "kbtest-node-csr", "-o", "yaml")
-			t.Fatalf("the node CSR was not approved and signed:\n%s", cond)
+			t.Fatalf("n2 registered, its join token is still there")
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(time.Second)
 	}
+	for _, want := range []string{"denied shared-existing-name", "node existing exists", "denied bound-other-name", "bound to node n2, not master-0", "node n2 registered: its join token kbnode is deleted"} {
+		if !strings.Contains(approverLog.String(), want) {
+			t.Errorf("the approver's journal lacks %q", want)
+		}
+	}
+
+	// The minion once joined: its join token and bootstrap kubeconfig are removed.
+	writeFile(t, filepath.Join(minion, "kubelet.conf"), "joined\n", 0o600)
+	out = script("join-cleanup", "KUBEBAKE_K8S_DIR="+minion, "KUBEBAKE_CLUSTER_ENV="+minionEnv)
+	t.Logf("join-cleanup:\n%s", out)
+	if _, err := os.Stat(boot); err == nil {
+		t.Errorf("join-cleanup left %s", boot)
+	}
+	if data, _ := os.ReadFile(minionEnv); strings.Contains(string(data), "TOKEN") || !strings.Contains(string(data), "KUBEBAKE_MASTER_ENDPOINT=x") {
+		t.Errorf("cluster.env after the join:\n%s", data)
+	}
+	if st, err := os.Stat(minionEnv); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("cluster.env after the join: %v %v", st, err)
+	}
+}
+
+// sharedTokenSecret is a shared join token as kubebake-master-bootstrap makes it.
+func sharedTokenSecret(token string) string {
+	id, secret, _ := strings.Cut(token, ".")
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata:
+  name: bootstrap-token-%s
+  namespace: kube-system
+type: bootstrap.kubernetes.io/token
+stringData:
+  token-id: %q
+  token-secret: %q
+  usage-bootstrap-authentication: "true"
+  usage-bootstrap-signing: "true"
+  auth-extra-groups: system:bootstrappers:kubebake:nodes
+`, id, id, secret)
 }

@@ -168,7 +168,7 @@ func TestDiscover(t *testing.T) {
 	}{
 		{"wrong CA pin", id + "." + secret, "sha256:" + strings.Repeat("0", 64), 3, "join refused: the cluster CA of the master (sha256:"},
 		{"wrong token secret", id + ".ffffffffffffffff", c.pin, 3, "join refused: cluster-info's signature for token " + id + " does not match the secret"},
-		{"unknown token", "zzzzzz." + secret, c.pin, 3, "join refused: the master signs cluster-info for bootstrap token(s) " + id + " but not for zzzzzz"},
+		{"unknown token", "zzzzzz." + secret, c.pin, 4, "join refused: the master signs cluster-info for bootstrap token(s) " + id + " but not for zzzzzz"},
 		{"malformed token", "abc.def", c.pin, 2, "is not a kubeadm token"},
 		{"malformed pin", id + "." + secret, "md5:abc", 2, "is not sha256:<64 hex digits>"},
 	}

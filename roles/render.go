@@ -36,6 +36,12 @@ const (
 	AddonsDir = ScriptDir + "/addons"
 	// FlannelConfigPath is flannel's network config (the pod range and the backend).
 	FlannelConfigPath = "/etc/kube-flannel/net-conf.json"
+	// AuditPolicyPath is the API server's audit policy; AuditLogPath its log (rotated by the
+	// API server); EncryptionConfigPath seals Secrets in etcd with a key the master makes at
+	// its first boot (kubebake-master-pki).
+	AuditPolicyPath      = "/etc/kubernetes/audit-policy.yaml"
+	AuditLogPath         = "/var/log/kubernetes/audit/audit.log"
+	EncryptionConfigPath = "/etc/kubernetes/pki/encryption-config.yaml"
 )
 
 // Render computes the node layer of a recipe pinned by a lock. It does no I/O: artifacts are
@@ -186,7 +192,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		}
 	}
 	if master {
-		for _, s := range []string{"master-pki", "master-bootstrap"} {
+		for _, s := range []string{"master-pki", "master-bootstrap", "csr-approver"} {
 			if err := data.addTemplate(b, "scripts/"+s, ScriptDir+"/"+s, 0o755); err != nil {
 				return nil, err
 			}
@@ -194,9 +200,12 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		if err := data.addTemplate(b, "config/master-rbac.yaml", ScriptDir+"/master-rbac.yaml", 0o644); err != nil {
 			return nil, err
 		}
+		if err := data.addTemplate(b, "config/audit-policy.yaml", AuditPolicyPath, 0o644); err != nil {
+			return nil, err
+		}
 	}
 	if minion {
-		for _, s := range []string{"minion-join", "kubebake-discover"} {
+		for _, s := range []string{"minion-join", "kubebake-discover", "join-cleanup"} {
 			if err := data.addTemplate(b, "scripts/"+s, ScriptDir+"/"+s, 0o755); err != nil {
 				return nil, err
 			}
@@ -259,6 +268,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	}
 	b.file(ModulesPath, 0o644, modules)
 	b.file(CloudConfigPath, 0o644, []byte(cloudConfig))
+	b.file(SSHDConfigPath, 0o644, []byte(sshdConfig))
 	b.file(FallbackNetworkPath, 0o644, []byte(fallbackNetwork))
 	for _, link := range fallbackNetworkLinks {
 		b.symlink(EnableDir+"/"+link[0], UnitDir+"/"+link[1])
@@ -282,6 +292,19 @@ const CloudConfigPath = "/etc/cloud/cloud.cfg.d/90-kubebake.cfg"
 // cloud-init's Debian code knows it needs no locale-gen.
 const cloudConfig = `# kubebake node image: cloud-init system settings.
 locale: C.UTF-8
+`
+
+// SSHDConfigPath hardens sshd: keys only. sshd takes the first value it reads and Debian's
+// sshd_config includes sshd_config.d/*.conf first, in name order, so "01-" comes before
+// cloud-init's 50-cloud-init.conf. Root may log in with a key (user-data installs root's by
+// default); never with a password.
+const SSHDConfigPath = "/etc/ssh/sshd_config.d/01-kubebake.conf"
+
+const sshdConfig = `# kubebake node image: SSH with keys only.
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+PermitEmptyPasswords no
 `
 
 // FallbackNetworkPath configures every ethernet NIC by DHCP with systemd-networkd when nothing

@@ -53,9 +53,9 @@ func TestConditions(t *testing.T) {
 	} {
 		t.Run(r.Name, func(t *testing.T) {
 			l := mustRender(t, r, fakeLock(r))
-			master := append(append([]string(nil), recipes.MasterUnits...), MasterPKIUnit)
+			master := append(append([]string(nil), recipes.MasterUnits...), MasterPKIUnit, recipes.CSRApproverUnit)
 			// Both roles are nodes of the pod network: the node units carry both markers.
-			node := append([]string{"kubelet.service", "kube-proxy.service", "kubebake-minion-join.service", NodeEnvUnit}, recipes.RuntimeUnits(r.Runtime.Name)...)
+			node := append([]string{"kubelet.service", "kube-proxy.service", "kubebake-minion-join.service", recipes.JoinCleanupUnit, NodeEnvUnit}, recipes.RuntimeUnits(r.Runtime.Name)...)
 			if r.Runtime.Name == recipes.RuntimeContainerd {
 				node = append(node, ImagesUnit)
 			}

@@ -25,6 +25,7 @@ import (
 	"github.com/kubebake/kubebake/cloudinit"
 	"github.com/kubebake/kubebake/internal/atomicfile"
 	"github.com/kubebake/kubebake/internal/run"
+	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/verify/vnet"
 )
 
@@ -103,6 +104,7 @@ var DefaultClusterSubnet = netip.MustParsePrefix("10.88.0.0/24")
 var clusterJournalUnits = []string{
 	"kubelet.service", "containerd.service", "flanneld.service", "kube-apiserver.service",
 	"kubebake-master-bootstrap.service", "kubebake-minion-join.service", "kube-proxy.service",
+	recipes.CSRApproverUnit, recipes.JoinCleanupUnit,
 }
 
 // apiPort is the API server's port on the master.
@@ -330,7 +332,7 @@ func RunCluster(ctx context.Context, opts ClusterOptions) (*Report, error) {
 	}
 	rep.Results = append(rep.Results, clusterRes)
 	rep.Finish()
-	rep.redactSecrets(nodeOpts.Bundle.Redactor())
+	rep.redactSecrets(nodeOpts.Bundle.Redactor(c.nodeNames()...))
 	if !rep.Pass {
 		c.saveArtifacts(ctx, rep)
 		rep.ArtifactsDir = nodeOpts.ArtifactsDir
@@ -438,6 +440,7 @@ func newCluster(ctx context.Context, opts ClusterOptions) (*cluster, error) {
 		if i == 0 {
 			n.forwards = []Forward{{GuestPort: apiPort}}
 			n.advertise = pn.IP.String()
+			n.joinNodes = plan.names()[1:]
 		} else if accel == AccelTCG {
 			// Under emulation the host's cores are the limit, and every step goes through
 			// the master's API server: a starved master stops answering (TLS handshakes
@@ -598,9 +601,11 @@ func (c *cluster) saveArtifacts(ctx context.Context, rep *Report) {
 }
 
 // nodeNames are the names the nodes must register under, master first.
-func (c *cluster) nodeNames() []string {
-	names := make([]string, len(c.plan.Nodes))
-	for i, n := range c.plan.Nodes {
+func (c *cluster) nodeNames() []string { return c.plan.names() }
+
+func (p clusterPlan) names() []string {
+	names := make([]string, len(p.Nodes))
+	for i, n := range p.Nodes {
 		names[i] = n.Hostname
 	}
 	return names

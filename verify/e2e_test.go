@@ -132,6 +132,14 @@ func TestVerifyCatchesDefects(t *testing.T) {
 			},
 			checks: []string{"hygiene/machine-id"},
 		},
+		{
+			name: "sshd allowing passwords",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				// sshd takes the first value it reads: 00- comes before the image's 01-kubebake.
+				return e.WriteFile(ctx, "/etc/ssh/sshd_config.d/00-defect.conf", []byte("PasswordAuthentication yes\n"), 0o644)
+			},
+			checks: []string{"hygiene/sshd-keys-only"},
+		},
 	}
 	for _, d := range defects {
 		if err := d.plant(ctx, e, m); err != nil {

@@ -194,9 +194,9 @@ func Probes(s Spec) []Probe {
 	ps = append(ps, unitProbes(s)...)
 	ps = append(ps, failedUnitsProbe())
 	if s.Role == RoleMaster {
-		ps = append(ps, readyzProbe())
+		ps = append(ps, readyzProbe(), auditLogProbe(), secretsEncryptedProbe())
 	}
-	ps = append(ps, machineIDProbe(), hostKeysProbe(), secretsProbe(s), bootTimeProbe())
+	ps = append(ps, machineIDProbe(), hostKeysProbe(), sshdProbe(), secretsProbe(s), bootTimeProbe())
 	return ps
 }
 

@@ -28,9 +28,9 @@ func privateDir(dir string) error {
 	return nil
 }
 
-// redactor hides the node's user-data secrets (the bundle's token and CA key) and any private
+// redactor hides the node's user-data secrets (the bundle's tokens and CA key) and any private
 // key or URL credentials in what verify saves or reports.
-func (n *node) redactor() *redact.Redactor { return n.opts.Bundle.Redactor() }
+func (n *node) redactor() *redact.Redactor { return n.opts.Bundle.Redactor(n.tokenNodes()...) }
 
 // redactSecrets hides r's secrets in every check of the report: a check's output can quote a
 // journal line or a kubeadm command line with the token.

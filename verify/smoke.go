@@ -21,12 +21,13 @@ import (
 
 // SmokeSteps are the cluster smoke steps in the order they run; each is a check
 // "cluster/<step>" with its own timeout.
-var SmokeSteps = []string{"api-access", "nodes", "pod-reach", "service", "dns", "replace", "reboot-minion", "reboot-master"}
+var SmokeSteps = []string{"api-access", "nodes", "join", "pod-reach", "service", "dns", "replace", "reboot-minion", "reboot-master"}
 
 // DefaultStepTimeouts are sized for TCG on two cores with three VMs sharing them.
 var DefaultStepTimeouts = map[string]time.Duration{
 	"api-access":    5 * time.Minute,
 	"nodes":         15 * time.Minute,
+	"join":          5 * time.Minute,
 	"pod-reach":     15 * time.Minute,
 	"service":       15 * time.Minute,
 	"dns":           5 * time.Minute,
@@ -183,6 +184,8 @@ func (c *cluster) steps() []smokeStep {
 			expected: "the master's admin kubeconfig, pointed at its forwarded API port, reaches an API server that is ready"},
 		{name: "nodes", needs: []string{"api-access"}, run: c.stepNodes,
 			expected: fmt.Sprintf("%s registered and Ready with their cluster addresses, the master tainted; kube-system pods (coredns) Running", strings.Join(c.nodeNames(), ", "))},
+		{name: "join", needs: []string{"nodes"}, run: c.stepJoin,
+			expected: "every join token expires within the bundle's TTL and a registered node's token is gone; the minions keep no join token or bootstrap-kubelet.conf; a token minted for a new node is denied the master's certificate"},
 		{name: "pod-reach", needs: []string{"nodes"}, run: c.stepPodReach,
 			expected: "a busybox nc pod on " + c.minions()[0].hostname + " accepts TCP on its pod IP:9000 from every other node"},
 		{name: "service", needs: []string{"nodes"}, run: c.stepService,

@@ -270,6 +270,8 @@ type node struct {
 	nics      []NIC
 	forwards  []Forward
 	advertise string
+	// joinNodes (a cluster's master) are the minions whose join tokens it creates.
+	joinNodes []string
 	// nice lowers QEMU's host scheduling priority (a cluster's minions under TCG: the
 	// master, which every step goes through, gets the host CPU first).
 	nice int
@@ -493,7 +495,7 @@ func (n *node) prove(ctx context.Context) error {
 func (n *node) writeSeed(cfg *MachineConfig) error {
 	b := n.opts.Bundle
 	copts := cloudinit.Options{SSHAuthorizedKeys: []string{n.key.AuthorizedKey}, Roles: n.knownRoles(),
-		Hostname: n.hostname, AdvertiseAddress: n.advertise}
+		Hostname: n.hostname, AdvertiseAddress: n.advertise, JoinNodes: n.joinNodes}
 	files, err := cloudinit.NodeFiles(b, n.role, copts)
 	if err != nil {
 		return err
@@ -501,7 +503,7 @@ func (n *node) writeSeed(cfg *MachineConfig) error {
 	for _, f := range files {
 		n.seed.paths = append(n.seed.paths, f.Path)
 	}
-	n.seed.secrets = bundleSecrets(b)
+	n.seed.secrets = bundleSecrets(b, n.tokenNodes()...)
 	id := n.id()
 	switch n.userData {
 	case UserDataIgnition:
@@ -532,10 +534,24 @@ func (n *node) knownRoles() []string {
 	return slices.Compact(roles)
 }
 
+// tokenNodes are the nodes whose join tokens this node's user-data holds: its own (a named
+// node) and, on a master, the minions it expects.
+func (n *node) tokenNodes() []string {
+	nodes := slices.Clone(n.joinNodes)
+	if n.hostname != "" && n.role != RoleMaster {
+		nodes = append(nodes, n.hostname)
+	}
+	return nodes
+}
+
 // bundleSecrets are single-line strings that identify the bundle's secrets on disk: the
-// token and one line from the middle of the CA key's PEM body.
-func bundleSecrets(b *cloudinit.Bundle) []string {
+// shared token, the join tokens of nodes, and one line from the middle of the CA key's PEM
+// body.
+func bundleSecrets(b *cloudinit.Bundle, nodes ...string) []string {
 	s := []string{b.BootstrapToken}
+	for _, node := range nodes {
+		s = append(s, b.NodeToken(node))
+	}
 	var body []string
 	for _, l := range strings.Split(b.CAKey, "\n") {
 		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "-----") {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,7 +15,7 @@ func init() {
 		Use:   "cluster",
 		Short: "Cluster bundles, and local clusters of VMs from one image (up, status, kubectl, down)",
 	}
-	clusterCmd.AddCommand(clusterInitCmd(), clusterUpCmd(), clusterStatusCmd(), clusterKubectlCmd(), clusterDownCmd())
+	clusterCmd.AddCommand(clusterInitCmd(), clusterTokenCmd(), clusterUpCmd(), clusterStatusCmd(), clusterKubectlCmd(), clusterDownCmd())
 	rootCmd.AddCommand(clusterCmd)
 }
 
@@ -34,13 +35,15 @@ func clusterInitCmd() *cobra.Command {
 		out      string
 		force    bool
 		keyType  string
+		ttl      time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "init NAME [--out FILE]",
 		Short: "Write a new cluster bundle: CA, bootstrap token, master endpoint",
 		Long: `Write a new cluster bundle (apiVersion kubebake.dev/v1alpha1, kind ClusterBundle): a fresh
-cluster CA (CN kubernetes, ten years, as kubeadm makes it), a kubeadm bootstrap token, the CA's
-discovery hash and the master endpoint. The bundle holds the CA key: it is written with mode
+cluster CA (CN kubernetes, ten years, as kubeadm makes it), a kubeadm bootstrap token (the
+secret every node's join token is derived from), the CA's discovery hash and the master
+endpoint. The bundle holds the CA key: it is written with mode
 0600 and never replaced without --force. --out FILE ending in .json gives JSON, anything else
 YAML. What was written (never the secrets) is reported on stdout, as JSON with -o json.`,
 		Example: `  kubebake cluster init demo --out demo.bundle.yaml
@@ -51,7 +54,7 @@ YAML. What was written (never the secrets) is reported on stdout, as JSON with -
 			if path == "" {
 				path = args[0] + ".bundle.yaml"
 			}
-			b, err := cloudinit.NewBundle(args[0], cloudinit.BundleOptions{MasterEndpoint: endpoint, KeyType: cloudinit.KeyType(keyType)})
+			b, err := cloudinit.NewBundle(args[0], cloudinit.BundleOptions{MasterEndpoint: endpoint, KeyType: cloudinit.KeyType(keyType), JoinTokenTTL: ttl})
 			if err != nil {
 				return err
 			}
@@ -71,5 +74,6 @@ YAML. What was written (never the secrets) is reported on stdout, as JSON with -
 	f.StringVar(&out, "out", "", "bundle FILE to write (default NAME.bundle.yaml)")
 	f.BoolVar(&force, "force", false, "replace an existing bundle (its CA is lost)")
 	f.StringVar(&keyType, "key-type", string(cloudinit.KeyRSA2048), "CA key: rsa-2048 (kubeadm's default) or ecdsa-p256")
+	f.DurationVar(&ttl, "join-token-ttl", 0, "how long each join token lives once the master creates it (default 24h, as kubeadm's)")
 	return cmd
 }

@@ -7,6 +7,8 @@ KUBEBAKE_RUN=${KUBEBAKE_RUN:-/run/kubebake}
 KUBEBAKE_K8S_DIR=${KUBEBAKE_K8S_DIR:-/etc/kubernetes}
 KUBEBAKE_PKI=$KUBEBAKE_K8S_DIR/pki
 KUBEBAKE_MASTER_ENV=$KUBEBAKE_RUN/master.env
+KUBEBAKE_CLUSTER_ENV=${KUBEBAKE_CLUSTER_ENV:-/etc/kubebake/cluster.env}
+KUBEBAKE_STATE=${KUBEBAKE_STATE:-/var/lib/kubebake}
 KUBEBAKE_API_PORT=${KUBEBAKE_API_PORT:-6443}
 KUBEBAKE_K8S_VERSION={{sh .KubernetesVersion}}
 export PATH="${KUBEBAKE_PATH:-/usr/sbin:/usr/bin:/sbin:/bin}"
@@ -90,27 +92,15 @@ load_master_env() {
 	NODE_NAME=$KUBEBAKE_NODE_NAME
 }
 
-# write_kubeadm_config FILE [token]: the kubeadm configuration the master phases use. With
-# "token" it carries the bootstrap token from cluster.env (the file is then 0600 and removed
-# by the caller).
+# write_kubeadm_config FILE: the kubeadm configuration the master phases use. Join tokens are
+# not kubeadm's: kubebake-master-bootstrap creates them (join_token_secret).
 write_kubeadm_config() {
 	file=$1
-	tokens=""
-	if [ "${2:-}" = token ] && [ -n "${KUBEBAKE_BOOTSTRAP_TOKEN:-}" ]; then
-		check_token "$KUBEBAKE_BOOTSTRAP_TOKEN"
-		tokens="bootstrapTokens:
-- token: \"$KUBEBAKE_BOOTSTRAP_TOKEN\"
-  description: kubebake cluster bundle token
-  ttl: 0s
-  usages: [signing, authentication]
-  groups: [\"system:bootstrappers:kubeadm:default-node-token\"]"
-	fi
 	(
 		umask 077
 		cat >"$file.tmp" <<CONFIG
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
-$tokens
 localAPIEndpoint:
   advertiseAddress: "$ADVERTISE"
   bindPort: $KUBEBAKE_API_PORT
@@ -135,4 +125,72 @@ etcd:
 CONFIG
 	)
 	mv -f "$file.tmp" "$file"
+}
+
+# Join tokens: bootstrap tokens in the group below, which may ask for a node client certificate
+# and nothing more; kubebake-csr-approver decides each request. A token bound to a node (label
+# kubebake.dev/node-name) gets a certificate for that name only.
+KUBEBAKE_JOIN_GROUP=system:bootstrappers:kubebake:nodes
+KUBEBAKE_NODE_LABEL=kubebake.dev/node-name
+
+check_node_name() {
+	matches "$1" '[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?' ||
+		die "node name \"$1\" in KUBEBAKE_JOIN_TOKENS is not a Kubernetes node name"
+}
+
+# join_token_secret TOKEN NODE TTL: the Secret (YAML) of a join token that expires TTL seconds
+# from now, bound to NODE ("" for the cluster's shared token).
+join_token_secret() {
+	check_token "$1"
+	matches "$3" '[0-9]+' || die "KUBEBAKE_JOIN_TOKEN_TTL \"$3\" is not a number of seconds"
+	expiration=$(date -u -d "@$(($(date +%s) + $3))" +%Y-%m-%dT%H:%M:%SZ)
+	labels=""
+	description="kubebake shared join token: a certificate only for a node name not yet taken"
+	if [ -n "$2" ]; then
+		check_node_name "$2"
+		labels="  labels:
+    $KUBEBAKE_NODE_LABEL: \"$2\""
+		description="kubebake join token of node $2: a certificate for that name only"
+	fi
+	cat <<SECRET
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bootstrap-token-${1%%.*}
+  namespace: kube-system
+$labels
+type: bootstrap.kubernetes.io/token
+stringData:
+  description: "$description"
+  token-id: "${1%%.*}"
+  token-secret: "${1#*.}"
+  expiration: "$expiration"
+  usage-bootstrap-authentication: "true"
+  usage-bootstrap-signing: "true"
+  auth-extra-groups: "$KUBEBAKE_JOIN_GROUP"
+SECRET
+}
+
+# forget_env VAR...: drops the variables' lines from cluster.env (atomically, mode 0600) once
+# their secrets have done their work.
+forget_env() {
+	[ -f "$KUBEBAKE_CLUSTER_ENV" ] || return 0
+	pattern=$(printf '%s|' "$@")
+	(
+		umask 077
+		grep -Ev "^(${pattern%|})=" "$KUBEBAKE_CLUSTER_ENV" >"$KUBEBAKE_CLUSTER_ENV.tmp" || true
+	)
+	mv -f "$KUBEBAKE_CLUSTER_ENV.tmp" "$KUBEBAKE_CLUSTER_ENV"
+}
+
+# wait_for_api KUBECONFIG: returns once the API server answers /readyz.
+wait_for_api() {
+	tries=0
+	until kubectl --kubeconfig "$1" get --raw=/readyz >/dev/null 2>&1; do
+		if [ $((tries % 30)) -eq 0 ]; then
+			log "waiting for the API server at ${ENDPOINT:-its endpoint}"
+		fi
+		tries=$((tries + 1))
+		sleep 2
+	done
 }
