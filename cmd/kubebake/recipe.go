@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -57,7 +59,7 @@ func recipeShowCmd() *cobra.Command {
 		Use:   "show NAME|PATH",
 		Short: "Print a recipe with every default filled in",
 		Long: `Print a recipe as kubebake sees it: parsed strictly and with every default filled in,
-as YAML (or JSON with --output json).`,
+as YAML (or JSON with --output json). A mirror's login shows as ***@.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeRecipes,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -65,7 +67,12 @@ as YAML (or JSON with --output json).`,
 			if err != nil {
 				return err
 			}
-			return printResult(cmd, r, func() string {
+			// A mirror's login is for the build only: it is never printed.
+			data, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			return printResult(cmd, json.RawMessage(redact.URLs(string(data))), func() string {
 				var b strings.Builder
 				enc := yaml.NewEncoder(&b)
 				enc.SetIndent(2)
@@ -73,7 +80,7 @@ as YAML (or JSON with --output json).`,
 					return "# " + err.Error() + "\n"
 				}
 				enc.Close()
-				return b.String()
+				return redact.URLs(b.String())
 			})
 		},
 	}

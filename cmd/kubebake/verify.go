@@ -177,7 +177,8 @@ func finishVerify(cmd *cobra.Command, rep *verify.Report, err error, junit strin
 	if junit != "" {
 		var b bytes.Buffer
 		if werr := rep.WriteJUnit(&b); werr == nil {
-			if werr = atomicfile.WriteFile(junit, b.Bytes(), 0o644); werr != nil {
+			// 0600 like every verify artifact: the report quotes journal lines.
+			if werr = atomicfile.WriteFile(junit, b.Bytes(), 0o600); werr != nil {
 				return werr
 			}
 		}

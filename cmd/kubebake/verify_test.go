@@ -73,6 +73,9 @@ func TestVerifyCommandReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if st, err := os.Stat(junit); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("junit report mode: %v %v (it quotes journal lines: 0600 like every verify artifact)", st, err)
+	}
 	var suites struct {
 		Failures int `xml:"failures,attr"`
 	}
