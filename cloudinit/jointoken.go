@@ -11,48 +11,52 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/kubebake/kubebake/recipes"
 )
 
 // Join tokens on the master: what kubebake-master-bootstrap makes at first boot (lib.sh
-// join_token_secret) and "kubebake cluster token" mints later, in the same shape.
+// join_token_secret) and "kubebake cluster token" mints later, in the same shape; the names
+// are recipes' (the node layer's scripts take them from there).
 const (
-	// JoinTokenGroup is the group every join token authenticates with: it may ask for a node
-	// client certificate, which kubebake-csr-approver alone decides.
-	JoinTokenGroup = "system:bootstrappers:kubebake:nodes"
-	// JoinTokenNodeLabel on a token's Secret binds it to a node name.
-	JoinTokenNodeLabel = "kubebake.dev/node-name"
+	JoinTokenGroup     = recipes.JoinTokenGroup
+	JoinTokenNodeLabel = recipes.JoinTokenNodeLabel
 )
 
-// JoinTokenSecret is the Secret (YAML, for kubectl apply) of a join token bound to node that
-// expires ttl after now.
+// JoinTokenSecret is the Secret (YAML, for kubectl apply) of a join token that expires ttl
+// after now, bound to node, or the cluster's shared token for node "".
 func JoinTokenSecret(token, node string, ttl time.Duration, now time.Time) ([]byte, error) {
 	if err := ValidateToken(token); err != nil {
 		return nil, err
 	}
-	if !nodeNameRE.MatchString(node) {
+	if node != "" && !nodeNameRE.MatchString(node) {
 		return nil, fmt.Errorf("node name %q: use lower-case letters, digits, '-' and '.', at most 63 characters", node)
 	}
 	if ttl < time.Minute {
 		return nil, fmt.Errorf("join token TTL %s is under a minute", ttl)
 	}
 	id, secret, _ := strings.Cut(token, ".")
+	labels := ""
+	description := "kubebake shared join token: a certificate only for a node name not yet taken"
+	if node != "" {
+		labels = fmt.Sprintf("  labels:\n    %s: %q\n", JoinTokenNodeLabel, node)
+		description = "kubebake join token of node " + node + ": a certificate for that name only"
+	}
 	return fmt.Appendf(nil, `apiVersion: v1
 kind: Secret
 metadata:
   name: bootstrap-token-%s
   namespace: kube-system
-  labels:
-    %s: %q
-type: bootstrap.kubernetes.io/token
+%stype: bootstrap.kubernetes.io/token
 stringData:
-  description: "kubebake join token of node %s: a certificate for that name only"
+  description: %q
   token-id: %q
   token-secret: %q
   expiration: %q
   usage-bootstrap-authentication: "true"
   usage-bootstrap-signing: "true"
   auth-extra-groups: %q
-`, id, JoinTokenNodeLabel, node, node, id, secret, now.Add(ttl).UTC().Format(time.RFC3339), JoinTokenGroup), nil
+`, id, labels, description, id, secret, now.Add(ttl).UTC().Format(time.RFC3339), JoinTokenGroup), nil
 }
 
 // NodeCSRManifest is a kubelet client CertificateSigningRequest named name for node, with a

@@ -87,6 +87,10 @@ func TestJoinTokenTTL(t *testing.T) {
 	if err != nil || !strings.Contains(string(s), `expiration: "2026-01-01T01:00:00Z"`) || !strings.Contains(string(s), `kubebake.dev/node-name: "n1"`) {
 		t.Errorf("%v\n%s", err, s)
 	}
+	shared, err := JoinTokenSecret("abcdef.0123456789abcdef", "", time.Hour, time.Now())
+	if err != nil || strings.Contains(string(shared), "labels") || !strings.Contains(string(shared), "shared join token") {
+		t.Errorf("shared token secret: %v\n%s", err, shared)
+	}
 	for _, bad := range [][2]string{{"nope", "n1"}, {"abcdef.0123456789abcdef", "Bad Name"}} {
 		if _, err := JoinTokenSecret(bad[0], bad[1], time.Hour, time.Now()); err == nil {
 			t.Errorf("JoinTokenSecret(%q, %q) was taken", bad[0], bad[1])

@@ -96,6 +96,15 @@ const (
 	JoinCleanupUnit = "kubebake-join-cleanup.service"
 )
 
+// Join tokens (docs/security.md): the group every join token authenticates with, which may
+// ask for a node client certificate that kubebake-csr-approver alone decides, and the label
+// on a token's Secret that binds it to one node name. The node layer's scripts and
+// "kubebake cluster token" both use these.
+const (
+	JoinTokenGroup     = "system:bootstrappers:kubebake:nodes"
+	JoinTokenNodeLabel = "kubebake.dev/node-name"
+)
+
 // FlannelUnit is the pod network agent's unit (recipes with a podNetwork).
 const FlannelUnit = "flanneld.service"
 

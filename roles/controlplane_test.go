@@ -11,7 +11,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -354,7 +353,11 @@ func TestControlPlane(t *testing.T) {
 		t.Errorf("a second master-bootstrap changed n2's token: %q, then %q", bound, again)
 	}
 	shared2 := "kbshar.0123456789abcdef"
-	writeFile(t, filepath.Join(dir, "shared.yaml"), sharedTokenSecret(shared2), 0o600)
+	sharedSecret, err := cloudinit.JoinTokenSecret(shared2, "", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "shared.yaml"), string(sharedSecret), 0o600)
 	if out, err := kubectl(admin, "apply", "-f", filepath.Join(dir, "shared.yaml")); err != nil {
 		t.Fatal(out)
 	}
@@ -490,22 +493,4 @@ func TestControlPlane(t *testing.T) {
 	if st, err := os.Stat(minionEnv); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("cluster.env after the join: %v %v", st, err)
 	}
-}
-
-// sharedTokenSecret is a shared join token as kubebake-master-bootstrap makes it.
-func sharedTokenSecret(token string) string {
-	id, secret, _ := strings.Cut(token, ".")
-	return fmt.Sprintf(`apiVersion: v1
-kind: Secret
-metadata:
-  name: bootstrap-token-%s
-  namespace: kube-system
-type: bootstrap.kubernetes.io/token
-stringData:
-  token-id: %q
-  token-secret: %q
-  usage-bootstrap-authentication: "true"
-  usage-bootstrap-signing: "true"
-  auth-extra-groups: system:bootstrappers:kubebake:nodes
-`, id, id, secret)
 }

@@ -353,19 +353,21 @@ func roleDropIn(u Unit) []byte {
 type templateData struct {
 	Recipe            string
 	KubernetesVersion string
-	Runtime           string
-	RuntimeUnit       string
-	CRISocket         string
-	CgroupDriver      string
-	SystemdCgroup     bool
-	SandboxImage      string
-	Snapshotter       string
-	StorageDriver     string
-	PodCIDR           string // as in the recipe: one prefix, or two (dual stack) joined by ","
-	ServiceCIDR       string
-	PodPrefixes       []netip.Prefix
-	ClusterDNS        []string
-	DNSDomain         string
+	// JoinTokenGroup and JoinTokenNodeLabel: recipes' names for join tokens.
+	JoinTokenGroup, JoinTokenNodeLabel string
+	Runtime                            string
+	RuntimeUnit                        string
+	CRISocket                          string
+	CgroupDriver                       string
+	SystemdCgroup                      bool
+	SandboxImage                       string
+	Snapshotter                        string
+	StorageDriver                      string
+	PodCIDR                            string // as in the recipe: one prefix, or two (dual stack) joined by ","
+	ServiceCIDR                        string
+	PodPrefixes                        []netip.Prefix
+	ClusterDNS                         []string
+	DNSDomain                          string
 	// NodeCIDRMaskFlags are kube-controller-manager's per-node pod range sizes.
 	NodeCIDRMaskFlags []string
 	FlannelBackend    string
@@ -387,7 +389,8 @@ type bakedImage struct {
 var imageRefRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
 
 func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) {
-	d := &templateData{Recipe: r.Name, Runtime: r.Runtime.Name, DNSDomain: DNSDomain}
+	d := &templateData{Recipe: r.Name, Runtime: r.Runtime.Name, DNSDomain: DNSDomain,
+		JoinTokenGroup: recipes.JoinTokenGroup, JoinTokenNodeLabel: recipes.JoinTokenNodeLabel}
 	if d.Runtime == "" {
 		d.Runtime = recipes.RuntimeContainerd
 	}

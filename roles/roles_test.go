@@ -452,3 +452,25 @@ func TestLayerShape(t *testing.T) {
 		t.Errorf("docker kubelet config:\n%s", k.Content)
 	}
 }
+
+// TestJoinTokenNamesAgree: the CSR approver (Python, no template values) uses recipes' join
+// token group and node label, as lib.sh (templated) and "kubebake cluster token" do.
+func TestJoinTokenNamesAgree(t *testing.T) {
+	r := goRecipe("go-containerd", "bookworm", recipes.RuntimeContainerd)
+	l := mustRender(t, r, fakeLock(r))
+	approver, ok := l.File(ScriptDir + "/csr-approver")
+	if !ok {
+		t.Fatal("no csr-approver in the layer")
+	}
+	lib, _ := l.File(ScriptDir + "/lib.sh")
+	for file, wants := range map[string][]string{
+		string(approver.Content): {`JOIN_GROUP = "` + recipes.JoinTokenGroup + `"`, `NODE_LABEL = "` + recipes.JoinTokenNodeLabel + `"`},
+		string(lib.Content):      {"KUBEBAKE_JOIN_GROUP=" + recipes.JoinTokenGroup + "\n", "KUBEBAKE_NODE_LABEL=" + recipes.JoinTokenNodeLabel + "\n"},
+	} {
+		for _, want := range wants {
+			if !strings.Contains(file, want) {
+				t.Errorf("%q missing from:\n%.300s", want, file)
+			}
+		}
+	}
+}

@@ -130,8 +130,8 @@ CONFIG
 # Join tokens: bootstrap tokens in the group below, which may ask for a node client certificate
 # and nothing more; kubebake-csr-approver decides each request. A token bound to a node (label
 # kubebake.dev/node-name) gets a certificate for that name only.
-KUBEBAKE_JOIN_GROUP=system:bootstrappers:kubebake:nodes
-KUBEBAKE_NODE_LABEL=kubebake.dev/node-name
+KUBEBAKE_JOIN_GROUP={{sh .JoinTokenGroup}}
+KUBEBAKE_NODE_LABEL={{sh .JoinTokenNodeLabel}}
 
 check_node_name() {
 	matches "$1" '[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?' ||
