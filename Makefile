@@ -6,11 +6,14 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export KUBEBAKE_CACHE ?= $(HOME)/.cache/kubebake
 # Go test timeout: the full suite builds Kubernetes from source and boots VMs under TCG.
 TEST_TIMEOUT ?= 80m
-# `make fuzz` (part of `make test`) runs each fuzz target for FUZZTIME. By default Go spends up
-# to 60s minimizing each new interesting input, O(n^2) runs for a multi-KB seed such as a lock
-# file, which eats the whole budget (FuzzParse: 48 runs in 10s, 45000 with no minimizing). A
-# bounded run does not minimize; a failing input is still saved in testdata/fuzz, as found.
-FUZZTIME ?= 10s
+# `make fuzz` (part of `make test`) runs each fuzz target for FUZZTIME calls. A count, not a
+# duration: Go 1.26's fuzz coordinator can fail a duration-bounded run with a bare "context
+# deadline exceeded" and no crasher when the deadline races a busy worker (go.dev/issue/75804,
+# fixed in Go 1.27); a count sets no deadline. 50000 calls take 5-17 s per target here.
+# By default Go also spends up to 60s minimizing each new interesting input, O(n^2) runs for a
+# multi-KB seed such as a lock file; a bounded run does not minimize, and a failing input is
+# still saved in testdata/fuzz, as found.
+FUZZTIME ?= 50000x
 FUZZMINIMIZETIME ?= 0
 
 .PHONY: all build deps test test-short bench demo fmt vet clean fuzz
