@@ -3,16 +3,21 @@ package roles
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -281,6 +286,16 @@ func TestControlPlane(t *testing.T) {
 		t.Fatal("no audit policy in the layer")
 	}
 	writeFile(t, filepath.Join(k8s, filepath.Base(AuditPolicyPath)), string(policy.Content), 0o644)
+	authn, ok := layer.File(AuthenticationConfigPath)
+	if !ok {
+		t.Fatal("no authentication config in the layer")
+	}
+	writeFile(t, filepath.Join(k8s, filepath.Base(AuthenticationConfigPath)), string(authn.Content), 0o644)
+	admission, ok := layer.File(AdmissionConfigPath)
+	if !ok {
+		t.Fatal("no admission config in the layer")
+	}
+	writeFile(t, filepath.Join(k8s, filepath.Base(AdmissionConfigPath)), string(admission.Content), 0o644)
 	if st, err := os.Stat(filepath.Join(k8s, "pki/encryption-config.yaml")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("master-pki made no 0600 encryption config: %v %v", st, err)
 	}
@@ -293,12 +308,29 @@ func TestControlPlane(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(run, "kubeadm-bootstrap.yaml")); err == nil {
 		t.Errorf("master-bootstrap left the config holding the token in %s", run)
 	}
+	// super-admin.conf is gone once admin.conf's group is bound, and master-pki (every boot)
+	// does not make it again.
+	script("master-pki")
+	if _, err := os.Stat(filepath.Join(k8s, "super-admin.conf")); err == nil {
+		t.Errorf("super-admin.conf is still on the master after its bootstrap")
+	}
+	checkAPIServerTLS(t, ca, nodeIP+":"+apiPort)
 	kubectl := func(kubeconfig string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, filepath.Join(bin, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
 		out, err := cmd.CombinedOutput()
 		return strings.TrimSpace(string(out)), err
 	}
 	admin := filepath.Join(k8s, "admin.conf")
+	// PodSecurity: a privileged pod is refused in a namespace without labels, admitted in
+	// kube-system; a plain pod is admitted.
+	privileged := filepath.Join(dir, "privileged.yaml")
+	writeFile(t, privileged, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: priv\nspec:\n  containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n    securityContext:\n      privileged: true\n", 0o644)
+	if out, err := kubectl(admin, "-n", "default", "create", "--dry-run=server", "-f", privileged); err == nil || !strings.Contains(out, `violates PodSecurity "baseline:latest"`) {
+		t.Errorf("a privileged pod in namespace default: %s %v", out, err)
+	}
+	if out, err := kubectl(admin, "-n", "kube-system", "create", "--dry-run=server", "-f", privileged); err != nil {
+		t.Errorf("a privileged pod in kube-system: %s %v", out, err)
+	}
 	if out, err := kubectl(admin, "auth", "can-i", "list", "endpointslices.discovery.k8s.io", "--as=system:node:n1", "--as-group=system:nodes"); err != nil || !strings.HasSuffix(out, "yes") {
 		t.Errorf("nodes cannot do kube-proxy's work: %s %v", out, err)
 	}
@@ -474,7 +506,11 @@ func TestControlPlane(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	for _, want := range []string{"denied shared-existing-name", "node existing exists", "denied bound-other-name", "bound to node n2, not master-0", "node n2 registered: its join token kbnode is deleted"} {
+	checkServingCSRs(t, dir, admin, kubectl, decided, ca)
+
+	for _, want := range []string{"denied shared-existing-name", "node existing exists", "denied bound-other-name", "bound to node n2, not master-0", "node n2 registered: its join token kbnode is deleted",
+		"approved serving-n2: a serving certificate for node n2", "denied serving-extra-ip", "names that are not node n2's: IP 10.9.9.9",
+		"denied serving-not-a-node", "asked by mallory, not by a node"} {
 		if !strings.Contains(approverLog.String(), want) {
 			t.Errorf("the approver's journal lacks %q", want)
 		}
@@ -493,4 +529,110 @@ func TestControlPlane(t *testing.T) {
 	if st, err := os.Stat(minionEnv); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("cluster.env after the join: %v %v", st, err)
 	}
+}
+
+// checkAPIServerTLS: anonymous requests reach the health checks and cluster-info only, and the
+// API server refuses a CBC suite over TLS 1.2 while it accepts the image's suites.
+func checkAPIServerTLS(t *testing.T, ca *x509.Certificate, addr string) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for path, want := range map[string]int{
+		"/readyz": 200, "/livez": 200, "/api/v1/namespaces/kube-public/configmaps/cluster-info": 200,
+		"/version": 401, "/api": 401, "/api/v1/namespaces/kube-system/secrets": 401, "/metrics": 401,
+	} {
+		resp, err := client.Get("https://" + addr + path)
+		if err != nil {
+			t.Errorf("anonymous GET %s: %v", path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("anonymous GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	dial := func(suite uint16) error {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr,
+			&tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{suite}})
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := dial(tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA); err == nil {
+		t.Errorf("the API server accepts TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA")
+	}
+	if err := dial(tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256); err != nil {
+		t.Errorf("the API server refuses TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256: %v", err)
+	}
+}
+
+// checkServingCSRs: a node's kubelet gets a serving certificate for its own name and its
+// Node's addresses; not for an address the Node does not report, not for another node, and
+// not through the client signer's path.
+func checkServingCSRs(t *testing.T, dir, admin string, kubectl func(string, ...string) (string, error), decided func(string) string, ca *x509.Certificate) {
+	t.Helper()
+	if out, err := kubectl(admin, "patch", "node", "n2", "--subresource=status", "--type=merge", "-p",
+		`{"status":{"addresses":[{"type":"InternalIP","address":"10.0.0.2"},{"type":"Hostname","address":"n2"}]}}`); err != nil {
+		t.Fatalf("node n2's addresses: %s %v", out, err)
+	}
+	ask := func(name, cn string, dns []string, ips []string) {
+		t.Helper()
+		// As the kubelet of n2 asks it: user system:node:n2 in group system:nodes.
+		if out, err := kubectl(admin, "--as=system:node:n2", "--as-group=system:nodes", "--as-group=system:authenticated", "create", "-f", servingCSR(t, dir, name, cn, dns, ips)); err != nil {
+			t.Fatalf("creating CSR %s: %s %v", name, out, err)
+		}
+	}
+	ask("serving-n2", "n2", []string{"n2"}, []string{"10.0.0.2"})
+	got := decided("serving-n2")
+	certPEM, err := base64.StdEncoding.DecodeString(got)
+	if err != nil {
+		t.Fatalf("serving-n2: %s", got)
+	}
+	blk, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.CheckSignatureFrom(ca); err != nil || len(cert.IPAddresses) != 1 || !cert.IPAddresses[0].Equal(net.ParseIP("10.0.0.2")) {
+		t.Errorf("n2's serving certificate: %v, IPs %v", err, cert.IPAddresses)
+	}
+	ask("serving-extra-ip", "n2", []string{"n2"}, []string{"10.0.0.2", "10.9.9.9"})
+	if decided("serving-extra-ip") != "Denied" {
+		t.Errorf("a serving certificate for an address node n2 does not have was approved")
+	}
+	// Another node's name: the API server's NodeRestriction refuses the CSR itself (the
+	// approver would deny it too, but it never sees one).
+	if out, err := kubectl(admin, "--as=system:node:n2", "--as-group=system:nodes", "create", "-f", servingCSR(t, dir, "serving-other-node", "existing", []string{"existing"}, nil)); err == nil ||
+		!strings.Contains(out, "can only create a node CSR with CN=system:node:n2") {
+		t.Errorf("node n2 asking a serving certificate for node existing: %s %v", out, err)
+	}
+	// A serving CSR asked by anything but a node (here a join token's group) is denied.
+	f := servingCSR(t, dir, "serving-not-a-node", "n2", []string{"n2"}, nil)
+	if out, err := kubectl(admin, "--as=mallory", "--as-group=system:bootstrappers:kubebake:nodes", "--as-group=system:authenticated", "create", "-f", f); err != nil {
+		t.Fatalf("creating CSR serving-not-a-node: %s %v", out, err)
+	}
+	if decided("serving-not-a-node") != "Denied" {
+		t.Errorf("a serving certificate asked by a user that is no node was approved")
+	}
+}
+
+// servingCSR writes a kubelet-serving CSR manifest for node cn with these names; its path.
+func servingCSR(t *testing.T, dir, name, cn string, dns, ips []string) string {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	req := &x509.CertificateRequest{Subject: pkix.Name{CommonName: "system:node:" + cn, Organization: []string{"system:nodes"}}, DNSNames: dns}
+	for _, ip := range ips {
+		req.IPAddresses = append(req.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, req, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := fmt.Sprintf("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: %s\nspec:\n  request: %s\n  signerName: kubernetes.io/kubelet-serving\n  usages: [digital signature, server auth]\n",
+		name, base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})))
+	f := filepath.Join(dir, name+".yaml")
+	writeFile(t, f, manifest, 0o644)
+	return f
 }

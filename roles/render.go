@@ -42,7 +42,29 @@ const (
 	AuditPolicyPath      = "/etc/kubernetes/audit-policy.yaml"
 	AuditLogPath         = "/var/log/kubernetes/audit/audit.log"
 	EncryptionConfigPath = "/etc/kubernetes/pki/encryption-config.yaml"
+	// AuthenticationConfigPath limits anonymous requests to the API server to the health
+	// paths and cluster-info (docs/security.md).
+	AuthenticationConfigPath = "/etc/kubernetes/authentication-config.yaml"
+	// AdmissionConfigPath sets the PodSecurity admission defaults.
+	AdmissionConfigPath = "/etc/kubernetes/admission-config.yaml"
+	// KubeletConfigPath and KubeProxyConfigPath are the node agents' configurations.
+	KubeletConfigPath   = "/etc/kubernetes/kubelet.yaml"
+	KubeProxyConfigPath = "/etc/kubernetes/kube-proxy.yaml"
+	// ResolvedConfigPath turns off systemd-resolved's LLMNR and mDNS responders, which
+	// listen on every address.
+	ResolvedConfigPath = "/usr/lib/systemd/resolved.conf.d/90-kubebake.conf"
 )
+
+// TLSCipherSuites are the TLS 1.2 suites the API server and the kubelet accept (TLS 1.3's
+// are not configurable, and all strong): forward secret, AEAD only; no CBC, no SHA-1 MAC.
+var TLSCipherSuites = []string{
+	"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+	"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+	"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+	"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+	"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+	"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+}
 
 // Render computes the node layer of a recipe pinned by a lock. It does no I/O: artifacts are
 // named, not read (WriteTar reads them). A nil lock renders for display only: artifacts have
@@ -203,6 +225,8 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		if err := data.addTemplate(b, "config/audit-policy.yaml", AuditPolicyPath, 0o644); err != nil {
 			return nil, err
 		}
+		b.file(AuthenticationConfigPath, 0o644, []byte(authenticationConfig))
+		b.file(AdmissionConfigPath, 0o644, []byte(admissionConfig))
 	}
 	if minion {
 		for _, s := range []string{"minion-join", "kubebake-discover", "join-cleanup"} {
@@ -237,13 +261,13 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		b.file("/etc/docker/daemon.json", 0o644, dockerDaemonJSON(data))
 	}
 	if bins["kubelet"] {
-		if err := data.addTemplate(b, "config/kubelet.yaml", "/etc/kubernetes/kubelet.yaml", 0o644); err != nil {
+		if err := data.addTemplate(b, "config/kubelet.yaml", KubeletConfigPath, 0o600); err != nil {
 			return nil, err
 		}
 		b.dir("/etc/kubernetes/manifests", 0o755)
 	}
 	if bins["kube-proxy"] {
-		if err := data.addTemplate(b, "config/kube-proxy.yaml", "/etc/kubernetes/kube-proxy.yaml", 0o644); err != nil {
+		if err := data.addTemplate(b, "config/kube-proxy.yaml", KubeProxyConfigPath, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -269,6 +293,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	b.file(ModulesPath, 0o644, modules)
 	b.file(CloudConfigPath, 0o644, []byte(cloudConfig))
 	b.file(SSHDConfigPath, 0o644, []byte(sshdConfig))
+	b.file(ResolvedConfigPath, 0o644, []byte(resolvedConfig))
 	b.file(FallbackNetworkPath, 0o644, []byte(fallbackNetwork))
 	for _, link := range fallbackNetworkLinks {
 		b.symlink(EnableDir+"/"+link[0], UnitDir+"/"+link[1])
@@ -305,6 +330,53 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 PermitEmptyPasswords no
+`
+
+const resolvedConfig = `# kubebake node image: systemd-resolved answers no LLMNR or multicast DNS queries (a
+# responder on every address, for names no cluster node needs).
+[Resolve]
+LLMNR=no
+MulticastDNS=no
+`
+
+// authenticationConfig: anonymous requests reach only the health checks and cluster-info
+// (a joining node reads it before it trusts the master, and checks it by the join token's
+// signature); /version, /api and the rest ask for credentials. Everything else about
+// authentication stays in the API server's flags.
+const authenticationConfig = `# kubebake node layer: the API server's anonymous access (--authentication-config).
+apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /livez
+  - path: /readyz
+  - path: /healthz
+  - path: /api/v1/namespaces/kube-public/configmaps/cluster-info
+`
+
+// admissionConfig: a namespace without its own pod-security labels enforces the baseline
+// Pod Security Standard (no privileged containers, host namespaces, host paths or added
+// capabilities); restricted violations are recorded in the audit log. kube-system, where
+// cluster add-ons run, is exempt; a namespace opts out with its own
+// pod-security.kubernetes.io/enforce label.
+const admissionConfig = `# kubebake node layer: admission plugin settings (--admission-control-config-file).
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: PodSecurity
+  configuration:
+    apiVersion: pod-security.admission.config.k8s.io/v1
+    kind: PodSecurityConfiguration
+    defaults:
+      enforce: baseline
+      enforce-version: latest
+      audit: restricted
+      audit-version: latest
+      warn: baseline
+      warn-version: latest
+    exemptions:
+      namespaces: [kube-system]
 `
 
 // FallbackNetworkPath configures every ethernet NIC by DHCP with systemd-networkd when nothing
@@ -376,6 +448,8 @@ type templateData struct {
 	Images       bool
 	DNSImage     string
 	DNSServiceIP string
+	// TLSCipherSuites: the API server's and the kubelet's TLS 1.2 suites.
+	TLSCipherSuites []string
 
 	images []bakedImage
 }
@@ -390,7 +464,8 @@ var imageRefRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
 
 func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) {
 	d := &templateData{Recipe: r.Name, Runtime: r.Runtime.Name, DNSDomain: DNSDomain,
-		JoinTokenGroup: recipes.JoinTokenGroup, JoinTokenNodeLabel: recipes.JoinTokenNodeLabel}
+		JoinTokenGroup: recipes.JoinTokenGroup, JoinTokenNodeLabel: recipes.JoinTokenNodeLabel,
+		TLSCipherSuites: TLSCipherSuites}
 	if d.Runtime == "" {
 		d.Runtime = recipes.RuntimeContainerd
 	}
@@ -600,6 +675,7 @@ func (d *templateData) execute(name string) ([]byte, error) {
 var templateFuncs = template.FuncMap{
 	"sh":      shell.QuoteErr,
 	"heredoc": shell.HeredocEscape,
+	"join":    strings.Join,
 }
 
 func (d *templateData) addTemplate(b *builder, name, path string, mode fs.FileMode) error {
