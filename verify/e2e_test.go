@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/cloudinit"
+	"github.com/kubebake/kubebake/roles"
 	"github.com/kubebake/kubebake/verify/internal/diskedit"
 )
 
@@ -139,6 +141,14 @@ func TestVerifyCatchesDefects(t *testing.T) {
 				return e.WriteFile(ctx, "/etc/ssh/sshd_config.d/00-defect.conf", []byte("PasswordAuthentication yes\n"), 0o644)
 			},
 			checks: []string{"hygiene/sshd-keys-only"},
+		},
+		{
+			name: "LLMNR responder on every address",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				// resolved reads its drop-ins in name order: 99- overrides the image's 90-kubebake.
+				return e.WriteFile(ctx, path.Dir(roles.ResolvedConfigPath)+"/99-defect.conf", []byte("[Resolve]\nLLMNR=yes\n"), 0o644)
+			},
+			checks: []string{"security/listen-ports"},
 		},
 	}
 	for _, d := range defects {

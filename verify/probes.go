@@ -79,6 +79,9 @@ func (s Spec) runsRuntime() bool {
 	return !inSomeRole // a shared runtime runs everywhere
 }
 
+// runsKubelet reports whether the node's role starts the kubelet.
+func (s Spec) runsKubelet() bool { return slices.Contains(s.Roles[s.Role], "kubelet.service") }
+
 // The pitfall checks hold kubebake's invariants themselves, from the rulebook in recipes, and
 // never take the recipe's word for them: a recipe (or a manifest) that wrongly says
 // ip_forward "0", leaves out br_netfilter or asks for devicemapper still gets the check that
@@ -194,8 +197,13 @@ func Probes(s Spec) []Probe {
 	ps = append(ps, unitProbes(s)...)
 	ps = append(ps, failedUnitsProbe())
 	if s.Role == RoleMaster {
-		ps = append(ps, readyzProbe(), auditLogProbe(), secretsEncryptedProbe())
+		ps = append(ps, readyzProbe(), auditLogProbe(), secretsEncryptedProbe(), apiAccessProbe())
 	}
+	if !s.LoneMinion && s.runsKubelet() {
+		// A lone minion has no cluster CA and no master to sign its serving certificate.
+		ps = append(ps, kubeletTLSProbe())
+	}
+	ps = append(ps, listenPortsProbe(s.Role))
 	ps = append(ps, machineIDProbe(), hostKeysProbe(), sshdProbe(), secretsProbe(s), bootTimeProbe())
 	return ps
 }
