@@ -37,7 +37,8 @@ disk images, and verifies each image by booting it once per role.
   kubebake recipe list                      the embedded recipes
   kubebake recipe lint recipes/debian-12.yaml
   kubebake lock recipes/debian-12.yaml      pin every input by version and sha256
-  kubebake fetch recipes/debian-12.yaml     fill the artifact cache from the lock`,
+  kubebake fetch recipes/debian-12.yaml     fill the artifact cache from the lock
+  kubebake diff out/old out/debian-12       what changed between two builds`,
 	SilenceUsage:  true,
 	SilenceErrors: true,
 	PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -81,7 +82,39 @@ func main() {
 			fmt.Fprintln(os.Stderr, "kubebake: interrupted")
 			os.Exit(130)
 		}
-		fmt.Fprintln(os.Stderr, "kubebake: "+redact.Err(err).Error())
-		os.Exit(1)
+		code, say := exitCode(err)
+		if say {
+			fmt.Fprintln(os.Stderr, "kubebake: "+redact.Err(err).Error())
+		}
+		os.Exit(code)
 	}
 }
+
+// exitCode is the status kubebake ends with after err (0 for nil), and whether err has
+// anything to say on stderr. Every error is 1, unless a command chose another status.
+func exitCode(err error) (code int, say bool) {
+	if err == nil {
+		return 0, false
+	}
+	var st *exitStatus
+	if errors.As(err, &st) {
+		return st.code, st.err != nil
+	}
+	return 1, true
+}
+
+// exitStatus is an error that ends kubebake with another status than 1: a command whose
+// status is an answer (diff --exit-code). Without err nothing is printed.
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e *exitStatus) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitStatus) Unwrap() error { return e.err }
