@@ -323,6 +323,18 @@ func TestControlPlane(t *testing.T) {
 	admin := filepath.Join(k8s, "admin.conf")
 	// PodSecurity: a privileged pod is refused in a namespace without labels, admitted in
 	// kube-system; a plain pod is admitted.
+	// (Pods need their namespace's default ServiceAccount, which the controller manager makes
+	// shortly after it starts.)
+	for _, ns := range []string{"default", "kube-system"} {
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+			if _, err := kubectl(admin, "-n", ns, "get", "serviceaccount", "default"); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no ServiceAccount %s/default two minutes after the controller manager started", ns)
+			}
+		}
+	}
 	privileged := filepath.Join(dir, "privileged.yaml")
 	writeFile(t, privileged, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: priv\nspec:\n  containers:\n  - name: c\n    image: registry.k8s.io/pause:3.10\n    securityContext:\n      privileged: true\n", 0o644)
 	if out, err := kubectl(admin, "-n", "default", "create", "--dry-run=server", "-f", privileged); err == nil || !strings.Contains(out, `violates PodSecurity "baseline:latest"`) {
