@@ -323,6 +323,23 @@ var RequiredSysctls = map[string]string{
 	"net.ipv4.ip_forward":                 "without it the node does not route pod traffic: pods cannot reach other nodes or Services",
 }
 
+// NodeKernelSysctls are set on every node whatever the recipe says (the node layer adds
+// them; lint refuses a recipe that sets one to another value), with why. The kubelet runs
+// with protectKernelDefaults: it refuses to start unless the kernel already has the values
+// it would otherwise change behind the operator's back (vm.panic_on_oom 0 and the keyring
+// limits it also checks are the kernel's defaults).
+var NodeKernelSysctls = map[string]SysctlRule{
+	"vm.overcommit_memory": {"1", "the kubelet (protectKernelDefaults) refuses to start without it: it sizes memory for containers expecting overcommit"},
+	"kernel.panic":         {"10", "the kubelet (protectKernelDefaults) refuses to start without it: a panicked node reboots in 10 s and rejoins instead of hanging"},
+	"kernel.panic_on_oops": {"1", "the kubelet (protectKernelDefaults) refuses to start without it: an oops leaves a kernel nobody can trust to isolate containers"},
+}
+
+// SysctlRule is a sysctl's required value and why a node needs it.
+type SysctlRule struct {
+	Value string
+	Why   string
+}
+
 // IPv6ForwardingSysctl must be "1" when network.ipv6 is true.
 const IPv6ForwardingSysctl = "net.ipv6.conf.all.forwarding"
 

@@ -543,6 +543,11 @@ func (l *linter) sysctls() {
 			l.at(keyPath("sysctls", k), fmt.Sprintf("%s is %q: set it to \"1\"", k, v), RequiredSysctls[k])
 		}
 	}
+	for _, k := range sortedKeys(NodeKernelSysctls) {
+		if v, ok := s[k]; ok && v != NodeKernelSysctls[k].Value {
+			l.at(keyPath("sysctls", k), fmt.Sprintf("%s is %q: every node has %q; remove it from the recipe", k, v, NodeKernelSysctls[k].Value), NodeKernelSysctls[k].Why)
+		}
+	}
 	for _, k := range sortedKeys(s) {
 		if err := CheckSysctlKey(k); err != nil {
 			l.at(keyPath("sysctls", k), err.Error(), "systemd-sysctl skips it at boot")

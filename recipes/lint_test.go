@@ -85,6 +85,8 @@ func TestLintPitfalls(t *testing.T) {
 			`sysctls["vm.max_map_count"]`, "is not one line", `max_map_count: ¦"262144`, 0},
 		{"sysctl glob", [][2]string{e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  net.ipv4.conf.*.rp_filter: \"1\"\n")},
 			`sysctls["net.ipv4.conf.*.rp_filter"]`, `"net.ipv4.conf.*.rp_filter" is not a sysctl name`, `rp_filter: ¦"1"`, 0},
+		{"kernel.panic the kubelet refuses", [][2]string{e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  kernel.panic: \"0\"\n")},
+			`sysctls["kernel.panic"]`, `kernel.panic is "0": every node has "10"; remove it from the recipe`, `panic: ¦"0"`, 0},
 		{"sysctl without a value", [][2]string{e("  net.ipv4.ip_forward: \"1\"\n", "  net.ipv4.ip_forward: \"1\"\n  vm.swappiness: \"\"\n")},
 			`sysctls["vm.swappiness"]`, "has no value", `swappiness: ¦""`, 0},
 		{"no overlay module", [][2]string{e("  - overlay\n", "")}, "modules", "missing overlay", "\n¦modules:", 0},

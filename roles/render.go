@@ -744,17 +744,22 @@ func marshalJSON(v any) []byte {
 }
 
 func sysctlFile(r *recipes.Recipe) ([]byte, error) {
-	keys := make([]string, 0, len(r.Sysctls))
-	for k := range r.Sysctls {
+	sysctls := NodeSysctls(r.Sysctls)
+	keys := make([]string, 0, len(sysctls))
+	for k := range sysctls {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	var b strings.Builder
-	b.WriteString("# kubebake node layer: the recipe's sysctls. Applied by systemd-sysctl at boot and again\n")
-	b.WriteString("# whenever br_netfilter loads, so the bridge-nf-call settings hold after every reboot.\n")
+	b.WriteString("# kubebake node layer: the recipe's sysctls and the ones every node has\n")
+	b.WriteString("# (recipes.NodeKernelSysctls). Applied by systemd-sysctl at boot and again whenever\n")
+	b.WriteString("# br_netfilter loads, so the bridge-nf-call settings hold after every reboot.\n")
 	for _, k := range keys {
-		v := r.Sysctls[k]
+		v := sysctls[k]
 		field := fmt.Sprintf("sysctls[%q]", k)
+		if rule, ok := recipes.NodeKernelSysctls[k]; ok && strings.TrimSpace(v) != rule.Value {
+			return nil, fieldErr(r, field, fmt.Sprintf("%q: every node has %q (%s); remove it from the recipe", v, rule.Value, rule.Why))
+		}
 		if err := recipes.CheckSysctlKey(k); err != nil {
 			return nil, fieldErr(r, field, err.Error())
 		}
@@ -764,6 +769,18 @@ func sysctlFile(r *recipes.Recipe) ([]byte, error) {
 		fmt.Fprintf(&b, "%s = %s\n", k, strings.TrimSpace(v))
 	}
 	return []byte(b.String()), nil
+}
+
+// NodeSysctls are a recipe's sysctls with recipes.NodeKernelSysctls added where it lacks one.
+func NodeSysctls(recipe map[string]string) map[string]string {
+	m := make(map[string]string, len(recipe)+len(recipes.NodeKernelSysctls))
+	for k, rule := range recipes.NodeKernelSysctls {
+		m[k] = rule.Value
+	}
+	for k, v := range recipe {
+		m[k] = v
+	}
+	return m
 }
 
 func modulesFile(r *recipes.Recipe) ([]byte, error) {

@@ -28,6 +28,8 @@ func TestLintAndRenderAgree(t *testing.T) {
 		{"sysctl with one component", func(r *recipes.Recipe) { r.Sysctls["swappiness"] = "1" }, false, `sysctls["swappiness"]`},
 		{"ordinary sysctl", func(r *recipes.Recipe) { r.Sysctls["vm.max_map_count"] = "262144" }, true, ""},
 		{"slash sysctl", func(r *recipes.Recipe) { r.Sysctls["net/ipv4/conf/eth0.100/rp_filter"] = "2" }, true, ""},
+		{"kernel.panic the kubelet refuses", func(r *recipes.Recipe) { r.Sysctls["kernel.panic"] = "0" }, false, `sysctls["kernel.panic"]`},
+		{"kernel.panic as every node has it", func(r *recipes.Recipe) { r.Sysctls["kernel.panic"] = "10" }, true, ""},
 		{"module with a space", func(r *recipes.Recipe) { r.Modules = append(r.Modules, "nf conntrack") }, false, "modules[2]"},
 		{"module with a newline", func(r *recipes.Recipe) { r.Modules = append(r.Modules, "nf_conntrack\nevil") }, false, "modules[2]"},
 		{"ordinary module", func(r *recipes.Recipe) { r.Modules = append(r.Modules, "nf_conntrack") }, true, ""},

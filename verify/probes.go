@@ -88,11 +88,15 @@ func (s Spec) runsKubelet() bool { return slices.Contains(s.Roles[s.Role], "kube
 // the node forwards, loads the module and stores images on overlay. The recipe's own settings
 // add checks; where one names the same probe as an invariant, the invariant wins.
 
-// invariantSysctls are the sysctls every node must have at "1" (recipes.RequiredSysctls).
+// invariantSysctls are the sysctls every node must have: recipes.RequiredSysctls at "1", and
+// recipes.NodeKernelSysctls.
 func invariantSysctls() map[string]string {
 	m := map[string]string{}
 	for k := range recipes.RequiredSysctls {
 		m[k] = "1"
+	}
+	for k, rule := range recipes.NodeKernelSysctls {
+		m[k] = rule.Value
 	}
 	return m
 }

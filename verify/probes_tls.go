@@ -122,13 +122,14 @@ func judgeKubeletTLS(kv map[string]string) (string, bool) {
 // /version or /api); 6443 refuses CBC/SHA-1 suites; etcd refuses a client without a
 // certificate; super-admin.conf is gone once the bootstrap bound admin.conf's group; the
 // API server reaches the master's kubelet through its node proxy (it checks the kubelet's
-// serving certificate against the cluster CA); PodSecurity refuses a privileged pod in a
+// serving certificate against the cluster CA), and that kubelet runs with
+// protectKernelDefaults and seccompDefault; PodSecurity refuses a privileged pod in a
 // namespace without labels (a server-side dry run: nothing is created).
 func apiAccessProbe() Probe {
 	return Probe{
 		Name:     "security/apiserver-access",
-		Expected: "anonymous: /readyz 200, cluster-info 200, /version 401, /api 401; weak suites refused; etcd refuses a client without a certificate; no super-admin.conf; kubelet reached through the API server; privileged pod refused",
-		Script: pythonProbe(`import os, subprocess
+		Expected: "anonymous: /readyz 200, cluster-info 200, /version 401, /api 401; weak suites refused; etcd refuses a client without a certificate; no super-admin.conf; kubelet reached through the API server, with protectKernelDefaults and seccompDefault; privileged pod refused",
+		Script: pythonProbe(`import json, os, subprocess
 def kubectl(*args, stdin=None):
     try:
         return subprocess.run(["kubectl", "--kubeconfig", "` + AdminKubeconfig + `"] + list(args), input=stdin, capture_output=True, text=True, timeout=60)
@@ -167,6 +168,12 @@ for pid in os.listdir("/proc"):
 print("kubeletca=" + ("set" if any(a.startswith("--kubelet-certificate-authority=") for a in args) else "unset"))
 p = kubectl("get", "--raw", "/api/v1/nodes/%s/proxy/healthz" % node)
 print("kubeletproxy=" + ("ok" if p.stdout.strip() == "ok" else "failed:" + "_".join((p.stderr or p.stdout).split())[:120]))
+p = kubectl("get", "--raw", "/api/v1/nodes/%s/proxy/configz" % node)
+try:
+    kc = json.loads(p.stdout)["kubeletconfig"]
+    print("kubeletconfig=" + ",".join(k for k in ("protectKernelDefaults", "seccompDefault") if kc.get(k) is True))
+except (ValueError, KeyError, TypeError):
+    print("kubeletconfig=unreadable")
 pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kubebake-verify-privileged\nspec:\n  containers:\n  - name: c\n    image: kubebake.invalid/none\n    securityContext:\n      privileged: true\n"
 p = kubectl("-n", "default", "create", "--dry-run=server", "-f", "-", stdin=pod)
 print("podsecurity=" + ("enforced" if "violates PodSecurity" in p.stderr else ("admitted" if p.returncode == 0 else "error:" + "_".join(p.stderr.split())[:120])))
@@ -177,12 +184,13 @@ print("podsecurity=" + ("enforced" if "violates PodSecurity" in p.stderr else ("
 }
 
 func judgeAPIAccess(kv map[string]string) (string, bool) {
-	got := fmt.Sprintf("anonymous /readyz %s, cluster-info %s, /version %s, /api %s; strong suites %s, weak %s; etcd without a certificate %s; super-admin.conf %s; API server checks the kubelet's certificate: %s, kubelet through the API server %s; privileged pod %s",
+	got := fmt.Sprintf("anonymous /readyz %s, cluster-info %s, /version %s, /api %s; strong suites %s, weak %s; etcd without a certificate %s; super-admin.conf %s; API server checks the kubelet's certificate: %s, kubelet through the API server %s (its config: %s); privileged pod %s",
 		orNone(kv["readyz"]), orNone(kv["clusterinfo"]), orNone(kv["version"]), orNone(kv["api"]),
-		orNone(kv["strong"]), orNone(kv["weak"]), orNone(kv["etcd"]), orNone(kv["superadmin"]), orNone(kv["kubeletca"]), orNone(kv["kubeletproxy"]), orNone(kv["podsecurity"]))
+		orNone(kv["strong"]), orNone(kv["weak"]), orNone(kv["etcd"]), orNone(kv["superadmin"]), orNone(kv["kubeletca"]), orNone(kv["kubeletproxy"]), orNone(kv["kubeletconfig"]), orNone(kv["podsecurity"]))
 	return got, kv["readyz"] == "200" && kv["clusterinfo"] == "200" && kv["version"] == "401" && kv["api"] == "401" &&
 		kv["strong"] == "accepted" && kv["weak"] == "refused" && kv["etcd"] == "refused" && kv["superadmin"] == "absent" &&
-		kv["kubeletca"] == "set" && kv["kubeletproxy"] == "ok" && kv["podsecurity"] == "enforced"
+		kv["kubeletca"] == "set" && kv["kubeletproxy"] == "ok" && kv["kubeletconfig"] == "protectKernelDefaults,seccompDefault" &&
+		kv["podsecurity"] == "enforced"
 }
 
 // listenPortsProbe: every socket listening on an address other than loopback is one the

@@ -48,7 +48,7 @@ func TestJudgeKubeletTLS(t *testing.T) {
 // TestJudgeAPIAccess: each defect of the master's access rules fails the check.
 func TestJudgeAPIAccess(t *testing.T) {
 	good := map[string]string{"readyz": "200", "clusterinfo": "200", "version": "401", "api": "401",
-		"strong": "accepted", "weak": "refused", "etcd": "refused", "superadmin": "absent", "kubeletca": "set", "kubeletproxy": "ok", "podsecurity": "enforced"}
+		"strong": "accepted", "weak": "refused", "etcd": "refused", "superadmin": "absent", "kubeletca": "set", "kubeletproxy": "ok", "kubeletconfig": "protectKernelDefaults,seccompDefault", "podsecurity": "enforced"}
 	if got, ok := judgeAPIAccess(good); !ok {
 		t.Errorf("good master: %q", got)
 	}
@@ -64,6 +64,8 @@ func TestJudgeAPIAccess(t *testing.T) {
 		"super-admin.conf kept":                         {"superadmin", "present"},
 		"kubelet serving cert not from the cluster CA":  {"kubeletproxy", "failed:Error_from_server:_x509:_certificate_signed_by_unknown_authority"},
 		"no --kubelet-certificate-authority":            {"kubeletca", "unset"},
+		"kubelet without seccompDefault":                {"kubeletconfig", "protectKernelDefaults"},
+		"kubelet config unreadable":                     {"kubeletconfig", "unreadable"},
 		"no PodSecurity default":                        {"podsecurity", "admitted"},
 	} {
 		kv := map[string]string{}
