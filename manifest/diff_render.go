@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/kubebake/kubebake/internal/filemode"
 )
 
 // Text renders the changes compactly, one line per change under a header per section:
@@ -314,19 +316,7 @@ func shortHash(h string) string {
 }
 
 // octal is a file mode as chmod takes it: 0644, 4755.
-func octal(m fs.FileMode) string {
-	o := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		o |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		o |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		o |= 0o1000
-	}
-	return fmt.Sprintf("%04o", o)
-}
+func octal(m fs.FileMode) string { return fmt.Sprintf("%04o", filemode.Unix(m)) }
 
 // orEmpty is *p, or the zero value for the side an added or removed entry lacks.
 func orEmpty[T any](p *T) T {

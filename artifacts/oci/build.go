@@ -26,6 +26,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kubebake/kubebake/internal/filemode"
 )
 
 // File is one entry of an image's layer.
@@ -231,7 +233,7 @@ func writeLayer(files []File, mtime time.Time) ([]byte, v1.Hash, error) {
 func writeEntry(tw *tar.Writer, f File, mtime time.Time) error {
 	h := &tar.Header{
 		Name:    strings.TrimPrefix(f.Path, "/"),
-		Mode:    tarMode(f.Mode),
+		Mode:    int64(filemode.Unix(f.Mode)),
 		Uid:     f.UID,
 		Gid:     f.GID,
 		ModTime: mtime,
@@ -275,19 +277,4 @@ func writeEntry(tw *tar.Writer, f File, mtime time.Time) error {
 		return fmt.Errorf("read %d bytes, its size said %d: the file changed while it was read", n, h.Size)
 	}
 	return nil
-}
-
-// tarMode turns fs.FileMode bits into the tar (and stat) mode bits.
-func tarMode(m fs.FileMode) int64 {
-	mode := int64(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		mode |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		mode |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		mode |= 0o1000
-	}
-	return mode
 }
