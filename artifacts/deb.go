@@ -2,7 +2,9 @@ package artifacts
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -235,12 +237,22 @@ func (s *DebSource) resolveOne(ctx context.Context, in recipes.Input, name, pin 
 // input it returns the binary taken out of the package.
 func (s *DebSource) Fetch(ctx context.Context, arts []recipes.LockedArtifact) (map[string]string, error) {
 	out := make(map[string]string, len(arts))
+	var gone []string // packages the mirror answered 404 or 410 for: all are named at once
 	for _, a := range arts {
 		p, err := s.fetchDeb(ctx, a)
+		var he *HTTPError
+		if errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusGone) {
+			name, version := debNameVersion(a)
+			gone = append(gone, name+" "+version)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		out[a.Name] = p
+	}
+	if len(gone) > 0 {
+		return nil, &MissingPackagesError{Packages: gone, Mirror: redact.URL(s.Mirror)}
 	}
 	return out, nil
 }

@@ -48,6 +48,9 @@ type Options struct {
 	// HostBootloader is systemd-boot's EFI binary on the host, used when the rootfs has none
 	// (default HostSystemdBoot).
 	HostBootloader string
+	// MirrorCheck, when the rootfs is not cached, runs before mmdebstrap: it fails naming
+	// every locked package the mirror no longer serves (Run sets it from the deb source).
+	MirrorCheck func(context.Context) error
 }
 
 // Event reports build progress.
@@ -299,7 +302,7 @@ func stepPrepare(ctx context.Context, s *state) error {
 // stepRootfs finds the rootfs tarball in the cache or builds it with mmdebstrap.
 func stepRootfs(ctx context.Context, s *state) error {
 	log := func(line string) { s.emit(Event{Kind: EventLog, Message: line}) }
-	tarball, cached, err := rootfsTarball(ctx, s.opts.Store, s.spec, log)
+	tarball, cached, err := rootfsTarball(ctx, s.opts.Store, s.spec, s.opts.MirrorCheck, log)
 	if err != nil {
 		return err
 	}

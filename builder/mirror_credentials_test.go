@@ -224,7 +224,7 @@ func TestRootfsTarballHidesCredentials(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Setenv("KB_FAKE_MODE", mode)
 			var logged []string
-			_, _, err := rootfsTarball(context.Background(), dirStore(cache), spec, func(l string) { logged = append(logged, l) })
+			_, _, err := rootfsTarball(context.Background(), dirStore(cache), spec, nil, func(l string) { logged = append(logged, l) })
 			if err == nil {
 				t.Fatal("the fake mmdebstrap succeeded")
 			}
@@ -339,5 +339,22 @@ func assertMode(t *testing.T, path string, want os.FileMode) {
 	}
 	if got := st.Mode() & (os.ModePerm | os.ModeDir); got != want {
 		t.Errorf("%s: mode %v, want %v", path, got, want)
+	}
+}
+
+// The mirror check runs before mmdebstrap: when it fails, its error is the build's and
+// mmdebstrap is never started.
+func TestRootfsTarballChecksMirrorFirst(t *testing.T) {
+	bin, out, cache := t.TempDir(), t.TempDir(), t.TempDir()
+	fakeMmdebstrap(t, bin)
+	t.Setenv("KB_FAKE_OUT", out)
+	spec := RootfsSpec{Release: "bookworm", Variant: "minbase", Arch: "amd64", Suites: []string{"bookworm"}, Components: []string{"main"}, Packages: []string{"a=1"}, Mirror: "http://127.0.0.1:9/debian"}
+	gone := errors.New("the mirror no longer serves a 1")
+	_, _, err := rootfsTarball(context.Background(), dirStore(cache), spec, func(context.Context) error { return gone }, nil)
+	if !errors.Is(err, gone) {
+		t.Errorf("err = %v, want the mirror check's", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "args")); err == nil {
+		t.Error("mmdebstrap ran although the mirror check failed")
 	}
 }

@@ -40,10 +40,11 @@ type Request struct {
 
 // pipelineValues are what the front stages hand on, one field per stage.
 type pipelineValues struct {
-	recipe *recipes.Recipe   // load
-	lock   *recipes.Lock     // lock
-	paths  map[string]string // fetch: cache path of each artifact
-	layer  *roles.Layer      // render
+	recipe *recipes.Recipe             // load
+	lock   *recipes.Lock               // lock
+	srcs   map[string]artifacts.Source // fetch: the sources that fetched them
+	paths  map[string]string           // fetch: cache path of each artifact
+	layer  *roles.Layer                // render
 }
 
 // Run is the one build pipeline: load the recipe, lint it (errors refuse the build, with
@@ -74,8 +75,12 @@ func frontStages(s *state, req Request, v *pipelineValues) []stage {
 			return err
 		}},
 		{"fetch", func(ctx context.Context) (err error) {
-			v.paths, err = fetchArtifacts(ctx, req, v.recipe, v.lock, s.log)
-			return err
+			if v.srcs, err = sources(req, v.recipe); err != nil {
+				return err
+			}
+			s.log(fmt.Sprintf("%d artifacts of %s", len(v.lock.Artifacts), v.recipe.Name))
+			v.paths, err = artifacts.Fetch(ctx, v.lock, v.srcs)
+			return artifacts.NameRecipe(err, recipeFile(v.recipe))
 		}},
 		{"render", func(ctx context.Context) (err error) {
 			if v.layer, err = roles.Render(v.recipe, v.lock); err != nil {
@@ -125,17 +130,30 @@ func checkedLock(r *recipes.Recipe, allowDrift bool, log func(string)) (*recipes
 	return l, nil
 }
 
-// fetchArtifacts makes every artifact of the lock present and verified in the cache.
-func fetchArtifacts(ctx context.Context, req Request, r *recipes.Recipe, l *recipes.Lock, log func(string)) (map[string]string, error) {
-	srcs := req.Sources
-	if srcs == nil {
-		var err error
-		if srcs, err = artifacts.RecipeSources(req.Cache, r); err != nil {
-			return nil, err
+// sources are the request's artifact sources, else the recipe's.
+func sources(req Request, r *recipes.Recipe) (map[string]artifacts.Source, error) {
+	if req.Sources != nil {
+		return req.Sources, nil
+	}
+	return artifacts.RecipeSources(req.Cache, r)
+}
+
+// mirrorCheck asks the deb source whether the mirror still serves every Debian package of
+// the lock (nil when the sources have no deb source to ask).
+func mirrorCheck(srcs map[string]artifacts.Source, r *recipes.Recipe, l *recipes.Lock) func(context.Context) error {
+	debs, ok := srcs[recipes.SourceDeb].(*artifacts.DebSource)
+	if !ok {
+		return nil
+	}
+	var pkgs []recipes.LockedArtifact
+	for _, a := range l.Artifacts {
+		if a.Kind == recipes.InputDeb {
+			pkgs = append(pkgs, a)
 		}
 	}
-	log(fmt.Sprintf("%d artifacts of %s", len(l.Artifacts), r.Name))
-	return artifacts.Fetch(ctx, l, srcs)
+	return func(ctx context.Context) error {
+		return artifacts.NameRecipe(debs.CheckServed(ctx, pkgs, r.Base.Suites, r.Base.Arch), recipeFile(r))
+	}
 }
 
 // bakeOptions are the bake's options from the request and what the front stages gave.
@@ -147,7 +165,7 @@ func bakeOptions(req Request, v *pipelineValues) Options {
 	return Options{
 		Recipe: v.recipe, Lock: v.lock, Layer: v.layer, Open: openFrom(v.paths), Store: req.Cache,
 		Mirror: v.recipe.Base.Mirror, OutDir: out, Formats: req.Formats, Version: req.Version,
-		HostBootloader: req.HostBootloader,
+		HostBootloader: req.HostBootloader, MirrorCheck: mirrorCheck(v.srcs, v.recipe, v.lock),
 	}
 }
 

@@ -46,6 +46,8 @@ type RootfsSpec struct {
 	// (https://user:password@host/debian): mmdebstrap gets them in an apt auth.conf file,
 	// never in its arguments, and they reach no log, error or image (mirrorAuth).
 	Mirror string `json:"-"`
+	// Recipe is the recipe's file or name, for messages; not part of the key either.
+	Recipe string `json:"-"`
 }
 
 // Key is the hex sha256 of the spec without its mirror.
@@ -124,6 +126,7 @@ func NewRootfsSpec(ctx context.Context, r *recipes.Recipe, l *recipes.Lock, mirr
 		Suites: r.Base.Suites, Components: r.Base.Components,
 		Packages: pkgs, Options: dpkgExcludes, Epoch: l.SourceDateEpoch,
 		Tool: tool, Format: rootfsFormat, Mirror: strings.TrimRight(mirror, "/"),
+		Recipe: recipeFile(r),
 	}, nil
 }
 
@@ -216,7 +219,9 @@ type RootfsStore interface {
 
 // rootfsTarball returns the cached tarball for spec, building it with mmdebstrap when it is
 // missing. The second return value says whether it came from the cache.
-func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, log func(string)) (string, bool, error) {
+// mirrorCheck (nil: none) runs before mmdebstrap, so a mirror that dropped locked versions is
+// reported by name before a minute of apt work.
+func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, mirrorCheck func(context.Context) error, log func(string)) (string, bool, error) {
 	dir, err := store.Scratch("rootfs")
 	if err != nil {
 		return "", false, err
@@ -236,6 +241,11 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, log 
 	}
 	if spec.Mirror == "" {
 		return "", false, errors.New("no Debian mirror: set base.mirror in the recipe or configure apt on this machine")
+	}
+	if mirrorCheck != nil {
+		if err := mirrorCheck(ctx); err != nil {
+			return "", false, err
+		}
 	}
 	// mmdebstrap works in a private temporary folder beside the cache entry so that an
 	// interrupted build leaves nothing outside it; both are removed on failure.
@@ -299,8 +309,11 @@ func explainMmdebstrap(err error, spec RootfsSpec) error {
 	stderr = mirrorRedactor(spec.Mirror).String(stderr)
 	switch {
 	case aptNoVersion.MatchString(stderr):
-		m := aptNoVersion.FindStringSubmatch(stderr)
-		return fmt.Errorf("the Debian mirror no longer has %s version %s, which the lock pins; run \"kubebake lock --update\" to move to what the mirror has", m[2], m[1])
+		var gone []string
+		for _, m := range aptNoVersion.FindAllStringSubmatch(stderr, -1) {
+			gone = append(gone, m[2]+" "+m[1])
+		}
+		return fmt.Errorf("the Debian mirror no longer has %s, which the lock pins; run \"kubebake lock --update %s\" to move to what the mirror has", strings.Join(gone, ", "), spec.Recipe)
 	case aptNoPackage.MatchString(stderr):
 		m := aptNoPackage.FindStringSubmatch(stderr)
 		return fmt.Errorf("package %s does not exist in the suites %s; fix base.packages in the recipe", m[1], strings.Join(spec.Suites, ", "))

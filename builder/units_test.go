@@ -80,10 +80,11 @@ func TestMke2fsVersion(t *testing.T) {
 }
 
 func TestExplainMmdebstrap(t *testing.T) {
-	spec := RootfsSpec{Release: "bookworm", Suites: []string{"bookworm", "bookworm-updates"}}
+	spec := RootfsSpec{Release: "bookworm", Suites: []string{"bookworm", "bookworm-updates"}, Recipe: "recipes/debian-12.yaml"}
 	cases := map[string]string{
-		"E: Unable to locate package kubebake-no-such-package\nE: apt-get failed": "package kubebake-no-such-package does not exist in the suites bookworm, bookworm-updates; fix base.packages",
-		"E: Version '9.9-9' for 'socat' was not found":                            "the Debian mirror no longer has socat version 9.9-9",
+		"E: Unable to locate package kubebake-no-such-package\nE: apt-get failed":    "package kubebake-no-such-package does not exist in the suites bookworm, bookworm-updates; fix base.packages",
+		"E: Version '9.9-9' for 'socat' was not found":                               "the Debian mirror no longer has socat 9.9-9, which the lock pins; run \"kubebake lock --update recipes/debian-12.yaml\"",
+		"E: Version '1' for 'a' was not found\nE: Version '2' for 'b' was not found": "the Debian mirror no longer has a 1, b 2,",
 		"Err:1 http://127.0.0.1:4321/debian bookworm InRelease\n  403  Forbidden [IP: 127.0.0.1 4321]\nE: The repository 'http://127.0.0.1:4321/debian bookworm Release' does not have a Release file.": "the Debian mirror refused a download",
 	}
 	for stderr, want := range cases {

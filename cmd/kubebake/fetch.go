@@ -70,7 +70,7 @@ func runFetch(cmd *cobra.Command, arg string) error {
 	paths, err := artifacts.Fetch(cmd.Context(), l, srcs)
 	elapsed := time.Since(start)
 	if err != nil {
-		return err
+		return artifacts.NameRecipe(err, arg)
 	}
 	out := make([]fetchedArtifact, 0, len(l.Artifacts))
 	var total int64
