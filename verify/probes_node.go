@@ -120,7 +120,9 @@ func storageProbe(runtime, driver string, running bool) Probe {
 	if driver == "" {
 		driver = "overlayfs"
 	}
-	script := `timeout 180 containerd config dump 2>/dev/null | grep -E '^[[:space:]]*snapshotter[[:space:]]*=' | tr -d ' "' | sort -u | sed 's/^/cfg_/'
+	// Every snapshotter setting of the effective config, with its TOML section: containerd
+	// 1.7 also dumps each runtime's own snapshotter, "" when it inherits the CRI default.
+	script := `timeout 180 containerd config dump 2>/dev/null | awk '/^[[:space:]]*\[/ {s=$1} /^[[:space:]]*snapshotter[[:space:]]*=/ {v=$0; sub(/^[^=]*=[[:space:]]*/, "", v); print "cfg_snapshotter=" v "@" s}' | sort -u
 true`
 	expected := "containerd configured for " + driver + " (containerd does not run on this role)"
 	if running {
@@ -134,18 +136,7 @@ true`
 		Units:    []string{"containerd.service"},
 		Eval: func(o Output) (string, bool) {
 			kv := o.KV()
-			var cfg []string
-			for _, l := range o.Lines() {
-				if v, ok := strings.CutPrefix(l, "cfg_snapshotter="); ok {
-					cfg = append(cfg, v)
-				}
-			}
-			ok := len(cfg) > 0
-			for _, c := range cfg {
-				if c != driver {
-					ok = false
-				}
-			}
+			cfg, ok := judgeSnapshotters(o.Lines(), driver)
 			got := "configured: " + orNone(strings.Join(cfg, ","))
 			if running {
 				plugin := kv["plugin_"+driver]
@@ -155,6 +146,40 @@ true`
 			return got, ok
 		},
 	}
+}
+
+// judgeSnapshotters reads the probe's "cfg_snapshotter=VALUE@[SECTION]" lines: every value
+// must be driver, except that a runtime's own setting may be empty (it inherits the CRI
+// default), and at least one must name driver. It returns the values for the report.
+func judgeSnapshotters(lines []string, driver string) (values []string, ok bool) {
+	seen := map[string]bool{}
+	named := false
+	ok = true
+	for _, l := range lines {
+		rest, found := strings.CutPrefix(l, "cfg_snapshotter=")
+		if !found {
+			continue
+		}
+		v, section, _ := strings.Cut(rest, "@")
+		v = strings.Trim(strings.TrimSpace(v), `"'`)
+		switch {
+		case v == driver:
+			named = true
+		case v == "" && strings.Contains(section, "runtime"):
+			continue // a runtime that inherits the default says nothing of its own
+		default:
+			ok = false
+		}
+		shown := orNone(v)
+		if v != driver && section != "" {
+			shown += " in " + section
+		}
+		if !seen[shown] {
+			seen[shown] = true
+			values = append(values, shown)
+		}
+	}
+	return values, ok && named
 }
 
 func cniProbe(p string) Probe {

@@ -5,10 +5,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/kubebake/kubebake/internal/shell"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -378,4 +380,71 @@ func TestRequiredCNIPluginsIsTheOneList(t *testing.T) {
 	if _, pass := p.Eval(Output{Text: "missing"}); pass {
 		t.Error("a missing required plugin passed")
 	}
+}
+
+// TestStorageProbeOnRealContainerdDumps runs the storage probe's script over what
+// `containerd config dump` really prints for the image's config (containerd 1.6 of Debian 12
+// and 1.7 of Debian 13, saved in testdata): 1.7 also dumps each runtime's own snapshotter,
+// empty when it inherits the CRI default, which once read as "configured: ,overlayfs". A
+// devmapper default, or a runtime of its own on devmapper, must still fail.
+func TestStorageProbeOnRealContainerdDumps(t *testing.T) {
+	p := storageProbe("containerd", "overlayfs", false)
+	criDefault := regexp.MustCompile(`(\[plugins\."io\.containerd\.grpc\.v1\.cri"\.containerd\]\n(?:[ \t]*\w+ = [^\n]*\n)*?\s*snapshotter = )"overlayfs"`)
+	runcOwn := regexp.MustCompile(`(\.runtimes\.runc\]\n(?:[ \t]*\w+ = [^\n]*\n)*?\s*snapshotter = )""`)
+	for _, version := range []string{"1.6", "1.7"} {
+		dump, err := os.ReadFile(filepath.Join("testdata", "containerd-"+version+"-config-dump.toml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name string
+			dump string
+			pass bool
+		}{
+			{"as baked", string(dump), true},
+			{"CRI default devmapper", criDefault.ReplaceAllString(string(dump), `${1}"devmapper"`), false},
+		}
+		if version == "1.7" {
+			cases = append(cases, struct {
+				name string
+				dump string
+				pass bool
+			}{"runc on devmapper", runcOwn.ReplaceAllString(string(dump), `${1}"devmapper"`), false})
+		}
+		for _, c := range cases {
+			t.Run(version+"/"+c.name, func(t *testing.T) {
+				if c.dump == string(dump) && !c.pass {
+					t.Fatal("the defect was not planted: the dump is unchanged")
+				}
+				out := runWithFakeContainerd(t, p.Script, c.dump)
+				got, pass := p.Eval(Output{Text: out})
+				if pass != c.pass {
+					t.Errorf("pass = %v, want %v: %s\nprobe output:\n%s", pass, c.pass, got, out)
+				}
+				if c.pass && got != "configured: overlayfs" {
+					t.Errorf("got %q", got)
+				}
+			})
+		}
+	}
+}
+
+// runWithFakeContainerd runs a probe script with a `containerd` on PATH that prints dump.
+func runWithFakeContainerd(t *testing.T, script, dump string) string {
+	t.Helper()
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "dump.toml"), []byte(dump), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fake := "#!/bin/sh\ncat " + shell.Quote(filepath.Join(bin, "dump.toml")) + "\n"
+	if err := os.WriteFile(filepath.Join(bin, "containerd"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return string(out)
 }
