@@ -335,9 +335,10 @@ func applyIgnition(t *testing.T, cfg []byte) string {
 
 func TestIgnitionValidAndAppliesNodeFiles(t *testing.T) {
 	b := testBundle(t)
-	for _, role := range []string{RoleMaster, RoleMinion} {
+	// "edge" is a recipe's custom role: its marker arrives through Ignition as through cloud-init.
+	for _, role := range []string{RoleMaster, RoleMinion, "edge"} {
 		t.Run(role, func(t *testing.T) {
-			opts := Options{SSHAuthorizedKeys: []string{testSSHKey}}
+			opts := Options{SSHAuthorizedKeys: []string{testSSHKey}, Roles: []string{"edge", RoleMaster, RoleMinion}}
 			ign, err := RenderIgnition(b, role, opts)
 			if err != nil {
 				t.Fatal(err)

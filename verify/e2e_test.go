@@ -18,16 +18,22 @@ import (
 )
 
 // TestVerifyDefaultImage: the default image passes every check of a lone node: a master
-// configured by Ignition, and a minion with no master, which must wait for one (not fail).
-// The cluster test (TestVerifyCluster) proves the other combinations on joined nodes: a
-// cloud-init master, a cloud-init minion and an Ignition minion; no boot is repeated.
+// configured by Ignition; and a node of a joining role with no master, which must wait for
+// one (not fail). That node is of a recipe's custom role (the default recipe plus role
+// "edge" with the minion's units, customRoleTestImage): it proves at once that a custom role
+// gets its marker, runs its units and skips the master's, and the lone wait of the minion's
+// units. The cluster test (TestVerifyCluster) proves the other combinations on joined nodes:
+// a cloud-init master, a cloud-init minion and an Ignition minion; no boot is repeated.
 func TestVerifyDefaultImage(t *testing.T) {
-	image := defaultTestImage(t)
-	for _, c := range []struct{ role, userData string }{
-		{RoleMaster, UserDataIgnition},
-		{RoleMinion, UserDataCloudInit},
+	for _, c := range []struct {
+		role, userData string
+		image          func(*testing.T) string
+	}{
+		{RoleMaster, UserDataIgnition, defaultTestImage},
+		{customRole, UserDataCloudInit, customRoleTestImage},
 	} {
 		t.Run(c.role+"/"+c.userData, func(t *testing.T) {
+			image := c.image(t)
 			dir := t.TempDir()
 			rep, err := Run(context.Background(), Options{
 				Image: image, Roles: []string{c.role}, UserData: []string{c.userData}, Accel: AccelAuto,
@@ -55,7 +61,10 @@ func TestVerifyDefaultImage(t *testing.T) {
 				}
 			}
 			if len(rep.Results) != 1 {
-				t.Errorf("%d results, want one for %s", len(rep.Results), c.role)
+				t.Fatalf("%d results, want one for %s", len(rep.Results), c.role)
+			}
+			if c.role == customRole {
+				requireCustomRoleChecks(t, rep.Results[0])
 			}
 		})
 	}
@@ -331,5 +340,26 @@ func recordTimes(t *testing.T, rep *Report) {
 			fmt.Fprintf(fh, " %s=%.1f", s.Name, s.Seconds)
 		}
 		fmt.Fprintln(fh)
+	}
+}
+
+// requireCustomRoleChecks: the custom-role node was judged as its own role: its marker alone,
+// its units (the minion's) run, the master's are skipped, and the minion's marker is absent.
+func requireCustomRoleChecks(t *testing.T, r Result) {
+	t.Helper()
+	want := map[string]bool{"role/marker": false, "unit/kubebake-minion-join.service/active": false,
+		"unit/kubelet.service/active": false, "unit/kube-apiserver.service/skipped": false, "unit/etcd.service/skipped": false}
+	for _, c := range r.Checks {
+		if _, ok := want[c.Name]; ok {
+			want[c.Name] = true
+		}
+		if c.Name == "role/marker" && !strings.Contains(c.Expected, "kubernetes-"+customRole) {
+			t.Errorf("role/marker expects %q, not the custom role's marker", c.Expected)
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("no check %s on the %s node", name, customRole)
+		}
 	}
 }

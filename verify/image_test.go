@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,10 +57,14 @@ func cacheDir() string {
 
 func buildDefaultImage() (string, error) {
 	out := filepath.Join(cacheDir(), "verify-test-image", "debian-12")
+	return out, kubebake(60*time.Minute, "build", "debian-12", "--out", out)
+}
+
+// kubebake runs the command as a user would: bin/kubebake (make build), else go run.
+func kubebake(timeout time.Duration, args ...string) error {
 	root := repoRoot()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	args := []string{"build", "debian-12", "--out", out}
 	var cmd *exec.Cmd
 	if bin := filepath.Join(root, "bin", "kubebake"); fileExists(bin) && os.Getenv("KUBEBAKE_TEST_GO_RUN") == "" {
 		cmd = exec.CommandContext(ctx, bin, args...)
@@ -71,8 +76,68 @@ func buildDefaultImage() (string, error) {
 	cmd.Stderr = os.Stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s: %w", cmd.String(), err)
+		return fmt.Errorf("%s: %w", cmd.String(), err)
 	}
-	fmt.Fprintf(os.Stderr, "verify tests: default image ready in %s: %s\n", time.Since(start).Round(time.Second), out)
-	return out, nil
+	fmt.Fprintf(os.Stderr, "verify tests: %s done in %s\n", strings.Join(args, " "), time.Since(start).Round(time.Second))
+	return nil
+}
+
+// customRole is the third role of the custom-role test image: a recipe's own name for nodes
+// that join a master, with the minion's units.
+const customRole = "edge"
+
+var customRoleImage struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// customRoleTestImage is the default recipe with one more role, customRole, locked from the
+// default lock (nothing moves: a role adds no input) and built like the default image. Its
+// rootfs and binaries are the default image's, so the builder's caches make it quick.
+func customRoleTestImage(t *testing.T) string {
+	t.Helper()
+	requireQEMU(t)
+	customRoleImage.once.Do(func() {
+		customRoleImage.path, customRoleImage.err = buildCustomRoleImage()
+	})
+	if customRoleImage.err != nil {
+		t.Fatalf("building the custom-role image: %v", customRoleImage.err)
+	}
+	return customRoleImage.path
+}
+
+func buildCustomRoleImage() (string, error) {
+	base := filepath.Join(cacheDir(), "verify-test-image")
+	dir := filepath.Join(base, "recipe-"+customRole)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	recipe, err := os.ReadFile(filepath.Join(repoRoot(), "recipes", "debian-12.yaml"))
+	if err != nil {
+		return "", err
+	}
+	text := string(recipe)
+	if strings.Count(text, "\nname: debian-12\n") != 1 || strings.Count(text, "\nimage:") != 1 {
+		return "", fmt.Errorf("recipes/debian-12.yaml no longer has the shape this test edits (one name, image after roles)")
+	}
+	text = strings.Replace(text, "\nname: debian-12\n", "\nname: debian-12-"+customRole+"\n", 1)
+	text = strings.Replace(text, "\nimage:", "\n  - name: "+customRole+"\n    units: [containerd.service, kubelet.service, kube-proxy.service, flanneld.service, kubebake-minion-join.service]\n\nimage:", 1)
+	file := filepath.Join(dir, "debian-12-"+customRole+".yaml")
+	lock, err := os.ReadFile(filepath.Join(repoRoot(), "recipes", "debian-12.lock"))
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(strings.TrimSuffix(file, ".yaml")+".lock", lock, 0o644); err != nil {
+		return "", err
+	}
+	// Locking again renames the lock's recipe and keeps every entry (none moves).
+	if err := kubebake(10*time.Minute, "lock", file); err != nil {
+		return "", err
+	}
+	out := filepath.Join(base, "debian-12-"+customRole)
+	return out, kubebake(60*time.Minute, "build", file, "--out", out, "--format", "raw")
 }

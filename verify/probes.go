@@ -22,8 +22,8 @@ type Spec struct {
 	Roles map[string][]string
 	// UserData is "cloud-init" or "ignition".
 	UserData string
-	// LoneMinion: a minion with no master to join; its join (and the kubelet waiting for it)
-	// may be retrying, never failed.
+	// LoneMinion: a node of a joining role (minion or a custom role) with no master to join;
+	// its join (and the kubelet waiting for it) may be retrying, never failed.
 	LoneMinion bool
 
 	Binaries []Binary

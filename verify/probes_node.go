@@ -241,7 +241,7 @@ func unitProbes(s Spec) []Probe {
 	for _, u := range s.Roles[s.Role] {
 		mine[u] = true
 	}
-	mayWait := s.LoneMinion && s.Role == RoleMinion
+	mayWait := s.LoneMinion
 	others := map[string]bool{}
 	for r, us := range s.Roles {
 		if r == s.Role {

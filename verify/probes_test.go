@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kubebake/kubebake/internal/shell"
+	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -447,4 +448,42 @@ func runWithFakeContainerd(t *testing.T, script, dump string) string {
 		t.Fatalf("%v: %s", err, out)
 	}
 	return string(out)
+}
+
+// TestCustomRoles: "verify --role all" boots every role the image declares (master and
+// minion first, custom roles after, by name), and a lone node of a custom joining role may
+// wait for its master as a lone minion does, while its own units are judged, not skipped.
+func TestCustomRoles(t *testing.T) {
+	m := &Manifest{}
+	m.Units = []manifest.Unit{
+		{Name: "etcd.service", Roles: []string{RoleMaster}},
+		{Name: "kubelet.service", Roles: []string{RoleMaster, RoleMinion, "gpu", "edge"}},
+		{Name: "kubebake-join.service", Roles: []string{RoleMinion, "gpu", "edge"}},
+	}
+	if got := DeclaredRoles(m); !slices.Equal(got, []string{RoleMaster, RoleMinion, "edge", "gpu"}) {
+		t.Errorf("DeclaredRoles = %q", got)
+	}
+	if got := DeclaredRoles(nil); !slices.Equal(got, []string{RoleMaster, RoleMinion}) {
+		t.Errorf("DeclaredRoles without a manifest = %q", got)
+	}
+
+	n := &node{role: "edge", manifest: m}
+	if !n.loneJoiner() {
+		t.Error("a lone edge node is not judged as a node waiting for its master")
+	}
+	if (&node{role: RoleMaster, manifest: m}).loneJoiner() || (&node{role: "edge", manifest: m, inCluster: true}).loneJoiner() {
+		t.Error("a master, or a node in a cluster, may not wait")
+	}
+	s := m.Spec("edge")
+	s.LoneMinion = n.loneJoiner()
+	ps := Probes(s)
+	join := probeByName(t, ps, "unit/kubebake-join.service/active")
+	if _, pass := join.Eval(Output{Text: "LoadState=loaded\nActiveState=activating\nSubState=auto-restart\nResult=exit-code\nConditionResult=yes\nNRestarts=3"}); !pass {
+		t.Error("a lone edge node's join retrying should pass")
+	}
+	probeByName(t, ps, "unit/etcd.service/skipped")
+	marker := probeByName(t, ps, "role/marker")
+	if !strings.Contains(marker.Expected, "kubernetes-edge") {
+		t.Errorf("role/marker expects %q", marker.Expected)
+	}
 }

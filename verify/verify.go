@@ -132,9 +132,6 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(opts.Roles) == 0 {
-		opts.Roles = []string{RoleMaster, RoleMinion}
-	}
 	if len(opts.UserData) == 0 {
 		opts.UserData = []string{UserDataCloudInit}
 	}
@@ -165,6 +162,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if manifest, err = LoadManifest(target.Manifest); err != nil {
 			return nil, err
 		}
+	}
+	if len(opts.Roles) == 0 {
+		opts.Roles = DeclaredRoles(manifest)
 	}
 	accel, verdict, err := ResolveAccel(ctx, opts.Accel, opts.QEMU, opts.Firmware)
 	if err != nil {
@@ -519,6 +519,23 @@ func (n *node) writeSeed(cfg *MachineConfig) error {
 	}
 }
 
+// DeclaredRoles are the roles "verify --role all" boots: master and minion, then every other
+// role the image's recipe declares, by name. Without a manifest: master and minion.
+func DeclaredRoles(m *Manifest) []string {
+	roles := []string{RoleMaster, RoleMinion}
+	if m == nil {
+		return roles
+	}
+	var custom []string
+	for r := range m.RoleUnits() {
+		if !slices.Contains(roles, r) {
+			custom = append(custom, r)
+		}
+	}
+	slices.Sort(custom)
+	return append(roles, custom...)
+}
+
 // knownRoles are the roles of the manifest's recipe, or the default ones.
 func (n *node) knownRoles() []string {
 	roles := slices.Clone(cloudinit.DefaultRoles)
@@ -690,8 +707,8 @@ func (n *node) redial(ctx context.Context) error {
 // good; it returns at once when the VM exits (prove then says how).
 func (n *node) settle(ctx context.Context) *Check {
 	mayWait := map[string]bool{}
-	if n.role == RoleMinion && !n.inCluster {
-		for _, u := range n.roleUnits()[RoleMinion] {
+	if n.loneJoiner() {
+		for _, u := range n.roleUnits()[n.role] {
 			mayWait[u] = true
 		}
 	}
@@ -798,11 +815,15 @@ func (n *node) loadManifest(ctx context.Context) error {
 	return nil
 }
 
+// loneJoiner: a node of a role that joins a master (every role but master, custom ones
+// included), booted with no master to join. Its join, and what waits for it, may retry.
+func (n *node) loneJoiner() bool { return n.role != RoleMaster && !n.inCluster }
+
 // spec is what this node must show, from the manifest and its user-data.
 func (n *node) spec() Spec {
 	spec := n.manifest.Spec(n.role)
 	spec.UserData = n.userData
-	spec.LoneMinion = n.role == RoleMinion && !n.inCluster
+	spec.LoneMinion = n.loneJoiner()
 	spec.UserDataPaths = n.seed.paths
 	spec.Secrets = n.seed.secrets
 	return spec
