@@ -332,7 +332,27 @@ var NodeKernelSysctls = map[string]SysctlRule{
 	"vm.overcommit_memory": {"1", "the kubelet (protectKernelDefaults) refuses to start without it: it sizes memory for containers expecting overcommit"},
 	"kernel.panic":         {"10", "the kubelet (protectKernelDefaults) refuses to start without it: a panicked node reboots in 10 s and rejoins instead of hanging"},
 	"kernel.panic_on_oops": {"1", "the kubelet (protectKernelDefaults) refuses to start without it: an oops leaves a kernel nobody can trust to isolate containers"},
+	// A node routes pod traffic, but it is not the network's router: its redirects would
+	// teach other hosts routes around it. See NodeInterfaceSysctls for the interfaces.
+	"net.ipv4.conf.all.send_redirects":     {"0", "a node that forwards pod traffic would otherwise send ICMP redirects, which let hosts on its network learn routes from it"},
+	"net.ipv4.conf.default.send_redirects": {"0", "interfaces made after boot (the pod bridge, veths, flannel's) start without ICMP redirects"},
+	// Loose (2), not strict (1): the kernel uses the larger of "all" and an interface's value,
+	// so this turns reverse-path filtering on everywhere; strict mode would drop the
+	// legitimate asymmetric replies of a node with two networks (cloud NIC, cluster NIC).
+	"net.ipv4.conf.all.rp_filter": {"2", "packets whose source address no route leads back to are dropped (spoofed sources), on every interface"},
 }
+
+// NodeInterfaceSysctls are set on every network interface of every node: the settings
+// under net.ipv4.conf.<interface>, written as one systemd-sysctl glob line
+// (net.ipv4.conf.*.NAME), which systemd also applies to each interface that appears later.
+// An interface's send_redirects is on if "all" or its own value is, so "all" alone is not
+// enough for the interfaces that exist before systemd-sysctl runs.
+var NodeInterfaceSysctls = map[string]SysctlRule{
+	"send_redirects": {"0", "the interfaces present at boot keep the kernel's send_redirects 1 otherwise, and an interface sends redirects if its own value or \"all\" says so"},
+}
+
+// InterfaceSysctlGlob is the systemd-sysctl key of an interface setting (NodeInterfaceSysctls).
+func InterfaceSysctlGlob(name string) string { return "net.ipv4.conf.*." + name }
 
 // SysctlRule is a sysctl's required value and why a node needs it.
 type SysctlRule struct {

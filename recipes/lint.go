@@ -97,6 +97,7 @@ func Lint(r *Recipe) []Finding {
 	l.roles()
 	l.image()
 	l.mirrors()
+	l.security()
 	sort.SliceStable(l.fs, func(i, j int) bool {
 		a, b := l.fs[i], l.fs[j]
 		if a.Line != b.Line {
@@ -543,9 +544,10 @@ func (l *linter) sysctls() {
 			l.at(keyPath("sysctls", k), fmt.Sprintf("%s is %q: set it to \"1\"", k, v), RequiredSysctls[k])
 		}
 	}
-	for _, k := range sortedKeys(NodeKernelSysctls) {
-		if v, ok := s[k]; ok && v != NodeKernelSysctls[k].Value {
-			l.at(keyPath("sysctls", k), fmt.Sprintf("%s is %q: every node has %q; remove it from the recipe", k, v, NodeKernelSysctls[k].Value), NodeKernelSysctls[k].Why)
+	rules := l.r.NodeSysctlRules()
+	for _, k := range sortedKeys(rules) {
+		if v, ok := s[k]; ok && v != rules[k].Value {
+			l.at(keyPath("sysctls", k), fmt.Sprintf("%s is %q: every node has %q; remove it from the recipe%s", k, v, rules[k].Value, relaxHint(k)), rules[k].Why)
 		}
 	}
 	for _, k := range sortedKeys(s) {
@@ -751,4 +753,36 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q is not a whole number of MiB", s)
 	}
 	return size, nil
+}
+
+// relaxHint names the relaxation that frees a node sysctl, for lint's message.
+func relaxHint(key string) string {
+	for _, name := range sortedKeys(Relaxations) {
+		if slices.Contains(Relaxations[name].Sysctls, key) {
+			return fmt.Sprintf(", or relax it (security.relax: [%s])", name)
+		}
+	}
+	return ""
+}
+
+// security: every relaxation is known and listed once, and each is a warning that says what
+// the image gives up.
+func (l *linter) security() {
+	if l.r.Security == nil {
+		return
+	}
+	seen := map[string]bool{}
+	for i, name := range l.r.Security.Relax {
+		path := fmt.Sprintf("security.relax[%d]", i)
+		rel, ok := Relaxations[name]
+		switch {
+		case !ok:
+			l.at(path, fmt.Sprintf("unknown relaxation %q; known: %s", name, strings.Join(sortedKeys(Relaxations), ", ")), "each name turns off one secure default of the image, named in docs/security.md")
+		case seen[name]:
+			l.at(path, fmt.Sprintf("%q is listed twice", name), "each relaxation is listed once")
+		default:
+			l.warn(path, fmt.Sprintf("%s is relaxed, so this default no longer holds: %s", name, rel.Default), "what it gives up: "+rel.GivesUp)
+		}
+		seen[name] = true
+	}
 }

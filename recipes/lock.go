@@ -191,16 +191,22 @@ func conflictMarker(data []byte) (line int, marker string, ok bool) {
 }
 
 // InputsDigest is "sha256:<hex>" of what the lock answers for: the recipe's inputs (Inputs,
-// canonical JSON sorted by name) and the node settings no artifact shows (sysctls, modules).
+// canonical JSON sorted by name) and the node settings no artifact shows (sysctls, modules,
+// the secure defaults it relaxes).
 // It is stored in the lock so that any change to what the recipe asks for is seen, including
 // ones no artifact shows (suites, mirror, arch, a sysctl), and images of different settings
 // never share a lock hash.
 func (r *Recipe) InputsDigest() string {
-	return inputsDigest(r.Inputs(), r.Sysctls, r.Modules)
+	var relax []string
+	if r.Security != nil {
+		relax = slices.Sorted(slices.Values(r.Security.Relax))
+	}
+	return inputsDigest(r.Inputs(), r.Sysctls, r.Modules, relax)
 }
 
-// inputsDigest hashes inputs (in any order) and the node settings.
-func inputsDigest(inputs []Input, sysctls map[string]string, modules []string) string {
+// inputsDigest hashes inputs (in any order) and the node settings. relax is left out when
+// empty, so locks of recipes that relax nothing keep their digest.
+func inputsDigest(inputs []Input, sysctls map[string]string, modules, relax []string) string {
 	in := slices.Clone(inputs)
 	for i := range in {
 		// A mirror's credentials are not what the lock answers for: changing a password
@@ -212,7 +218,8 @@ func inputsDigest(inputs []Input, sysctls map[string]string, modules []string) s
 		Inputs  []Input           `json:"inputs"`
 		Sysctls map[string]string `json:"sysctls,omitempty"` // encoding/json sorts map keys
 		Modules []string          `json:"modules,omitempty"`
-	}{in, sysctls, modules}
+		Relax   []string          `json:"relax,omitempty"`
+	}{in, sysctls, modules, relax}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

@@ -115,7 +115,7 @@ func TestInputsDeterministic(t *testing.T) {
 	}
 	shuffled := a.Inputs()
 	slices.Reverse(shuffled)
-	if inputsDigest(shuffled, a.Sysctls, a.Modules) != d {
+	if inputsDigest(shuffled, a.Sysctls, a.Modules, nil) != d {
 		t.Error("InputsDigest depends on input order")
 	}
 	if !strings.HasPrefix(d, "sha256:") || len(d) != 71 {
@@ -135,13 +135,25 @@ func TestInputsDeterministic(t *testing.T) {
 	if c.InputsDigest() == d {
 		t.Error("a module edit leaves the digest unchanged")
 	}
+	// A relaxed secure default is a different image: drift, whatever the order of the list.
+	c = loadT(t, "debian-12")
+	c.Security = &Security{Relax: []string{RelaxProfiling, RelaxRPFilter}}
+	relaxed := c.InputsDigest()
+	c.Security.Relax = []string{RelaxRPFilter, RelaxProfiling}
+	if relaxed == d || c.InputsDigest() != relaxed {
+		t.Error("security.relax is not in the digest, or its order is")
+	}
+	c.Security.Relax = nil
+	if c.InputsDigest() != d {
+		t.Error("an empty security section changes the digest")
+	}
 	// The canonical encoding is pinned: this digest changes only if Input's JSON does.
 	fixed := []Input{
 		{Name: "kubelet", Kind: InputBinary, Source: Source{Type: SourceGoMod, Module: KubernetesModule}, Version: "1.35", Package: "k8s.io/kubernetes/cmd/kubelet", Arch: "amd64"},
 		{Name: "deb/socat", Kind: InputDeb, Source: Source{Type: SourceDeb}, Package: "socat", Suites: []string{"bookworm"}, Arch: "amd64"},
 	}
 	const golden = "sha256:d744d1aafaeab5a3ee78f2c924f3d0b58ad53316bb276b937c0248efac361ad2"
-	if got := inputsDigest(fixed, map[string]string{"net.ipv4.ip_forward": "1"}, []string{"overlay"}); got != golden {
+	if got := inputsDigest(fixed, map[string]string{"net.ipv4.ip_forward": "1"}, []string{"overlay"}, nil); got != golden {
 		t.Logf("inputsDigest(fixed) = %s", got)
 		t.Errorf("the canonical input encoding changed; if on purpose, update the golden digest")
 	}

@@ -41,6 +41,8 @@ type Recipe struct {
 	Image   Image    `yaml:"image" json:"image"`
 	// Mirrors rewrite artifact URLs by prefix (e.g. https://dl.k8s.io/ -> an internal mirror).
 	Mirrors []URLRewrite `yaml:"mirrors,omitempty" json:"mirrors,omitempty"`
+	// Security relaxes secure defaults by name (Relaxations); nil: every default holds.
+	Security *Security `yaml:"security,omitempty" json:"security,omitempty"`
 
 	// File is where the recipe came from, as shown in messages ("recipes/debian-12.yaml" for
 	// an embedded recipe). Embedded says it was read from the binary, not from disk.

@@ -252,7 +252,8 @@ func TestControlPlane(t *testing.T) {
 			t.Fatalf("no %s", unit)
 		}
 		words := execStart(t, f.Content)
-		repl := strings.NewReplacer("/etc/kubernetes", k8s, "/var/lib/etcd", etcdData, "/var/log/kubernetes", filepath.Join(dir, "log"),
+		// %d: systemd's credentials directory; etcd's hold its files under pki/etcd.
+		repl := strings.NewReplacer("%d/", filepath.Join(k8s, "pki/etcd")+"/", "/etc/kubernetes", k8s, "/var/lib/etcd", etcdData, "/var/log/kubernetes", filepath.Join(dir, "log"),
 			"127.0.0.1:2379", "127.0.0.1:"+etcdPort, "127.0.0.1:2380", "127.0.0.1:"+peerPort,
 			"127.0.0.1:2381", "127.0.0.1:"+metricsPort, "--secure-port=6443", "--secure-port="+apiPort)
 		var args []string

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"text/template"
@@ -191,6 +193,12 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		if len(u.Roles) > 0 {
 			b.file(DropInPath(u.Name), 0o644, roleDropIn(u))
 		}
+		if Sandbox(u.Name) != nil && !r.Relaxed(recipes.RelaxSandbox) {
+			b.file(SandboxDropInPath(u.Name), 0o644, sandboxDropIn(u.Name))
+			if u.Name == "etcd.service" {
+				b.file(EtcdSysusersPath, 0o644, []byte(etcdSysusers))
+			}
+		}
 		if !u.Enabled {
 			continue
 		}
@@ -226,7 +234,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 			return nil, err
 		}
 		b.file(AuthenticationConfigPath, 0o644, []byte(authenticationConfig))
-		b.file(AdmissionConfigPath, 0o644, []byte(admissionConfig))
+		b.file(AdmissionConfigPath, 0o644, admissionConfig(r))
 	}
 	if minion {
 		for _, s := range []string{"minion-join", "kubebake-discover", "join-cleanup"} {
@@ -359,8 +367,17 @@ anonymous:
 // Pod Security Standard (no privileged containers, host namespaces, host paths or added
 // capabilities); restricted violations are recorded in the audit log. kube-system, where
 // cluster add-ons run, is exempt; a namespace opts out with its own
-// pod-security.kubernetes.io/enforce label.
-const admissionConfig = `# kubebake node layer: admission plugin settings (--admission-control-config-file).
+// pod-security.kubernetes.io/enforce label. A recipe that relaxes pod-security-baseline
+// enforces privileged (nothing) instead; the audit and warnings stay.
+func admissionConfig(r *recipes.Recipe) []byte {
+	enforce := "baseline"
+	if r.Relaxed(recipes.RelaxPodSecurity) {
+		enforce = "privileged"
+	}
+	return []byte(strings.Replace(admissionConfigTemplate, "enforce: baseline", "enforce: "+enforce, 1))
+}
+
+const admissionConfigTemplate = `# kubebake node layer: admission plugin settings (--admission-control-config-file).
 apiVersion: apiserver.config.k8s.io/v1
 kind: AdmissionConfiguration
 plugins:
@@ -450,6 +467,10 @@ type templateData struct {
 	DNSServiceIP string
 	// TLSCipherSuites: the API server's and the kubelet's TLS 1.2 suites.
 	TLSCipherSuites []string
+	// EtcdSysusers declares etcd's user (EtcdSysusersPath).
+	EtcdSysusers string
+	// Profiling turns /debug/pprof on in the control plane (security.relax: profiling).
+	Profiling bool
 
 	images []bakedImage
 }
@@ -465,7 +486,8 @@ var imageRefRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
 func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) {
 	d := &templateData{Recipe: r.Name, Runtime: r.Runtime.Name, DNSDomain: DNSDomain,
 		JoinTokenGroup: recipes.JoinTokenGroup, JoinTokenNodeLabel: recipes.JoinTokenNodeLabel,
-		TLSCipherSuites: TLSCipherSuites}
+		TLSCipherSuites: TLSCipherSuites, EtcdSysusers: EtcdSysusersPath,
+		Profiling: r.Relaxed(recipes.RelaxProfiling)}
 	if d.Runtime == "" {
 		d.Runtime = recipes.RuntimeContainerd
 	}
@@ -744,7 +766,8 @@ func marshalJSON(v any) []byte {
 }
 
 func sysctlFile(r *recipes.Recipe) ([]byte, error) {
-	sysctls := NodeSysctls(r.Sysctls)
+	sysctls := NodeSysctls(r)
+	rules := r.NodeSysctlRules()
 	keys := make([]string, 0, len(sysctls))
 	for k := range sysctls {
 		keys = append(keys, k)
@@ -757,7 +780,7 @@ func sysctlFile(r *recipes.Recipe) ([]byte, error) {
 	for _, k := range keys {
 		v := sysctls[k]
 		field := fmt.Sprintf("sysctls[%q]", k)
-		if rule, ok := recipes.NodeKernelSysctls[k]; ok && strings.TrimSpace(v) != rule.Value {
+		if rule, ok := rules[k]; ok && strings.TrimSpace(v) != rule.Value {
 			return nil, fieldErr(r, field, fmt.Sprintf("%q: every node has %q (%s); remove it from the recipe", v, rule.Value, rule.Why))
 		}
 		if err := recipes.CheckSysctlKey(k); err != nil {
@@ -768,16 +791,22 @@ func sysctlFile(r *recipes.Recipe) ([]byte, error) {
 		}
 		fmt.Fprintf(&b, "%s = %s\n", k, strings.TrimSpace(v))
 	}
+	b.WriteString("# Every interface, those present at boot and those made later (recipes.NodeInterfaceSysctls).\n")
+	for _, name := range slices.Sorted(maps.Keys(recipes.NodeInterfaceSysctls)) {
+		fmt.Fprintf(&b, "%s = %s\n", recipes.InterfaceSysctlGlob(name), recipes.NodeInterfaceSysctls[name].Value)
+	}
 	return []byte(b.String()), nil
 }
 
-// NodeSysctls are a recipe's sysctls with recipes.NodeKernelSysctls added where it lacks one.
-func NodeSysctls(recipe map[string]string) map[string]string {
-	m := make(map[string]string, len(recipe)+len(recipes.NodeKernelSysctls))
-	for k, rule := range recipes.NodeKernelSysctls {
+// NodeSysctls are a recipe's sysctls with the node sysctls it does not relax
+// (Recipe.NodeSysctlRules) added where it lacks one.
+func NodeSysctls(r *recipes.Recipe) map[string]string {
+	rules := r.NodeSysctlRules()
+	m := make(map[string]string, len(r.Sysctls)+len(rules))
+	for k, rule := range rules {
 		m[k] = rule.Value
 	}
-	for k, v := range recipe {
+	for k, v := range r.Sysctls {
 		m[k] = v
 	}
 	return m

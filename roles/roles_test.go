@@ -427,7 +427,8 @@ func TestLayerShape(t *testing.T) {
 		}
 	}
 	sysctl, _ := l.File(SysctlPath)
-	if !strings.Contains(string(sysctl.Content), "net.bridge.bridge-nf-call-ip6tables = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.ipv4.ip_forward = 1\n") {
+	if !strings.Contains(string(sysctl.Content), "net.bridge.bridge-nf-call-ip6tables = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.ipv4.conf.all.rp_filter = 2\nnet.ipv4.conf.all.send_redirects = 0\nnet.ipv4.conf.default.send_redirects = 0\nnet.ipv4.ip_forward = 1\n") ||
+		!strings.HasSuffix(string(sysctl.Content), "\nnet.ipv4.conf.*.send_redirects = 0\n") {
 		t.Errorf("sysctl file not sorted or incomplete:\n%s", sysctl.Content)
 	}
 	mods, _ := l.File(ModulesPath)

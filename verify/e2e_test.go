@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/cloudinit"
+	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/roles"
 	"github.com/kubebake/kubebake/verify/internal/diskedit"
 )
@@ -112,7 +113,7 @@ func TestVerifyCatchesDefects(t *testing.T) {
 			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
 				return removeAll(ctx, e, filesUnder(m, "/usr/lib/sysctl.d/"))
 			},
-			checks: prefixed("sysctl/", sortedKeys(spec.Sysctls)),
+			checks: append(prefixed("sysctl/", sortedKeys(spec.Sysctls)), "sysctl/"+recipes.InterfaceSysctlGlob("send_redirects")),
 		},
 		{
 			name: "modules-load file removed",
@@ -158,6 +159,14 @@ func TestVerifyCatchesDefects(t *testing.T) {
 				return e.WriteFile(ctx, path.Dir(roles.ResolvedConfigPath)+"/99-defect.conf", []byte("[Resolve]\nLLMNR=yes\n"), 0o644)
 			},
 			checks: []string{"security/listen-ports"},
+		},
+		{
+			name: "API server sandbox loosened by a drop-in",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				// Drop-ins apply in name order: 99- comes after the image's 20-sandbox.conf.
+				return e.WriteFile(ctx, path.Dir(roles.SandboxDropInPath("kube-apiserver.service"))+"/99-defect.conf", []byte("[Service]\nProtectSystem=no\nNoNewPrivileges=no\n"), 0o644)
+			},
+			checks: []string{"security/sandbox/kube-apiserver.service"},
 		},
 	}
 	for _, d := range defects {

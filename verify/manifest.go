@@ -112,6 +112,9 @@ func (m *Manifest) Spec(role string) Spec {
 	if r := m.Recipe; r != nil {
 		s.Sysctls, s.Modules, s.Runtime = r.Sysctls, r.Modules, r.Runtime.Name
 		s.StorageDriver, s.CNIPlugins = r.Storage.Driver, r.CNI.Plugins
+		if r.Security != nil {
+			s.Relaxed = r.Security.Relax
+		}
 	}
 	for _, p := range m.Packages {
 		s.Packages = append(s.Packages, Package{Name: p.Name, Version: p.Version})

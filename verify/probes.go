@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubebake/kubebake/internal/shell"
 	"github.com/kubebake/kubebake/recipes"
+	"github.com/kubebake/kubebake/roles"
 )
 
 // Spec is what one booted node must show: it comes from the image's manifest and the
@@ -22,6 +23,8 @@ type Spec struct {
 	Roles map[string][]string
 	// UserData is "cloud-init" or "ignition".
 	UserData string
+	// Relaxed are the secure defaults the recipe relaxed (security.relax).
+	Relaxed []string
 	// LoneMinion: a node of a joining role (minion or a custom role) with no master to join;
 	// its join (and the kubelet waiting for it) may be retrying, never failed.
 	LoneMinion bool
@@ -82,6 +85,20 @@ func (s Spec) runsRuntime() bool {
 // runsKubelet reports whether the node's role starts the kubelet.
 func (s Spec) runsKubelet() bool { return slices.Contains(s.Roles[s.Role], "kubelet.service") }
 
+// sandboxedUnits are the image's units (of any role) that roles.Sandbox confines.
+func (s Spec) sandboxedUnits() []string {
+	var out []string
+	for _, u := range roles.SandboxedUnits() {
+		for _, us := range s.Roles {
+			if slices.Contains(us, u) {
+				out = append(out, u)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // The pitfall checks hold kubebake's invariants themselves, from the rulebook in recipes, and
 // never take the recipe's word for them: a recipe (or a manifest) that wrongly says
 // ip_forward "0", leaves out br_netfilter or asks for devicemapper still gets the check that
@@ -89,17 +106,26 @@ func (s Spec) runsKubelet() bool { return slices.Contains(s.Roles[s.Role], "kube
 // add checks; where one names the same probe as an invariant, the invariant wins.
 
 // invariantSysctls are the sysctls every node must have: recipes.RequiredSysctls at "1", and
-// recipes.NodeKernelSysctls.
-func invariantSysctls() map[string]string {
+// recipes.NodeKernelSysctls less those the recipe relaxes (security.relax).
+func (s Spec) invariantSysctls() map[string]string {
 	m := map[string]string{}
 	for k := range recipes.RequiredSysctls {
 		m[k] = "1"
 	}
-	for k, rule := range recipes.NodeKernelSysctls {
+	for k, rule := range s.recipeRelaxing().NodeSysctlRules() {
 		m[k] = rule.Value
 	}
 	return m
 }
+
+// recipeRelaxing is a recipe that relaxes what the image's recipe relaxed, for recipes'
+// rules that depend on it.
+func (s Spec) recipeRelaxing() *recipes.Recipe {
+	return &recipes.Recipe{Security: &recipes.Security{Relax: s.Relaxed}}
+}
+
+// relaxed reports whether the image's recipe relaxed the named secure default.
+func (s Spec) relaxed(name string) bool { return slices.Contains(s.Relaxed, name) }
 
 // nodeSysctls are the recipe's sysctls with the invariants over them.
 func (s Spec) nodeSysctls() map[string]string {
@@ -107,7 +133,7 @@ func (s Spec) nodeSysctls() map[string]string {
 	if m == nil {
 		m = map[string]string{}
 	}
-	maps.Copy(m, invariantSysctls())
+	maps.Copy(m, s.invariantSysctls())
 	return m
 }
 
@@ -185,6 +211,9 @@ func Probes(s Spec) []Probe {
 	for _, k := range sortedKeys(sysctls) {
 		ps = append(ps, sysctlProbe(k, sysctls[k]))
 	}
+	for _, name := range sortedKeys(recipes.NodeInterfaceSysctls) {
+		ps = append(ps, interfaceSysctlProbe(name, recipes.NodeInterfaceSysctls[name].Value))
+	}
 	for _, m := range s.nodeModules() {
 		ps = append(ps, moduleProbes(m)...)
 	}
@@ -201,7 +230,16 @@ func Probes(s Spec) []Probe {
 	ps = append(ps, unitProbes(s)...)
 	ps = append(ps, failedUnitsProbe())
 	if s.Role == RoleMaster {
-		ps = append(ps, readyzProbe(), auditLogProbe(), secretsEncryptedProbe(), apiAccessProbe())
+		ps = append(ps, readyzProbe(), auditLogProbe(), secretsEncryptedProbe(), apiAccessProbe(s.relaxed(recipes.RelaxPodSecurity)))
+	}
+	for _, u := range s.sandboxedUnits() {
+		if s.relaxed(recipes.RelaxSandbox) {
+			break
+		}
+		ps = append(ps, sandboxProbe(u, roles.Sandbox(u)))
+		if u == "etcd.service" && slices.Contains(s.Roles[s.Role], u) {
+			ps = append(ps, etcdUserProbe())
+		}
 	}
 	if !s.LoneMinion && s.runsKubelet() {
 		// A lone minion has no cluster CA and no master to sign its serving certificate.
@@ -429,6 +467,52 @@ func sysctlProbe(key, want string) Probe {
 			return got, runtime == w && fromUsr != ""
 		},
 	}
+}
+
+// interfaceSysctlProbe checks net.ipv4.conf.<interface>.NAME on every interface the node has
+// when the checks run (the pod bridge and veths included), and that the setting comes from
+// the node layer's glob line in /usr/lib/sysctl.d.
+func interfaceSysctlProbe(name, want string) Probe {
+	glob := recipes.InterfaceSysctlGlob(name)
+	re := `^[[:space:]]*-?` + regexp.QuoteMeta(glob) + `[[:space:]]*=`
+	return Probe{
+		Name:     "sysctl/" + glob,
+		Expected: want + " on every interface (from /usr/lib/sysctl.d)",
+		Script: fmt.Sprintf("for f in /proc/sys/net/ipv4/conf/*/%s; do d=${f%%/*}; printf 'if_%%s=%%s\n' \"${d##*/}\" \"$(cat \"$f\")\"; done\ngrep -lE %s /usr/lib/sysctl.d/*.conf 2>/dev/null | sed 's/^/def=/'\ntrue",
+			shell.Quote(name), shell.Quote(re)),
+		Units: []string{"systemd-sysctl.service"},
+		Eval:  func(o Output) (string, bool) { return judgeInterfaceSysctl(o.Lines(), want) },
+	}
+}
+
+// judgeInterfaceSysctl reads interfaceSysctlProbe's "if_NAME=VALUE" and "def=FILE" lines.
+func judgeInterfaceSysctl(lines []string, want string) (string, bool) {
+	var bad, seen []string
+	def := ""
+	for _, l := range lines {
+		if f, ok := strings.CutPrefix(l, "def="); ok {
+			def = f
+			continue
+		}
+		kv, ok := strings.CutPrefix(l, "if_")
+		if !ok {
+			continue
+		}
+		iface, v, _ := strings.Cut(kv, "=")
+		seen = append(seen, iface)
+		if strings.TrimSpace(v) != want {
+			bad = append(bad, iface+"="+orNone(strings.TrimSpace(v)))
+		}
+	}
+	switch {
+	case len(seen) == 0:
+		return "no interface read", false
+	case len(bad) > 0:
+		return "not " + want + " on " + strings.Join(bad, ", "), false
+	case def == "":
+		return want + " on " + strings.Join(seen, ", ") + ", but not set in /usr/lib/sysctl.d", false
+	}
+	return fmt.Sprintf("%s on %s (from %s)", want, strings.Join(seen, ", "), def), true
 }
 
 func bootTimeProbe() Probe {

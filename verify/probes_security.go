@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kubebake/kubebake/internal/shell"
 	"github.com/kubebake/kubebake/roles"
 )
 
@@ -109,4 +110,61 @@ func judgeSSHD(lines []string) (string, bool) {
 	root := got["permitrootlogin"]
 	return desc, got["passwordauthentication"] == "no" && got["kbdinteractiveauthentication"] == "no" &&
 		got["permitemptypasswords"] == "no" && (root == "prohibit-password" || root == "without-password" || root == "no" || root == "forced-commands-only")
+}
+
+// sandboxProbe: a control-plane unit's systemd sandbox (roles.Sandbox) is in force as systemd
+// reads the unit with every drop-in, on every role (the settings are the image's, whether the
+// unit runs or not), so a later drop-in that loosens one fails the check.
+func sandboxProbe(unit string, want []roles.Setting) Probe {
+	keys := make([]string, len(want))
+	for i, s := range want {
+		keys[i] = s.Key
+	}
+	return Probe{
+		Static:   true,
+		Name:     "security/sandbox/" + unit,
+		Expected: "systemd sandbox of roles/sandbox.go (" + strings.Join(keys, ", ") + ")",
+		Script:   fmt.Sprintf("systemctl show -p %s %s", shell.Quote(strings.Join(keys, ",")), shell.Quote(unit)),
+		Units:    []string{unit},
+		Eval:     func(o Output) (string, bool) { return judgeSandbox(o.Lines(), want) },
+	}
+}
+
+func judgeSandbox(lines []string, want []roles.Setting) (string, bool) {
+	got := map[string]string{}
+	for _, l := range lines {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			got[k] = v
+		}
+	}
+	var off []string
+	for _, s := range want {
+		v, ok := got[s.Key]
+		if !ok {
+			off = append(off, s.Key+" not reported")
+		} else if v != s.Value {
+			off = append(off, fmt.Sprintf("%s=%s (want %q)", s.Key, v, s.Value))
+		}
+	}
+	if len(off) > 0 {
+		return strings.Join(off, "; "), false
+	}
+	return fmt.Sprintf("all %d settings in force", len(want)), true
+}
+
+// etcdUserProbe (master): etcd runs as its own user, which owns its data, 0700.
+func etcdUserProbe() Probe {
+	return Probe{
+		Name:     "security/etcd-user",
+		Expected: "etcd runs as " + roles.EtcdUser + "; /var/lib/etcd owned by it, 0700",
+		Script:   `echo "process=$(ps -o user= -C etcd | sort -u | tr '\n' ' ')"; echo "data=$(stat -c '%U %a' /var/lib/etcd 2>&1)"`,
+		Units:    []string{"etcd.service"},
+		Eval:     func(o Output) (string, bool) { return judgeEtcdUser(o.KV()) },
+	}
+}
+
+func judgeEtcdUser(kv map[string]string) (string, bool) {
+	process, data := strings.TrimSpace(kv["process"]), strings.TrimSpace(kv["data"])
+	got := fmt.Sprintf("process user %s, data %s", orNone(process), orNone(data))
+	return got, process == roles.EtcdUser && data == roles.EtcdUser+" 700"
 }

@@ -3,6 +3,9 @@ package verify
 import (
 	"strings"
 	"testing"
+
+	"github.com/kubebake/kubebake/recipes"
+	"github.com/kubebake/kubebake/roles"
 )
 
 // TestJudgeAuditLog: the audit check fails on each defect of the log.
@@ -59,5 +62,88 @@ func TestJudgeSSHD(t *testing.T) {
 	}
 	if got, ok := judgeSSHD([]string{"/etc/ssh/sshd_config line 3: Bad configuration option"}); ok {
 		t.Errorf("an sshd that cannot read its config passed: %q", got)
+	}
+}
+
+func TestJudgeSandbox(t *testing.T) {
+	want := roles.Sandbox("kube-apiserver.service")
+	p := sandboxProbe("kube-apiserver.service", want)
+	var full []string
+	for _, s := range want {
+		full = append(full, s.Key+"="+s.Value)
+	}
+	if got, pass := p.Eval(Output{Text: strings.Join(full, "\n")}); !pass {
+		t.Errorf("the sandbox as written: %s", got)
+	}
+	// A drop-in that loosens one setting, and a systemd that does not know one.
+	loosened := strings.Replace(strings.Join(full, "\n"), "ProtectSystem=strict", "ProtectSystem=no", 1)
+	if got, pass := p.Eval(Output{Text: loosened}); pass || !strings.Contains(got, `ProtectSystem=no (want "strict")`) {
+		t.Errorf("ProtectSystem=no: %s %v", got, pass)
+	}
+	if got, pass := p.Eval(Output{Text: strings.Join(full[1:], "\n")}); pass || !strings.Contains(got, want[0].Key+" not reported") {
+		t.Errorf("a setting missing: %s %v", got, pass)
+	}
+	// Every sandboxed unit of the default recipe gets the probe, on every role.
+	s := Spec{Role: RoleMinion, Roles: map[string][]string{RoleMaster: {"etcd.service", "kube-apiserver.service"}, RoleMinion: {"kubelet.service"}}}
+	ps := Probes(s)
+	probeByName(t, ps, "security/sandbox/etcd.service")
+	probeByName(t, ps, "security/sandbox/kube-apiserver.service")
+	for _, p := range ps {
+		if p.Name == "security/etcd-user" {
+			t.Error("the etcd user is checked on a minion, which runs no etcd")
+		}
+	}
+	s.Role = RoleMaster
+	probeByName(t, Probes(s), "security/etcd-user")
+}
+
+func TestJudgeEtcdUser(t *testing.T) {
+	for _, c := range []struct {
+		kv   map[string]string
+		pass bool
+	}{
+		{map[string]string{"process": "etcd ", "data": "etcd 700"}, true},
+		{map[string]string{"process": "root ", "data": "root 700"}, false}, // as before
+		{map[string]string{"process": "etcd ", "data": "etcd 755"}, false},
+		{map[string]string{"process": "", "data": "etcd 700"}, false}, // not running
+	} {
+		if got, pass := judgeEtcdUser(c.kv); pass != c.pass {
+			t.Errorf("%v: %s %v", c.kv, got, pass)
+		}
+	}
+}
+
+// TestRelaxedDefaultsExpected: an image whose recipe relaxed defaults (security.relax, read
+// from its manifest) is checked for the relaxed setting, not the default.
+func TestRelaxedDefaultsExpected(t *testing.T) {
+	s := Spec{Role: RoleMaster, Roles: map[string][]string{RoleMaster: {"etcd.service", "kube-apiserver.service"}}}
+	strict := Probes(s)
+	probeByName(t, strict, "security/sandbox/etcd.service")
+	probeByName(t, strict, "sysctl/net.ipv4.conf.all.rp_filter")
+	access := probeByName(t, strict, "security/apiserver-access")
+	kv := "readyz=200\nclusterinfo=200\nversion=401\napi=401\nstrong=accepted\nweak=refused\netcd=refused\nsuperadmin=absent\nkubeletca=set\nkubeletproxy=ok\nkubeletconfig=protectKernelDefaults,seccompDefault\n"
+	if _, pass := access.Eval(Output{Text: kv + "podsecurity=admitted"}); pass {
+		t.Error("a privileged pod admitted passes on a strict image")
+	}
+
+	s.Relaxed = []string{recipes.RelaxSandbox, recipes.RelaxRPFilter, recipes.RelaxPodSecurity}
+	relaxed := Probes(s)
+	for _, p := range relaxed {
+		if strings.HasPrefix(p.Name, "security/sandbox/") || p.Name == "security/etcd-user" || p.Name == "sysctl/net.ipv4.conf.all.rp_filter" {
+			t.Errorf("relaxed image still gets %s", p.Name)
+		}
+	}
+	access = probeByName(t, relaxed, "security/apiserver-access")
+	if got, pass := access.Eval(Output{Text: kv + "podsecurity=admitted"}); !pass {
+		t.Errorf("pod-security-baseline relaxed, privileged pod admitted: %s", got)
+	}
+	if _, pass := access.Eval(Output{Text: kv + "podsecurity=enforced"}); pass {
+		t.Error("pod-security-baseline relaxed, yet the privileged pod refused passes")
+	}
+	// The manifest carries the recipe's relaxations into the spec.
+	m := &Manifest{}
+	m.Recipe = &recipes.Recipe{Security: &recipes.Security{Relax: []string{recipes.RelaxRPFilter}}}
+	if got := m.Spec(RoleMinion).Relaxed; len(got) != 1 || got[0] != recipes.RelaxRPFilter {
+		t.Errorf("Spec.Relaxed = %q", got)
 	}
 }

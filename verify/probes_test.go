@@ -487,3 +487,31 @@ func TestCustomRoles(t *testing.T) {
 		t.Errorf("role/marker expects %q", marker.Expected)
 	}
 }
+
+// TestInterfaceSysctlProbe: send_redirects must be 0 on every interface (an interface sends
+// redirects when its own value or "all" says so), set by the layer's glob line; the script
+// really lists the interfaces of the machine it runs on.
+func TestInterfaceSysctlProbe(t *testing.T) {
+	p := interfaceSysctlProbe("send_redirects", "0")
+	if p.Name != "sysctl/net.ipv4.conf.*.send_redirects" {
+		t.Errorf("name %q", p.Name)
+	}
+	out, err := exec.Command("sh", "-c", p.Script).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "if_lo=") || !strings.Contains(string(out), "if_all=") {
+		t.Fatalf("the script on this machine: %v\n%s", err, out)
+	}
+	def := "def=/usr/lib/sysctl.d/90-kubebake.conf"
+	for _, c := range []struct {
+		out  string
+		pass bool
+	}{
+		{"if_all=0\nif_default=0\nif_eth0=0\nif_cni0=0\n" + def, true},
+		{"if_all=0\nif_default=0\nif_eth0=1\nif_cni0=0\n" + def, false}, // present before systemd-sysctl, never set
+		{"if_all=0\nif_eth0=0\n", false},                                // right today, not from the layer
+		{def, false},                                                    // nothing read
+	} {
+		if got, pass := p.Eval(Output{Text: c.out}); pass != c.pass {
+			t.Errorf("%q: pass %v (%s), want %v", c.out, pass, got, c.pass)
+		}
+	}
+}

@@ -125,10 +125,15 @@ func judgeKubeletTLS(kv map[string]string) (string, bool) {
 // serving certificate against the cluster CA), and that kubelet runs with
 // protectKernelDefaults and seccompDefault; PodSecurity refuses a privileged pod in a
 // namespace without labels (a server-side dry run: nothing is created).
-func apiAccessProbe() Probe {
+// With pod-security-baseline relaxed (relaxedPodSecurity), the privileged pod must be admitted.
+func apiAccessProbe(relaxedPodSecurity bool) Probe {
+	podSecurity, privileged := "enforced", "refused"
+	if relaxedPodSecurity {
+		podSecurity, privileged = "admitted", "admitted (pod-security-baseline relaxed)"
+	}
 	return Probe{
 		Name:     "security/apiserver-access",
-		Expected: "anonymous: /readyz 200, cluster-info 200, /version 401, /api 401; weak suites refused; etcd refuses a client without a certificate; no super-admin.conf; kubelet reached through the API server, with protectKernelDefaults and seccompDefault; privileged pod refused",
+		Expected: "anonymous: /readyz 200, cluster-info 200, /version 401, /api 401; weak suites refused; etcd refuses a client without a certificate; no super-admin.conf; kubelet reached through the API server, with protectKernelDefaults and seccompDefault; privileged pod " + privileged,
 		Script: pythonProbe(`import json, os, subprocess
 def kubectl(*args, stdin=None):
     try:
@@ -179,18 +184,19 @@ p = kubectl("-n", "default", "create", "--dry-run=server", "-f", "-", stdin=pod)
 print("podsecurity=" + ("enforced" if "violates PodSecurity" in p.stderr else ("admitted" if p.returncode == 0 else "error:" + "_".join(p.stderr.split())[:120])))
 `),
 		Units: []string{"kube-apiserver.service", "etcd.service", "kubebake-master-bootstrap.service"},
-		Eval:  func(o Output) (string, bool) { return judgeAPIAccess(o.KV()) },
+		Eval:  func(o Output) (string, bool) { return judgeAPIAccess(o.KV(), podSecurity) },
 	}
 }
 
-func judgeAPIAccess(kv map[string]string) (string, bool) {
+// judgeAPIAccess: podSecurity is the answer the privileged pod must get ("enforced" or "admitted").
+func judgeAPIAccess(kv map[string]string, podSecurity string) (string, bool) {
 	got := fmt.Sprintf("anonymous /readyz %s, cluster-info %s, /version %s, /api %s; strong suites %s, weak %s; etcd without a certificate %s; super-admin.conf %s; API server checks the kubelet's certificate: %s, kubelet through the API server %s (its config: %s); privileged pod %s",
 		orNone(kv["readyz"]), orNone(kv["clusterinfo"]), orNone(kv["version"]), orNone(kv["api"]),
 		orNone(kv["strong"]), orNone(kv["weak"]), orNone(kv["etcd"]), orNone(kv["superadmin"]), orNone(kv["kubeletca"]), orNone(kv["kubeletproxy"]), orNone(kv["kubeletconfig"]), orNone(kv["podsecurity"]))
 	return got, kv["readyz"] == "200" && kv["clusterinfo"] == "200" && kv["version"] == "401" && kv["api"] == "401" &&
 		kv["strong"] == "accepted" && kv["weak"] == "refused" && kv["etcd"] == "refused" && kv["superadmin"] == "absent" &&
 		kv["kubeletca"] == "set" && kv["kubeletproxy"] == "ok" && kv["kubeletconfig"] == "protectKernelDefaults,seccompDefault" &&
-		kv["podsecurity"] == "enforced"
+		kv["podsecurity"] == podSecurity
 }
 
 // listenPortsProbe: every socket listening on an address other than loopback is one the

@@ -49,7 +49,7 @@ func TestJudgeKubeletTLS(t *testing.T) {
 func TestJudgeAPIAccess(t *testing.T) {
 	good := map[string]string{"readyz": "200", "clusterinfo": "200", "version": "401", "api": "401",
 		"strong": "accepted", "weak": "refused", "etcd": "refused", "superadmin": "absent", "kubeletca": "set", "kubeletproxy": "ok", "kubeletconfig": "protectKernelDefaults,seccompDefault", "podsecurity": "enforced"}
-	if got, ok := judgeAPIAccess(good); !ok {
+	if got, ok := judgeAPIAccess(good, "enforced"); !ok {
 		t.Errorf("good master: %q", got)
 	}
 	for name, defect := range map[string][2]string{
@@ -73,7 +73,7 @@ func TestJudgeAPIAccess(t *testing.T) {
 			kv[k] = v
 		}
 		kv[defect[0]] = defect[1]
-		if got, ok := judgeAPIAccess(kv); ok {
+		if got, ok := judgeAPIAccess(kv, "enforced"); ok {
 			t.Errorf("%s passed: %q", name, got)
 		}
 	}
@@ -112,7 +112,7 @@ func TestJudgeListenPorts(t *testing.T) {
 // (a syntax error would only show in a boot).
 func TestTLSProbeScriptsParse(t *testing.T) {
 	testenv.NeedTool(t, "python3")
-	for _, p := range []Probe{kubeletTLSProbe(), apiAccessProbe()} {
+	for _, p := range []Probe{kubeletTLSProbe(), apiAccessProbe(false)} {
 		body, ok := strings.CutPrefix(p.Script, "python3 - <<'PY'\n")
 		body, ok2 := strings.CutSuffix(body, "PY\n")
 		if !ok || !ok2 {
