@@ -140,14 +140,16 @@ func WriteArchive(path string, images []NamedImage) (Archive, error) {
 
 // manifestDescriptor is the index entry of an image: media type, size and digest only (the
 // index is written here rather than by mutate.AppendManifests, which also adds an
-// artifactType that containerd 1.6 does not know).
+// artifactType that containerd 1.6 does not know). Images kubebake builds have OCI manifests;
+// a recipe's own archive may hold a Docker schema 2 one, which containerd imports alike and
+// which is kept as it is so that the image keeps its digest.
 func manifestDescriptor(img v1.Image) (v1.Descriptor, error) {
 	mt, err := img.MediaType()
 	if err != nil {
 		return v1.Descriptor{}, err
 	}
-	if mt != types.OCIManifestSchema1 {
-		return v1.Descriptor{}, fmt.Errorf("manifest media type %s; build images with oci.Build", mt)
+	if !mt.IsImage() {
+		return v1.Descriptor{}, fmt.Errorf("manifest media type %s is not an image manifest containerd imports (OCI or Docker schema 2)", mt)
 	}
 	size, err := img.Size()
 	if err != nil {

@@ -42,6 +42,34 @@ func tarEntries(t *testing.T, p string) ([]string, map[string][]byte) {
 	}
 }
 
+// rewriteTar copies the archive at p to a new file, passing each regular file through change
+// (which may edit it, or drop it by returning false), and returns the copy's path.
+func rewriteTar(t *testing.T, p string, change func(name string, data []byte) ([]byte, bool)) string {
+	t.Helper()
+	names, files := tarEntries(t, p)
+	out := filepath.Join(t.TempDir(), "rewritten.tar")
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, n := range names {
+		data, isFile := files[n]
+		if !isFile {
+			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: n, Mode: 0o755})
+			continue
+		}
+		data, keep := change(n, append([]byte(nil), data...))
+		if !keep {
+			continue
+		}
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644, Size: int64(len(data))})
+		tw.Write(data)
+	}
+	tw.Close()
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func twoImages(t *testing.T) []NamedImage {
 	t.Helper()
 	tiny, err := Build(tinySpec())
@@ -125,30 +153,8 @@ func TestValidateRefusesDamage(t *testing.T) {
 	if _, err := WriteArchive(p, twoImages(t)); err != nil {
 		t.Fatal(err)
 	}
-	names, files := tarEntries(t, p)
-	rewrite := func(change func(name string, data []byte) ([]byte, bool)) string {
-		out := filepath.Join(t.TempDir(), "damaged.tar")
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
-		for _, n := range names {
-			data, isFile := files[n]
-			if !isFile {
-				tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: n, Mode: 0o755})
-				continue
-			}
-			data, keep := change(n, append([]byte(nil), data...))
-			if !keep {
-				continue
-			}
-			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: 0o644, Size: int64(len(data))})
-			tw.Write(data)
-		}
-		tw.Close()
-		if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	_, files := tarEntries(t, p)
+	rewrite := func(change func(name string, data []byte) ([]byte, bool)) string { return rewriteTar(t, p, change) }
 	var layer string // the gzip blob
 	for n, d := range files {
 		if bytes.HasPrefix(d, []byte{0x1f, 0x8b}) {

@@ -139,30 +139,54 @@ func CoreDNSImage(in CoreDNSInput) (NamedImage, error) {
 	if !strings.HasPrefix(in.Version, "v") {
 		return NamedImage{}, fmt.Errorf("coredns image: version %q: write it as CoreDNS tags it, like v1.15.0", in.Version)
 	}
-	if err := checkStaticBinary(in.Binary); err != nil {
-		return NamedImage{}, fmt.Errorf("coredns image: %w; build it with CGO_ENABLED=0", err)
+	return binaryImage("coredns", in.Binary, in.Version, CoreDNSRef(in.Version), []string{"53/udp", "53/tcp", "9153/tcp"}, in.SourceDateEpoch)
+}
+
+// BinaryInput is a program a recipe bakes as an image of its own (images[].source, gomod).
+type BinaryInput struct {
+	// Name is the image's name, a DNS label: the image is kubebake.local/<Name>:<Version>
+	// and the program /<Name>.
+	Name            string
+	Binary          string // statically linked (CGO_ENABLED=0), linux/amd64
+	Version         string // the module version: "v0.3.1"
+	SourceDateEpoch int64
+}
+
+// BinaryImage is the program as /<name>, run as the entrypoint, made exactly as the CoreDNS
+// image is (with /etc/passwd and /etc/group, no ports).
+func BinaryImage(in BinaryInput) (NamedImage, error) {
+	if in.Name == "" || strings.ContainsAny(in.Name, "/:@") {
+		return NamedImage{}, fmt.Errorf("image name %q: use a DNS label, like agent", in.Name)
+	}
+	return binaryImage(in.Name, in.Binary, in.Version, BinaryRef(in.Name, in.Version), nil, in.SourceDateEpoch)
+}
+
+// binaryImage is a static binary at /<name> as the entrypoint of an image named ref.
+func binaryImage(name, binary, version, ref string, ports []string, epoch int64) (NamedImage, error) {
+	if err := checkStaticBinary(binary); err != nil {
+		return NamedImage{}, fmt.Errorf("%s image: %w; build it with CGO_ENABLED=0", name, err)
 	}
 	files := []File{
-		{Path: "/coredns", Mode: 0o755, Open: hostFile(in.Binary)},
+		{Path: "/" + name, Mode: 0o755, Open: hostFile(binary)},
 		{Path: "/etc/passwd", Mode: 0o644, Open: FromBytes([]byte(etcPasswd))},
 		{Path: "/etc/group", Mode: 0o644, Open: FromBytes([]byte(etcGroup))},
 	}
 	img, err := Build(Spec{
 		Files: files,
 		Config: Config{
-			Entrypoint:   []string{"/coredns"},
-			ExposedPorts: []string{"53/udp", "53/tcp", "9153/tcp"},
+			Entrypoint:   []string{"/" + name},
+			ExposedPorts: ports,
 			Labels: map[string]string{
-				"org.opencontainers.image.title":   "coredns",
-				"org.opencontainers.image.version": in.Version,
+				"org.opencontainers.image.title":   name,
+				"org.opencontainers.image.version": version,
 			},
 		},
-		SourceDateEpoch: in.SourceDateEpoch,
+		SourceDateEpoch: epoch,
 	})
 	if err != nil {
-		return NamedImage{}, fmt.Errorf("coredns image: %w", err)
+		return NamedImage{}, fmt.Errorf("%s image: %w", name, err)
 	}
-	return NamedImage{Ref: CoreDNSRef(in.Version), Image: img}, nil
+	return NamedImage{Ref: ref, Image: img}, nil
 }
 
 // ClusterImages are the three built-in images, in the order an archive lists them.

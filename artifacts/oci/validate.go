@@ -143,8 +143,8 @@ func validateLayout(dir string) ([]CheckedImage, error) {
 
 func checkImage(idx v1.ImageIndex, d v1.Descriptor) (CheckedImage, error) {
 	c := CheckedImage{Ref: d.Annotations[annotationImageName], RefName: d.Annotations[annotationRefName], Digest: d.Digest.String()}
-	if d.MediaType != types.OCIManifestSchema1 {
-		return c, fmt.Errorf("manifest media type %q, want %s", d.MediaType, types.OCIManifestSchema1)
+	if !d.MediaType.IsImage() {
+		return c, fmt.Errorf("manifest media type %q, want %s (or Docker schema 2)", d.MediaType, types.OCIManifestSchema1)
 	}
 	if _, err := parseRef(c.Ref); err != nil {
 		return c, fmt.Errorf("annotation %s: %w", annotationImageName, err)
@@ -167,13 +167,8 @@ func checkImage(idx v1.ImageIndex, d v1.Descriptor) (CheckedImage, error) {
 	if err != nil {
 		return c, err
 	}
-	if m.Config.MediaType != types.OCIConfigJSON {
-		return c, fmt.Errorf("config media type %q, want %s", m.Config.MediaType, types.OCIConfigJSON)
-	}
-	for _, l := range m.Layers {
-		if l.MediaType != types.OCILayer {
-			return c, fmt.Errorf("layer %s media type %q, want %s", l.Digest, l.MediaType, types.OCILayer)
-		}
+	if err := checkImportable(m); err != nil {
+		return c, err
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
