@@ -261,6 +261,8 @@ var fieldExamples = map[string]string{
 	"dns.name":                     "coredns",
 	"dns.version":                  `"1.15"`,
 	"dns.source.type":              "gomod",
+	"images[].name":                "my-agent",
+	"images[].source.type":         "gomod",
 	"roles[].name":                 "master",
 	"roles[].units":                "[kubelet.service]",
 	"mirrors[].prefix":             "https://dl.k8s.io/",

@@ -122,8 +122,19 @@ func (r *Recipe) Inputs() []Input {
 	}
 	// containerd nodes bake their container images (the pod sandbox, busybox): nodes pull
 	// nothing. Both are made from Debian's statically linked busybox (artifacts/images.go).
-	if r.Runtime.Name == "" || r.Runtime.Name == RuntimeContainerd {
+	if r.bakesImages() {
 		binary(BusyboxArtifact, Source{Type: SourceDeb, Package: BusyboxPackage}, "", "")
+		// The recipe's own images: an archive beside the recipe is an input as it is; a gomod
+		// image's program is a binary input, the image is made from it (BakedImages).
+		for _, img := range r.Images {
+			switch {
+			case img.Archive != "":
+				ins = append(ins, Input{Name: ImageArtifact(img.Name), Kind: KindImage, Source: Source{Type: SourceArchive}, Package: img.Archive, Arch: arch})
+			case img.Source != nil && img.Source.Type == SourceGoMod:
+				src := Source{Type: SourceGoMod, Module: img.Source.Module}
+				binary(ImageBinaryArtifact(img.Name), src, img.Version, GoMainPackage(src.Module, img.Source.Package))
+			}
+		}
 	}
 
 	// Every image carries the Ignition applier, compiled from the source of this kubebake:
@@ -162,20 +173,32 @@ type BakedImage struct {
 	Inputs []string // the artifacts it is built from, by lock name
 }
 
-// BakedImages are the images a recipe bakes: on containerd nodes the pod sandbox (pause) and
-// busybox, both from Debian's busybox-static, and CoreDNS when the recipe has cluster DNS.
+// BakedImages are the images the lock builds for a recipe: on containerd nodes the pod
+// sandbox (pause) and busybox, both from Debian's busybox-static, CoreDNS when the recipe has
+// cluster DNS, and each gomod image of images: from its program. (An archive image is an
+// input of its own, not built: see Inputs.)
 func (r *Recipe) BakedImages() []BakedImage {
-	if r.Runtime.Name != "" && r.Runtime.Name != RuntimeContainerd {
+	if !r.bakesImages() {
 		return nil
 	}
 	out := []BakedImage{
-		{Name: "image/busybox", Inputs: []string{BusyboxArtifact}},
-		{Name: "image/pause", Inputs: []string{BusyboxArtifact}},
+		{Name: ImageArtifact("busybox"), Inputs: []string{BusyboxArtifact}},
+		{Name: ImageArtifact("pause"), Inputs: []string{BusyboxArtifact}},
 	}
 	if r.DNS != nil {
-		out = append(out, BakedImage{Name: "image/coredns", Inputs: []string{CoreDNSBinary}})
+		out = append(out, BakedImage{Name: ImageArtifact("coredns"), Inputs: []string{CoreDNSBinary}})
+	}
+	for _, img := range r.Images {
+		if img.Archive == "" && img.Source != nil && img.Source.Type == SourceGoMod {
+			out = append(out, BakedImage{Name: ImageArtifact(img.Name), Inputs: []string{ImageBinaryArtifact(img.Name)}})
+		}
 	}
 	return out
+}
+
+// bakesImages says the nodes run containerd, which imports baked images at boot.
+func (r *Recipe) bakesImages() bool {
+	return r.Runtime.Name == "" || r.Runtime.Name == RuntimeContainerd
 }
 
 // ExpandURL fills a url source template: {version} (as locked, e.g. v1.35.4), {name} (the

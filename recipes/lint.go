@@ -1,7 +1,9 @@
 package recipes
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kubebake/kubebake/artifacts/oci"
 	"github.com/kubebake/kubebake/internal/redact"
 )
 
@@ -79,7 +82,9 @@ type LintErrors struct {
 func (e *LintErrors) Error() string { return e.text }
 
 // Lint checks a parsed, defaulted recipe for the pitfalls that make clusters fail (DESIGN.md)
-// and for names kubebake does not know. Findings are sorted by position.
+// and for names kubebake does not know. Findings are sorted by position. It reads no file
+// but the image archives images: names (relative to the recipe's folder), and of those only
+// what says which image they hold.
 func Lint(r *Recipe) []Finding {
 	l := &linter{r: r}
 	l.name()
@@ -92,6 +97,7 @@ func Lint(r *Recipe) []Finding {
 	l.network()
 	l.podNetwork()
 	l.dns()
+	l.images()
 	l.sysctls()
 	l.modules()
 	l.roles()
@@ -522,6 +528,91 @@ func (l *linter) dns() {
 	l.version("dns.version", d.Version, "v1.15.0", "1.15")
 	l.source("dns.source", d.Source, CoreDNSModule)
 	l.providedMainModule("dns.source.module", d.Source, CoreDNSModule, CoreDNSBinary)
+}
+
+var dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+const whyImageName = "the name becomes the image kubebake.local/<name>, its lock entry image/<name> and the file <name>.tar"
+
+// images checks the recipe's own container images: a name of their own, and an archive that
+// holds one importable image, or a gomod main package at a pinned version.
+func (l *linter) images() {
+	seen := map[string]int{}
+	for i, img := range l.r.Images {
+		p := indexPath("images", i)
+		if !l.r.bakesImages() {
+			l.atKey(p, fmt.Sprintf("runtime %s imports no baked images: remove images or use runtime containerd", l.r.Runtime.Name),
+				"only containerd nodes import the images baked into the node image at boot")
+			continue
+		}
+		switch {
+		case !dnsLabelRE.MatchString(img.Name):
+			l.at(p+".name", fmt.Sprintf("%q is not a DNS label: use lower-case letters, digits and '-', at most 63, starting and ending with a letter or digit (e.g. my-agent)", img.Name), whyImageName)
+		case slices.Contains(BuiltinImages, img.Name):
+			l.at(p+".name", fmt.Sprintf("%q is the name of an image kubebake bakes itself (%s): choose another", img.Name, strings.Join(BuiltinImages, ", ")), whyImageName)
+		}
+		if j, ok := seen[img.Name]; ok {
+			l.at(p+".name", fmt.Sprintf("duplicate image %q (also item %d)", img.Name, j), whyImageName)
+		}
+		seen[img.Name] = i
+		switch {
+		case img.Archive != "" && img.Source != nil:
+			l.at(p+".source", "give archive or source, not both: an archive is the image, a source builds one", "kubebake would not know which image to bake")
+		case img.Archive == "" && img.Source == nil:
+			l.atKey(p, "needs archive: (an image archive beside the recipe, e.g. images/"+img.Name+".tar) or source: (type gomod, module, package)", "there is no image to bake")
+		case img.Archive != "":
+			l.imageArchive(p, img)
+		default:
+			l.imageSource(p, img)
+		}
+	}
+}
+
+func (l *linter) imageArchive(p string, img ContainerImage) {
+	if img.Version != "" {
+		l.at(p+".version", "version is for source: images only; an archive's tag comes from the archive: remove it", "a setting that is ignored misleads the reader")
+	}
+	const why = "the lock reads the image from it and the node imports it at boot"
+	file, err := ImageArchivePath(RecipeDir(l.r), img.Archive)
+	if errors.Is(err, fs.ErrNotExist) {
+		l.at(p+".archive", fmt.Sprintf("%v; save the image there: docker save -o %s IMAGE, or crane pull --format oci IMAGE %[2]s", err, img.Archive), why)
+		return
+	}
+	if err != nil {
+		l.at(p+".archive", err.Error(), why)
+		return
+	}
+	if _, err := oci.InspectArchive(file); err != nil {
+		l.at(p+".archive", err.Error(), why)
+	}
+}
+
+func (l *linter) imageSource(p string, img ContainerImage) {
+	s := *img.Source
+	if s.Type != SourceGoMod {
+		l.at(p+".source.type", fmt.Sprintf("images are built from type gomod only, not %q: build the main package with gomod, or save the image and name the file in archive:", s.Type), "kubebake cannot build an image from it")
+		return
+	}
+	const why = "there is nothing to build"
+	switch {
+	case s.Module == "":
+		l.at(p+".source.module", "gomod needs the module that holds the main package, e.g. example.com/agent", why)
+	case !goModRE.MatchString(s.Module):
+		l.at(p+".source.module", fmt.Sprintf("%q is not a Go module path", s.Module), "the module proxy cannot resolve it")
+	}
+	pkg := GoMainPackage(s.Module, s.Package)
+	switch {
+	case s.Package == "":
+		l.at(p+".source.package", "needs the main package: relative to the module (./cmd/agent, or . for the module's root) or in full", why)
+	case strings.Contains(s.Package, "..") || strings.HasPrefix(s.Package, "/"):
+		l.at(p+".source.package", fmt.Sprintf("%q is not a package of module %s: write ./cmd/agent, or . for the module's root", s.Package, s.Module), why)
+	case s.Module != "" && pkg != s.Module && !strings.HasPrefix(pkg, s.Module+"/"):
+		l.at(p+".source.package", fmt.Sprintf("%q is not inside module %s: write it relative to the module (./cmd/agent)", s.Package, s.Module), "go build builds packages of the pinned module only")
+	}
+	if s.URL != "" {
+		l.at(p+".source.url", "url is only for type url", "a setting that is ignored misleads the reader")
+	}
+	l.version(p+".version", img.Version, "v0.3.1", "0.3")
 }
 
 // providedMainModule refuses a gomod module other than the one kubebake's main for binary

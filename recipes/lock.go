@@ -54,11 +54,14 @@ type LockedArtifact struct {
 	URL   string `json:"url,omitempty"`
 	Suite string `json:"suite,omitempty"`
 	// image: the reference the archive names the image by (kubebake.local/busybox:1.35.0)
-	// and its manifest digest; SHA256 is the archive's.
-	Ref    string `json:"ref,omitempty"`
-	Digest string `json:"digest,omitempty"`
-	SHA256 string `json:"sha256"`
-	Size   int64  `json:"size"`
+	// and its manifest digest; SHA256 is the archive's. An archive image (source archive)
+	// also has SourceSHA256, the sha256 of the recipe's archive file it was read from, and
+	// Package, that file's path relative to the recipe.
+	Ref          string `json:"ref,omitempty"`
+	Digest       string `json:"digest,omitempty"`
+	SourceSHA256 string `json:"sourceSha256,omitempty"`
+	SHA256       string `json:"sha256"`
+	Size         int64  `json:"size"`
 }
 
 // LockPath is where a recipe's lock lives: "x.yaml" -> "x.lock" beside it. An embedded
@@ -303,7 +306,11 @@ func CheckLock(r *Recipe, l *Lock) error {
 			continue
 		}
 		delete(arts, in.Name)
-		if d := artifactDrift(in, a); d != "" {
+		d := artifactDrift(in, a)
+		if d == "" && in.Source.Type == SourceArchive {
+			d = archiveDrift(RecipeDir(r), in, a)
+		}
+		if d != "" {
 			ds = append(ds, Drift{Name: in.Name, What: DriftChanged, Detail: d})
 			items++
 		}
@@ -374,6 +381,23 @@ func artifactDrift(in Input, a LockedArtifact) string {
 		if a.Suite != "" && !slices.Contains(in.Suites, a.Suite) {
 			return fmt.Sprintf("suite %s is no longer in %s", a.Suite, strings.Join(in.Suites, ", "))
 		}
+	case SourceArchive:
+		if a.Package != in.Package {
+			return fmt.Sprintf("archive changed from %s to %s", a.Package, in.Package)
+		}
+	}
+	return ""
+}
+
+// archiveDrift compares an archive image's file with the one the lock read; "" when it is
+// the same. The file is read: a lock pins the archive's content, not its name.
+func archiveDrift(dir string, in Input, a LockedArtifact) string {
+	_, sum, err := HashImageArchive(dir, in.Package)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("archive cannot be read (%v)", err)
+	case sum != a.SourceSHA256:
+		return fmt.Sprintf("archive %s changed since the lock was written (sha256 %s, the lock has %s)", in.Package, short(sum), short(a.SourceSHA256))
 	}
 	return ""
 }

@@ -33,6 +33,9 @@ type Recipe struct {
 	// optional: nil when the recipe leaves the section out.
 	PodNetwork *PodNetwork `yaml:"podNetwork,omitempty" json:"podNetwork,omitempty"`
 	DNS        *DNS        `yaml:"dns,omitempty" json:"dns,omitempty"`
+	// Images are container images of the operator's own, baked into the node beside
+	// kubebake's (containerd nodes only) and imported at boot as kubebake.local/<name>:<tag>.
+	Images []ContainerImage `yaml:"images,omitempty" json:"images,omitempty"`
 	// Sysctls are written to /usr/lib/sysctl.d; values are strings as sysctl(8) takes them.
 	Sysctls map[string]string `yaml:"sysctls" json:"sysctls"`
 	// Modules are written to /usr/lib/modules-load.d.
@@ -96,7 +99,8 @@ type Source struct {
 	Module string `yaml:"module,omitempty" json:"module,omitempty"`
 	URL    string `yaml:"url,omitempty" json:"url,omitempty"`
 	// Package is the Debian package that carries the binaries (deb only), e.g.
-	// containernetworking-plugins.
+	// containernetworking-plugins; in images[].source (gomod) the Go main package, relative
+	// to the module (./cmd/agent, or . for its root) or in full.
 	Package string `yaml:"package,omitempty" json:"package,omitempty"`
 }
 
@@ -153,6 +157,21 @@ type DNS struct {
 	Name    string `yaml:"name" json:"name" kubebake:"required"`       // "coredns"
 	Version string `yaml:"version" json:"version" kubebake:"required"` // exact or minor track ("1.15")
 	Source  Source `yaml:"source" json:"source"`                       // default gomod, CoreDNSModule
+}
+
+// ContainerImage is an image a recipe bakes besides kubebake's own (pause, busybox, CoreDNS):
+// an image archive kept beside the recipe, or a Go main package built like every gomod
+// binary and made into a single-binary image. The lock pins it as image/<Name>.
+type ContainerImage struct {
+	// Name is a DNS label: the image is kubebake.local/<name>:<tag>.
+	Name string `yaml:"name" json:"name" kubebake:"required"`
+	// Archive is an OCI image layout or docker save tarball holding one linux/amd64 image,
+	// relative to the recipe's folder (which it may not leave).
+	Archive string `yaml:"archive,omitempty" json:"archive,omitempty"`
+	// Version (exact or a minor track) and Source (type gomod, module and package) say which
+	// main package to build instead.
+	Version string  `yaml:"version,omitempty" json:"version,omitempty"`
+	Source  *Source `yaml:"source,omitempty" json:"source,omitempty"`
 }
 
 // Role is a node role. A role's units get a drop-in
