@@ -12,7 +12,8 @@ import (
 )
 
 // Container images baked into a node image (nodes pull nothing). Each is an OCI archive
-// built from artifacts the lock already pins (Debian's busybox-static, the CoreDNS binary)
+// built from artifacts the lock already pins (Debian's busybox-static, the CoreDNS binary, the
+// program of a recipe's gomod image; a recipe's archive image is ArchiveSource's)
 // and the lock's SOURCE_DATE_EPOCH, so it is a pure function of the lock: `kubebake lock`
 // builds it once to record its sha256 and manifest digest, and Fetch rebuilds it on a
 // machine whose cache lacks it and checks that it comes out byte-identical.
@@ -74,17 +75,29 @@ func busyboxInput(paths, versions map[string]string, epoch int64) oci.BusyboxInp
 	return oci.BusyboxInput{Binary: paths[recipes.BusyboxArtifact], Version: versions[recipes.BusyboxArtifact], SourceDateEpoch: epoch}
 }
 
-// imageRecipeFor is how the image called name, built from inputs, is made.
+// binaryImageBuilder makes a recipe's gomod image (images[].source) from its program.
+func binaryImageBuilder(name string) imageBuilder {
+	bin := recipes.ImageBinaryArtifact(name)
+	return func(p, v map[string]string, e int64) (oci.NamedImage, error) {
+		return oci.BinaryImage(oci.BinaryInput{Name: name, Binary: p[bin], Version: v[bin], SourceDateEpoch: e})
+	}
+}
+
+// imageRecipeFor is how the image called name, built from inputs, is made: one kubebake
+// knows, or a recipe's gomod image, whose one input is its program.
 func (s *ImageSource) imageRecipeFor(name string, inputs []string) (imageRecipe, error) {
 	builders := s.builders
 	if builders == nil {
 		builders = imageBuilders
 	}
-	b, ok := builders[name]
-	if !ok {
-		return imageRecipe{}, fmt.Errorf("%s: this kubebake does not know how to build that image; run \"kubebake lock\"", name)
+	if b, ok := builders[name]; ok {
+		return imageRecipe{name: name, inputs: inputs, build: b}, nil
 	}
-	return imageRecipe{name: name, inputs: inputs, build: b}, nil
+	short := strings.TrimPrefix(name, "image/")
+	if len(inputs) == 1 && inputs[0] == recipes.ImageBinaryArtifact(short) {
+		return imageRecipe{name: name, inputs: inputs, build: binaryImageBuilder(short)}, nil
+	}
+	return imageRecipe{}, fmt.Errorf("%s: this kubebake does not know how to build that image; run \"kubebake lock\"", name)
 }
 
 // imageRecipes are the images a recipe bakes (recipes.Recipe.BakedImages).

@@ -108,9 +108,10 @@ func Lock(ctx context.Context, r *recipes.Recipe, prev *recipes.Lock, update boo
 		InputsDigest: r.InputsDigest(),
 		Artifacts:    arts,
 	}
-	var prevBase []recipes.LockedArtifact // prev without its images, which derive from the rest
+	// prev without the images built from the rest (an archive image is an input of its own).
+	var prevBase []recipes.LockedArtifact
 	if prev != nil {
-		prevBase = slices.DeleteFunc(slices.Clone(prev.Artifacts), func(a recipes.LockedArtifact) bool { return a.Kind == recipes.KindImage })
+		prevBase = slices.DeleteFunc(slices.Clone(prev.Artifacts), func(a recipes.LockedArtifact) bool { return a.Source == SourceOCI })
 	}
 	unchanged := prev != nil && prev.SourceDateEpoch != 0 && sameArtifacts(prevBase, arts)
 	if unchanged {
@@ -340,19 +341,21 @@ func Fetch(ctx context.Context, l *recipes.Lock, sources map[string]Source) (map
 	return out, nil
 }
 
-// DefaultSources wires the url, deb and gomod sources to one cache. mirror is the Debian
-// archive for deb inputs without their own (SystemDebianMirror() for the machine's).
+// DefaultSources wires the url, deb, gomod, self, archive and image sources to one cache.
+// mirror is the Debian archive for deb inputs without their own (SystemDebianMirror() for the
+// machine's).
 func DefaultSources(cache *Cache, mirror string, opts ...SourceOption) map[string]Source {
 	var o sourceOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	return map[string]Source{
-		recipes.SourceURL:   NewURLSource(cache, o.rewrites),
-		recipes.SourceDeb:   NewDebSource(cache, mirror, o.components, o.rewrites),
-		recipes.SourceGoMod: NewGoModSource(cache),
-		recipes.SourceSelf:  NewSelfSource(cache),
-		SourceOCI:           NewImageSource(cache),
+		recipes.SourceURL:     NewURLSource(cache, o.rewrites),
+		recipes.SourceDeb:     NewDebSource(cache, mirror, o.components, o.rewrites),
+		recipes.SourceGoMod:   NewGoModSource(cache),
+		recipes.SourceSelf:    NewSelfSource(cache),
+		recipes.SourceArchive: NewArchiveSource(cache, o.recipeDir),
+		SourceOCI:             NewImageSource(cache),
 	}
 }
 
@@ -362,6 +365,12 @@ type SourceOption func(*sourceOptions)
 type sourceOptions struct {
 	rewrites   []recipes.URLRewrite
 	components []string
+	recipeDir  string
+}
+
+// WithRecipeDir sets the folder a recipe's image archives are read from (recipes.RecipeDir).
+func WithRecipeDir(dir string) SourceOption {
+	return func(o *sourceOptions) { o.recipeDir = dir }
 }
 
 // WithRewrites applies mirror rules (the recipe's mirrors:) to url and deb downloads.
@@ -375,8 +384,8 @@ func WithComponents(c []string) SourceOption {
 }
 
 // RecipeSources is DefaultSources configured from a recipe: its Debian mirror (base.mirror,
-// else this machine's apt mirror), components and mirror rules. It fails only when the recipe
-// has deb inputs and no mirror can be found.
+// else this machine's apt mirror), components, mirror rules and folder (its image archives).
+// It fails only when the recipe has deb inputs and no mirror can be found.
 func RecipeSources(cache *Cache, r *recipes.Recipe) (map[string]Source, error) {
 	mirror := r.Base.Mirror
 	if mirror == "" && needsDeb(r) {
@@ -386,7 +395,7 @@ func RecipeSources(cache *Cache, r *recipes.Recipe) (map[string]Source, error) {
 		}
 		mirror = m
 	}
-	return DefaultSources(cache, mirror, WithRewrites(r.Mirrors), WithComponents(r.Base.Components)), nil
+	return DefaultSources(cache, mirror, WithRewrites(r.Mirrors), WithComponents(r.Base.Components), WithRecipeDir(recipes.RecipeDir(r))), nil
 }
 
 func needsDeb(r *recipes.Recipe) bool {
