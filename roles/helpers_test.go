@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -61,6 +62,16 @@ func fakeLock(r *recipes.Recipe) *recipes.Lock {
 			continue
 		}
 		names = append(names, in.Name)
+	}
+	// The recipe's own images (images:): each an archive, whatever the recipe makes it from.
+	// kubebake's are left out, like the other packages, to keep the golden layers small.
+	for _, img := range r.Images {
+		n := recipes.ImageArtifact(img.Name)
+		names = slices.DeleteFunc(names, func(s string) bool { return s == n })
+		b := fakeBlob(n)
+		s := sha256.Sum256(b)
+		l.Artifacts = append(l.Artifacts, recipes.LockedArtifact{Name: n, Kind: recipes.KindImage, Source: "oci", Version: "1.0",
+			Ref: "kubebake.local/" + img.Name + ":1.0", Digest: "sha256:" + strings.Repeat("ef", 32), SHA256: hex.EncodeToString(s[:]), Size: int64(len(b))})
 	}
 	for _, n := range names {
 		a := recipes.LockedArtifact{Name: n, Kind: recipes.InputBinary, Source: recipes.SourceGoMod}

@@ -145,9 +145,16 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 			return nil, err
 		}
 	}
-	// Baked container images, each an OCI archive the lock pins.
-	for _, img := range data.images {
-		f := File{Path: ImagesDir + "/" + img.file, Type: TypeFile, Mode: 0o644, Artifact: img.artifact}
+	// Baked container images, each an OCI archive the lock pins; the recipe's own among them.
+	if l != nil && data.Runtime == recipes.RuntimeContainerd {
+		for i, img := range r.Images {
+			if a, ok := arts[recipes.ImageArtifact(img.Name)]; !ok || a.Kind != recipes.KindImage {
+				return nil, fieldErr(r, fmt.Sprintf("images[%d]", i), fmt.Sprintf("the lock has no image %s; run \"kubebake lock\" to pin it", recipes.ImageArtifact(img.Name)))
+			}
+		}
+	}
+	for _, img := range data.ImageArchives {
+		f := File{Path: ImagesDir + "/" + img.File, Type: TypeFile, Mode: 0o644, Artifact: img.artifact}
 		if l != nil {
 			f.SHA256, f.Size = img.sha256, img.size
 		}
@@ -465,20 +472,24 @@ type templateData struct {
 	Images       bool
 	DNSImage     string
 	DNSServiceIP string
+	// ImageArchives are the lock's image archives under ImagesDir, by artifact name, with the
+	// name each imports its image as: what kubebake-import-images imports and checks.
+	ImageArchives []ImageArchive
 	// TLSCipherSuites: the API server's and the kubelet's TLS 1.2 suites.
 	TLSCipherSuites []string
 	// EtcdSysusers declares etcd's user (EtcdSysusersPath).
 	EtcdSysusers string
 	// Profiling turns /debug/pprof on in the control plane (security.relax: profiling).
 	Profiling bool
-
-	images []bakedImage
 }
 
-// bakedImage is a container image archive of the lock, installed under ImagesDir.
-type bakedImage struct {
-	artifact, file, ref, sha256 string
-	size                        int64
+// ImageArchive is a container image archive of the lock, installed under ImagesDir.
+type ImageArchive struct {
+	File string // image/pause -> pause.tar
+	Ref  string // the name the archive gives its image: kubebake.local/pause:1.35.0
+
+	artifact, sha256 string
+	size             int64
 }
 
 var imageRefRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
@@ -587,12 +598,15 @@ func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) 
 			continue
 		}
 		name := strings.TrimPrefix(a.Name, "image/")
-		d.images = append(d.images, bakedImage{artifact: a.Name, file: name + ".tar", ref: a.Ref, sha256: a.SHA256, size: a.Size})
+		if !imageRefRE.MatchString(a.Ref) {
+			return nil, fmt.Errorf("lock entry %s: %q is not an image reference; run \"kubebake lock\"", a.Name, a.Ref)
+		}
+		d.ImageArchives = append(d.ImageArchives, ImageArchive{File: name + ".tar", Ref: a.Ref, artifact: a.Name, sha256: a.SHA256, size: a.Size})
 		if name == "coredns" {
 			d.DNSImage = a.Ref
 		}
 	}
-	sort.Slice(d.images, func(i, j int) bool { return d.images[i].artifact < d.images[j].artifact })
+	sort.Slice(d.ImageArchives, func(i, j int) bool { return d.ImageArchives[i].artifact < d.ImageArchives[j].artifact })
 	d.Images = d.Runtime == recipes.RuntimeContainerd
 	return d, nil
 }
