@@ -7,13 +7,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
 )
 
 // SPDX 2.3 JSON, the subset kubebake writes: one package for the image, one per installed
-// Debian package (with a PURL), one per baked binary (with its sha256), and CONTAINS
-// relationships from the image to each. The document is a pure function of the lock and
+// Debian package (with a PURL), one per baked binary and container image archive (with its
+// sha256; an image with its oci PURL), CONTAINS relationships from the image to each, and
+// from each container image kubebake built to what it was made from. The document is a pure function of the lock and
 // the rootfs: its namespace derives from the lock hash and its creation time is the lock's
 // SOURCE_DATE_EPOCH.
 
@@ -151,6 +153,8 @@ func makeSBOM(in sbomInput) *SPDXDocument {
 	for _, a := range in.Lock.Artifacts {
 		arts[a.Name] = a
 	}
+	pkgOf := map[string]string{} // artifact -> SPDX ID of its package
+	var images []recipes.LockedArtifact
 	for _, f := range in.LayerFiles {
 		if f.Type != "file" || f.Artifact == "" {
 			continue
@@ -164,7 +168,15 @@ func makeSBOM(in sbomInput) *SPDXDocument {
 			Checksums:  []SPDXChecksum{{Algorithm: "SHA256", ChecksumValue: f.SHA256}},
 			SourceInfo: "installed as " + f.Path,
 		}
-		if purl := binaryPURL(a); purl != "" {
+		if a.Kind == recipes.KindImage {
+			pkg.PrimaryPurpose = "CONTAINER"
+			pkg.SourceInfo += fmt.Sprintf(", imported into containerd as %s (manifest digest %s)", a.Ref, a.Digest)
+			if a.Source == recipes.SourceArchive {
+				pkg.SourceInfo += fmt.Sprintf(", read from the recipe's %s (sha256 %s)", a.Package, a.SourceSHA256)
+			}
+			images = append(images, a)
+		}
+		if purl := artifactPURL(a); purl != "" {
 			pkg.ExternalRefs = []SPDXExternalRef{{ReferenceCategory: "PACKAGE-MANAGER", ReferenceType: "purl", ReferenceLocator: purl}}
 		}
 		if a.Name == "" {
@@ -172,8 +184,59 @@ func makeSBOM(in sbomInput) *SPDXDocument {
 		}
 		doc.Packages = append(doc.Packages, pkg)
 		contains(pid)
+		if _, seen := pkgOf[f.Artifact]; !seen {
+			pkgOf[f.Artifact] = pid
+		}
+	}
+
+	// What each image kubebake built holds: the artifacts it was made from (CoreDNS's
+	// binary, busybox, a recipe's gomod program), each a package of its own unless the layer
+	// installs it too.
+	for _, img := range images {
+		if img.Source != artifacts.SourceOCI {
+			continue
+		}
+		for _, name := range strings.Split(img.Package, ",") {
+			a, ok := arts[name]
+			if !ok {
+				continue
+			}
+			pid, ok := pkgOf[name]
+			if !ok {
+				pid = id("SPDXRef-bin", name)
+				pkg := SPDXPackage{
+					Name: name, SPDXID: pid, VersionInfo: a.Version,
+					DownloadLocation: noAssertion, LicenseConcluded: noAssertion, LicenseDeclared: noAssertion,
+					CopyrightText: noAssertion, PrimaryPurpose: "APPLICATION",
+					Checksums:  []SPDXChecksum{{Algorithm: "SHA256", ChecksumValue: a.SHA256}},
+					SourceInfo: "in the container image " + img.Ref,
+				}
+				if purl := artifactPURL(a); purl != "" {
+					pkg.ExternalRefs = []SPDXExternalRef{{ReferenceCategory: "PACKAGE-MANAGER", ReferenceType: "purl", ReferenceLocator: purl}}
+				}
+				doc.Packages = append(doc.Packages, pkg)
+				pkgOf[name] = pid
+			}
+			doc.Relationships = append(doc.Relationships, SPDXRelationship{SPDXElementID: pkgOf[img.Name], RelationshipType: "CONTAINS", RelatedSPDXElement: pid})
+		}
 	}
 	return doc
+}
+
+// artifactPURL is the package URL of an artifact: a binary's origin (binaryPURL), or a
+// container image by its manifest digest and name (the purl "oci" type).
+func artifactPURL(a recipes.LockedArtifact) string {
+	if a.Kind != recipes.KindImage {
+		return binaryPURL(a)
+	}
+	colon := strings.LastIndexByte(a.Ref, ':')
+	if colon <= strings.LastIndexByte(a.Ref, '/') || a.Digest == "" {
+		return ""
+	}
+	repo, tag := a.Ref[:colon], a.Ref[colon+1:]
+	name := repo[strings.LastIndexByte(repo, '/')+1:]
+	q := url.Values{"repository_url": {repo}, "tag": {tag}, "arch": {"amd64"}}
+	return "pkg:oci/" + url.PathEscape(name) + "@" + strings.ReplaceAll(a.Digest, ":", "%3A") + "?" + q.Encode()
 }
 
 // binaryPURL is the package URL of a binary's origin: the Go module it was built from, or

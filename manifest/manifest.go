@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sort"
 
 	"github.com/kubebake/kubebake/internal/atomicfile"
 	"github.com/kubebake/kubebake/recipes"
@@ -143,6 +144,34 @@ type BuildInfo struct {
 type StageTime struct {
 	Name    string  `json:"name"`
 	Seconds float64 `json:"seconds"`
+}
+
+// BakedImage is a container image an image carries, as its manifest says: the lock entry
+// (kind image) and, when the node layer holds its archive, the archive's path.
+type BakedImage struct {
+	Artifact string // image/pause, image/hello
+	Ref      string // the name containerd imports it as: kubebake.local/pause:1.35.0
+	Digest   string // the manifest digest containerd lists: sha256:<hex>
+	Path     string // /usr/lib/kubebake/images/pause.tar, "" when no layer file is its
+}
+
+// Images are the container images the manifest's artifacts pin (kubebake's and the recipe's
+// own), in artifact order, each with its archive's path in the image.
+func (m *Manifest) Images() []BakedImage {
+	paths := map[string]string{}
+	for _, f := range m.Files {
+		if f.Artifact != "" && f.Type == "file" {
+			paths[f.Artifact] = f.Path
+		}
+	}
+	var out []BakedImage
+	for _, a := range m.Artifacts {
+		if a.Kind == recipes.KindImage {
+			out = append(out, BakedImage{Artifact: a.Name, Ref: a.Ref, Digest: a.Digest, Path: paths[a.Name]})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Artifact < out[j].Artifact })
+	return out
 }
 
 // Marshal encodes m as kubebake writes JSON: indented by two spaces, no HTML escaping, a final
