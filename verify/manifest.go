@@ -136,6 +136,11 @@ func (m *Manifest) Spec(role string) Spec {
 		}
 		s.Binaries = append(s.Binaries, b)
 	}
+	for _, img := range m.Images() {
+		if img.Path != "" { // an image the layer carries (a docker node's lock has none)
+			s.Images = append(s.Images, Image{Name: strings.TrimPrefix(img.Artifact, "image/"), Ref: img.Ref, Digest: img.Digest})
+		}
+	}
 	sort.Slice(s.Binaries, func(i, j int) bool { return s.Binaries[i].Path < s.Binaries[j].Path })
 	// Binaries listed once per path (a layer may link the same artifact twice).
 	s.Binaries = compactBinaries(s.Binaries)

@@ -30,6 +30,9 @@ type Spec struct {
 	LoneMinion bool
 
 	Binaries []Binary
+	// Images are the container images the image bakes: each must be in containerd under its
+	// name and digest where the role imports them (kubebake-images.service).
+	Images   []Image
 	Packages []Package
 	Sysctls  map[string]string
 	Modules  []string
@@ -57,6 +60,13 @@ type Binary struct {
 	VersionArgs string `json:"versionArgs,omitempty"`
 }
 
+// Image is a baked container image as the lock pins it.
+type Image struct {
+	Name   string `json:"name"` // hello (the lock's image/hello)
+	Ref    string `json:"ref"`
+	Digest string `json:"digest"`
+}
+
 // Package is a Debian package at its locked version.
 type Package struct {
 	Name    string `json:"name"`
@@ -80,6 +90,12 @@ func (s Spec) runsRuntime() bool {
 		}
 	}
 	return !inSomeRole // a shared runtime runs everywhere
+}
+
+// importsImages reports whether the node's role imports the baked images into containerd
+// (kubebake-images.service runs wherever a kubelet on containerd needs them).
+func (s Spec) importsImages() bool {
+	return s.Runtime == recipes.RuntimeContainerd && slices.Contains(s.Roles[s.Role], recipes.ImagesUnit)
 }
 
 // runsKubelet reports whether the node's role starts the kubelet.
@@ -169,6 +185,9 @@ func (s Spec) Check() error {
 	for _, p := range s.Packages {
 		vals = append(vals, value{"package", p.Name}, value{"package version", p.Version})
 	}
+	for _, img := range s.Images {
+		vals = append(vals, value{"image", img.Name}, value{"image reference", img.Ref}, value{"image digest", img.Digest})
+	}
 	for k, v := range s.Sysctls {
 		vals = append(vals, value{"sysctl", k}, value{"sysctl value", v})
 	}
@@ -220,6 +239,11 @@ func Probes(s Spec) []Probe {
 	if s.Runtime != "" {
 		// Overlay storage whatever the spec's StorageDriver says (never devicemapper/loopback).
 		ps = append(ps, storageProbe(s.Runtime, recipes.StorageDriverFor(s.Runtime), s.runsRuntime()))
+	}
+	if s.importsImages() {
+		for _, img := range s.Images {
+			ps = append(ps, imageProbe(img))
+		}
 	}
 	for _, p := range s.nodeCNIPlugins() {
 		ps = append(ps, cniProbe(p))

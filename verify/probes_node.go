@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kubebake/kubebake/internal/shell"
+	"github.com/kubebake/kubebake/recipes"
 )
 
 func moduleProbes(m string) []Probe {
@@ -180,6 +181,39 @@ func judgeSnapshotters(lines []string, driver string) (values []string, ok bool)
 		}
 	}
 	return values, ok && named
+}
+
+// imagesPrelude lists containerd's images in the kubelet's namespace once for every image
+// check: REF TYPE DIGEST SIZE PLATFORMS LABELS.
+const imagesPrelude = `timeout 120 ctr --namespace k8s.io images ls > "$KB/images" 2>&1 || echo "ctr-failed: exit $?" >> "$KB/images"`
+
+// imageProbe: a baked image is in containerd under the lock's name, at the lock's digest (the
+// kubelet finds it by that name and pulls nothing).
+func imageProbe(img Image) Probe {
+	return Probe{
+		Name:     "image/" + img.Name,
+		Expected: img.Ref + " in containerd (k8s.io) at " + img.Digest,
+		Script: "awk -v r=" + shell.Quote(awkLiteral(img.Ref)) + ` '$1 == r {print "digest=" $3}' "$KB/images"` + "\n" +
+			`grep -m 1 '^ctr-failed' "$KB/images" || true`,
+		Prelude: imagesPrelude,
+		Units:   []string{recipes.ImagesUnit, "containerd.service"},
+		Eval: func(o Output) (string, bool) {
+			kv := o.KV()
+			d, failed := kv["digest"], ""
+			for _, l := range o.Lines() {
+				if strings.HasPrefix(l, "ctr-failed") {
+					failed = " (ctr images ls failed: " + l + ")"
+				}
+			}
+			switch {
+			case d == "":
+				return "not in containerd" + failed, false
+			case d != img.Digest:
+				return "digest " + d, false
+			}
+			return img.Ref + " at " + d, true
+		},
+	}
 }
 
 func cniProbe(p string) Probe {
