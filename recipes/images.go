@@ -50,22 +50,26 @@ func RecipeDir(r *Recipe) string { return filepath.Dir(r.File) }
 // (the recipe, its lock, its archives) is what version control and another machine need.
 // A file that does not exist is an error that wraps fs.ErrNotExist.
 func ImageArchivePath(dir, rel string) (string, error) {
+	shown := dir // the folder as messages name it
+	if abs, err := filepath.Abs(dir); err == nil {
+		shown = abs
+	}
 	switch {
 	case rel == "":
 		return "", errors.New("no archive path")
 	case filepath.IsAbs(rel):
-		return "", fmt.Errorf("%s is an absolute path: write it relative to the recipe's folder (%s)", rel, dir)
+		return "", fmt.Errorf("%s is an absolute path: write it relative to the recipe's folder (%s)", rel, shown)
 	}
 	clean := filepath.Clean(rel)
 	if clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
-		return "", fmt.Errorf("%s leaves the recipe's folder (%s): keep the archive beside the recipe, e.g. images/NAME.tar", rel, dir)
+		return "", fmt.Errorf("%s leaves the recipe's folder (%s): keep the archive beside the recipe, e.g. images/NAME.tar", rel, shown)
 	}
 	full := filepath.Join(dir, clean)
 	real, err := filepath.EvalSymlinks(full)
+	if errors.Is(err, fs.ErrNotExist) {
+		return full, notExistError(fmt.Sprintf("%s does not exist in %s (archive paths are relative to the recipe's folder)", rel, shown))
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return full, fmt.Errorf("%s does not exist in %s (archive paths are relative to the recipe's folder): %w", rel, dir, fs.ErrNotExist)
-		}
 		return full, err
 	}
 	realDir, err := filepath.EvalSymlinks(dir)
@@ -73,7 +77,7 @@ func ImageArchivePath(dir, rel string) (string, error) {
 		return full, err
 	}
 	if r, err := filepath.Rel(realDir, real); err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
-		return full, fmt.Errorf("%s is a symlink to %s, outside the recipe's folder (%s): copy the archive into the folder", rel, real, dir)
+		return full, fmt.Errorf("%s is a symlink to %s, outside the recipe's folder (%s): copy the archive into the folder", rel, real, shown)
 	}
 	st, err := os.Stat(full)
 	if err != nil {
@@ -84,6 +88,12 @@ func ImageArchivePath(dir, rel string) (string, error) {
 	}
 	return full, nil
 }
+
+// notExistError is a missing archive, said once (errors.Is(err, fs.ErrNotExist) holds).
+type notExistError string
+
+func (e notExistError) Error() string { return string(e) }
+func (e notExistError) Unwrap() error { return fs.ErrNotExist }
 
 // HashImageArchive finds images[].archive rel in dir (ImageArchivePath) and returns its path
 // and the hex sha256 of its content, what the lock pins as the archive's sourceSha256.
