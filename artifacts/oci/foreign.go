@@ -2,6 +2,8 @@ package oci
 
 import (
 	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,6 +195,19 @@ func (ix *tarIndex) readJSON(name string, v any) ([]byte, error) {
 	return data, nil
 }
 
+// readBlobJSON reads a JSON blob of a layout (an index, manifest or config) and checks it
+// against its digest: the image's digest is computed from these bytes.
+func (ix *tarIndex) readBlobJSON(h v1.Hash, v any) ([]byte, error) {
+	data, err := ix.readJSON(blobPath(h), v)
+	if err != nil {
+		return nil, err
+	}
+	if sum := sha256.Sum256(data); h.Algorithm != "sha256" || hex.EncodeToString(sum[:]) != h.Hex {
+		return nil, fmt.Errorf("blob %s does not have that digest: the archive is damaged or was edited; save it again", h)
+	}
+	return data, nil
+}
+
 // layoutImage reads the one image of an OCI layout: index.json lists it, directly or in one
 // nested index (buildx's, beside attestation manifests).
 func (ix *tarIndex) layoutImage(wantImage bool) (ForeignImage, v1.Image, error) {
@@ -218,7 +233,7 @@ func (ix *tarIndex) layoutImage(wantImage bool) (ForeignImage, v1.Image, error) 
 			images = append(images, d)
 		case d.MediaType.IsIndex():
 			var nested v1.IndexManifest
-			if _, err := ix.readJSON(blobPath(d.Digest), &nested); err != nil {
+			if _, err := ix.readBlobJSON(d.Digest, &nested); err != nil {
 				return fi, nil, err
 			}
 			for _, n := range nested.Manifests {
@@ -235,10 +250,10 @@ func (ix *tarIndex) layoutImage(wantImage bool) (ForeignImage, v1.Image, error) 
 	d := images[0]
 	li := &layoutImg{ix: ix, mediaType: d.MediaType}
 	var err error
-	if li.manifest, err = ix.readJSON(blobPath(d.Digest), &li.m); err != nil {
+	if li.manifest, err = ix.readBlobJSON(d.Digest, &li.m); err != nil {
 		return fi, nil, err
 	}
-	if li.config, err = ix.readJSON(blobPath(li.m.Config.Digest), &fi.Config); err != nil {
+	if li.config, err = ix.readBlobJSON(li.m.Config.Digest, &fi.Config); err != nil {
 		return fi, nil, err
 	}
 	if err := checkImportable(&li.m); err != nil {

@@ -257,6 +257,9 @@ func TestForeignArchiveRefusals(t *testing.T) {
 			return d, true
 		}), "damaged or was edited", true},
 		{"missing layer", rewriteTar(t, good, func(n string, d []byte) ([]byte, bool) { return d, n != layer }), "missing from the archive", true},
+		{"edited config", rewriteTar(t, good, func(n string, d []byte) ([]byte, bool) {
+			return bytes.Replace(d, []byte(`"rootfs"`), []byte(` "rootfs"`), 1), true
+		}), "does not have that digest", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := InspectArchive(c.path)
