@@ -4,17 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/kubebake/kubebake/artifacts/aws/fakeaws"
-	"github.com/kubebake/kubebake/manifest"
-	"github.com/kubebake/kubebake/recipes"
 )
 
 const home = "us-east-1"
@@ -66,56 +62,16 @@ func session(t testing.TB, srv *fakeaws.Server, secret string, retry RetryPolicy
 	return s
 }
 
-// fakeBuild writes a small build output folder: a raw image of mib MiB (a whole number of
-// blocks unless odd is set) with data blocks, all-zero data blocks and holes, and its
-// manifest. It returns the build and how many blocks hold data.
+// fakeBuild writes a small build output folder (fakeaws.WriteBuild) of mib MiB, or a bit
+// more when odd (not a whole number of blocks), and returns it and how many blocks hold data.
 func fakeBuild(t testing.TB, dir string, mib int, odd bool) (*Build, int) {
 	t.Helper()
 	size := int64(mib) << 20
 	if odd {
 		size += 4096 + 512
 	}
-	raw := filepath.Join(dir, "tiny.raw")
-	f, err := os.Create(raw)
+	data, err := fakeaws.WriteBuild(dir, size)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	data := 0
-	buf := make([]byte, BlockSize)
-	nblocks := int((size + BlockSize - 1) / BlockSize)
-	for i := range nblocks {
-		off := int64(i) * BlockSize
-		n := min(int64(BlockSize), size-off)
-		switch i % 4 {
-		case 0, 3: // data
-			for j := range buf[:n] {
-				buf[j] = byte(rng.Uint32())
-			}
-			buf[0] = 1 // never all zero
-			data++
-		case 1: // zeros written out: read, found zero, skipped
-			clear(buf)
-		case 2: // a hole: never read
-			continue
-		}
-		if _, err := f.WriteAt(buf[:n], off); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.Close()
-	sum := fileSHA256(t, raw)
-	m := &manifest.Manifest{APIVersion: manifest.APIVersion, Kind: manifest.Kind,
-		Recipe:   &recipes.Recipe{Name: "tiny", Kubernetes: recipes.Kubernetes{Version: "1.35"}},
-		LockHash: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", SourceDateEpoch: 1795996800,
-		Image:     manifest.ImageInfo{Size: size},
-		Artifacts: []recipes.LockedArtifact{{Name: "kubelet", Kind: "binary", Version: "v1.35.4"}},
-		Outputs:   []manifest.OutputFile{{Name: "tiny.raw", Format: "raw", Size: size, SHA256: sum}},
-		Build:     &manifest.BuildInfo{Kubebake: "test"}}
-	if err := manifest.Write(filepath.Join(dir, manifest.Name), m); err != nil {
 		t.Fatal(err)
 	}
 	b, err := ReadBuild(dir)

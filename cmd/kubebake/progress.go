@@ -27,17 +27,22 @@ type buildProgress struct {
 }
 
 func newBuildProgress(w io.Writer) *buildProgress {
-	p := &buildProgress{w: w, stop: make(chan struct{})}
-	if f, ok := w.(*os.File); ok {
-		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			p.tty = true
-		}
-	}
+	p := &buildProgress{w: w, stop: make(chan struct{}), tty: isTerminal(w)}
 	if p.tty {
 		p.done.Add(1)
 		go p.ticker()
 	}
 	return p
+}
+
+// isTerminal says whether w is a terminal (live progress lines) or a file or pipe (plain lines).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func (p *buildProgress) ticker() {

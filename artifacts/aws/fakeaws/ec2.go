@@ -170,12 +170,17 @@ func (f form) structs(prefix string) []form {
 	}
 }
 
-// tags reads TagSpecification.N entries of resourceType.
-func (f form) tagSpecs(resourceType string) (map[string]string, *ec2Err) {
+// tagSpecs reads the TagSpecification.N entries for resourceType; also names the other
+// resource types the call may tag (RunInstances: volume, ...).
+func (f form) tagSpecs(resourceType string, also ...string) (map[string]string, *ec2Err) {
 	tags := map[string]string{}
 	for _, ts := range f.structs("TagSpecification") {
-		if rt := ts.str("ResourceType"); rt != resourceType {
-			return nil, badParam("TagSpecification ResourceType %q: this call tags only %q", rt, resourceType)
+		rt := ts.str("ResourceType")
+		if rt != resourceType {
+			if !contains(also, rt) {
+				return nil, badParam("TagSpecification ResourceType %q: this call tags only %q %v", rt, resourceType, also)
+			}
+			continue
 		}
 		for _, t := range ts.structs("Tag") {
 			tags[t.str("Key")] = t.str("Value")
@@ -852,7 +857,7 @@ func runInstances(c *Cloud, reg *Region, region string, f form) (any, *ec2Err) {
 			return nil, badParam("User data is limited to 16384 bytes")
 		}
 	}
-	tags, e := f.tagSpecs("instance")
+	tags, e := f.tagSpecs("instance", "volume", "network-interface")
 	if e != nil {
 		return nil, e
 	}
