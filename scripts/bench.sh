@@ -3,6 +3,8 @@
 #   1. Go benchmarks of the fast paths (warm artifact fetch, ...), 5 runs each.
 #   2. Warm fetch of every artifact of the default recipe (the real lock), 7 runs.
 #   3. Warm build of the default image (rootfs and artifacts cached), 3 runs.
+#   3b. Publishing it: the EBS direct upload to the local fake EBS endpoint (artifacts/aws,
+#      BenchmarkEBSUpload, default workers), 5 runs: MiB/s of the blocks sent, share skipped.
 #   4. verify per role, boot to verdict (scripts/bench-verify.sh), 3 runs each.
 #   5. a local cluster: start to all nodes Ready and to the first pod answering
 #      (scripts/bench-cluster.sh), BENCH_CLUSTER_RUNS runs (default 3; 10-20 min each).
@@ -28,6 +30,12 @@ for _ in 1 2 3 4 5 6 7; do timeit $kb fetch "$recipe"; done | median
 echo "== warm build of $recipe (seconds; rootfs and artifacts cached)"
 $kb build "$recipe" --out "$out" >/dev/null 2>&1 # warm the rootfs cache first
 for _ in 1 2 3; do rm -rf "$out"; timeit $kb build "$recipe" --out "$out"; done | median
+
+echo "== EBS direct upload of $recipe to the local endpoint (fakeaws on 127.0.0.1, default workers)"
+field() { awk -v f="$1" '/^BenchmarkEBSUpload/ {for (i = 2; i <= NF; i++) if ($i == f) print $(i-1)}'; }
+aws_bench=$(KUBEBAKE_BENCH_IMAGE="$out" go test -run '^$' -bench '^BenchmarkEBSUpload$' -benchtime 1x -count 5 ./artifacts/aws 2>/dev/null)
+printf 'MiB/s: '; field MiB/s <<<"$aws_bench" | median
+printf 'blocks skipped (all zeros), %%: '; field %skipped <<<"$aws_bench" | median
 
 echo "== verify per role (seconds, boot to verdict)"
 ./scripts/bench-verify.sh "$out" 3
