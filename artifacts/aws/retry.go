@@ -142,8 +142,9 @@ func classify(actx context.Context, err error) class {
 		return classCredentials
 	case deniedCodes[code]:
 		return classDenied
-	case errors.As(err, &ve) && ve.Reason == ebstypes.ValidationExceptionReasonInvalidBlock &&
-		strings.Contains(strings.ToLower(ve.ErrorMessage()), "checksum"):
+	case errors.As(err, &ve) && ve.Reason == ebstypes.ValidationExceptionReasonInvalidBlock:
+		// EBS's reason for a block whose bytes do not match its checksum (or that is
+		// malformed otherwise, which the bounded attempts then report).
 		return classChecksum
 	case errors.As(err, &nf) && nf.Reason == ebstypes.ResourceNotFoundExceptionReasonSnapshotNotFound:
 		return classNotYet

@@ -54,7 +54,10 @@ func TestVerifySigV4(t *testing.T) {
 		}), "ec2", "unknown access key"},
 		{"other service", sign(SecretKey, body, now, nil), "ebs", "service"},
 		{"too old", sign(SecretKey, body, now.Add(-time.Hour), nil), "ec2", "expired"},
-		{"unsigned", func() *http.Request { r, _ := http.NewRequest("POST", "http://127.0.0.1:1/", bytes.NewReader(body)); return r }(), "ec2", "Authorization"},
+		{"unsigned", func() *http.Request {
+			r, _ := http.NewRequest("POST", "http://127.0.0.1:1/", bytes.NewReader(body))
+			return r
+		}(), "ec2", "Authorization"},
 	} {
 		if _, err := verifySigV4(c.r, c.svc, keys, now); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
