@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +15,7 @@ import (
 type awsFlags struct {
 	region, profile                        string
 	endpoint, endpointEC2, endpointEBS, s3 string
+	poll                                   time.Duration
 }
 
 func (a *awsFlags) register(cmd *cobra.Command) {
@@ -24,12 +26,14 @@ func (a *awsFlags) register(cmd *cobra.Command) {
 	f.StringVar(&a.endpointEC2, "endpoint-url-ec2", "", "EC2 endpoint URL (overrides --endpoint-url); also AWS_ENDPOINT_URL_EC2")
 	f.StringVar(&a.endpointEBS, "endpoint-url-ebs", "", "EBS direct APIs endpoint URL (overrides --endpoint-url); also AWS_ENDPOINT_URL_EBS")
 	f.StringVar(&a.s3, "endpoint-url-s3", "", "S3 endpoint URL, path-style (overrides --endpoint-url); also AWS_ENDPOINT_URL_S3")
+	f.DurationVar(&a.poll, "poll-interval", 5*time.Second, "time between status checks of snapshots, AMIs and import tasks")
 }
 
 func (a *awsFlags) session(ctx context.Context) (*kbaws.Session, error) {
 	return kbaws.NewSession(ctx, kbaws.Options{
 		Region: a.region, Profile: a.profile,
 		Endpoints: kbaws.Endpoints{All: a.endpoint, EC2: a.endpointEC2, EBS: a.endpointEBS, S3: a.s3},
+		Poll:      a.poll,
 	})
 }
 

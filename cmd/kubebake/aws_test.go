@@ -37,7 +37,7 @@ func awsEnv(t *testing.T) (*fakeaws.Server, []string) {
 	} {
 		t.Setenv(k, v)
 	}
-	return srv, []string{"--region", "us-east-1", "--endpoint-url-ec2", srv.EC2.URL, "--endpoint-url-ebs", srv.EBS.URL, "--endpoint-url-s3", srv.S3.URL}
+	return srv, []string{"--region", "us-east-1", "--endpoint-url-ec2", srv.EC2.URL, "--endpoint-url-ebs", srv.EBS.URL, "--endpoint-url-s3", srv.S3.URL, "--poll-interval", "10ms"}
 }
 
 // resetFlags puts a command's flags back to their defaults now and when the test ends: the
