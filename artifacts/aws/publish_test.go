@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,9 +63,10 @@ func TestPublishSmallImage(t *testing.T) {
 	s := session(t, srv, "", fastRetry)
 	b, data := fakeBuild(t, t.TempDir(), 24, false)
 	var events []Event
+	var mu sync.Mutex // events come from the upload's workers and every region at once
 	res := mustPublish(t, s, PublishRequest{Build: b, CopyRegions: []string{"eu-west-1", "ap-southeast-2"},
 		Share: []string{"210987654321"}, DeprecateAfter: 90 * 24 * time.Hour, Workers: 4,
-		Events: func(e Event) { events = append(events, e) }})
+		Events: func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() }})
 
 	if res.Upload == nil || res.Upload.Method != "ebs-direct" || res.Upload.Blocks != 48 ||
 		res.Upload.BlocksWritten != data || res.Upload.BlocksSkipped != 48-data {
