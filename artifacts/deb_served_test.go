@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -70,5 +71,41 @@ func TestDebMirrorDroppedLockedVersions(t *testing.T) {
 	}
 	if strings.Join(mp.Packages, ",") != strings.Join(want, ",") {
 		t.Errorf("fetch names %q, want %q", mp.Packages, want)
+	}
+}
+
+// TestEmbeddedLocksServedByMirror asks this machine's Debian mirror whether it still serves
+// every package the embedded recipes' locks pin: when it has moved on, the locks no longer
+// build on a fresh machine, and this test names the packages and the fix (relock). An
+// unreachable mirror skips it, loudly, outside CI and fails it in CI.
+func TestEmbeddedLocksServedByMirror(t *testing.T) {
+	if testing.Short() {
+		t.Skip("network: the machine's Debian mirror")
+	}
+	c := newCache(t)
+	for _, name := range recipes.EmbeddedNames() {
+		t.Run(name, func(t *testing.T) {
+			r, err := recipes.Load(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := recipes.ReadRecipeLock(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srcs, err := RecipeSources(c, r)
+			if err != nil {
+				testenv.Missing(t, "a Debian mirror in this machine's apt sources", err.Error())
+			}
+			debs := srcs[recipes.SourceDeb].(*DebSource)
+			err = debs.CheckServed(context.Background(), l.Artifacts, r.Base.Suites, r.Base.Arch)
+			var mp *MissingPackagesError
+			switch {
+			case errors.As(err, &mp):
+				t.Errorf("%v", NameRecipe(err, r.File))
+			case err != nil:
+				testenv.Missing(t, "the Debian mirror (unreachable: the locks were not checked)", err.Error())
+			}
+		})
 	}
 }
