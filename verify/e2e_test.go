@@ -22,9 +22,10 @@ import (
 // configured by Ignition; and a node of a joining role with no master, which must wait for
 // one (not fail). That node is of a recipe's custom role (the default recipe plus role
 // "edge" with the minion's units, customRoleTestImage): it proves at once that a custom role
-// gets its marker, runs its units and skips the master's, and the lone wait of the minion's
-// units. The cluster test (TestVerifyCluster) proves the other combinations on joined nodes:
-// a cloud-init master, a cloud-init minion and an Ignition minion; no boot is repeated.
+// gets its marker, runs its units and skips the master's, the lone wait of the minion's
+// units, and the import of the recipe's own image (customImage). The cluster test
+// (TestVerifyCluster) proves the other combinations on joined nodes: a cloud-init master, a
+// cloud-init minion and an Ignition minion; no boot is repeated.
 func TestVerifyDefaultImage(t *testing.T) {
 	for _, c := range []struct {
 		role, userData string
@@ -353,11 +354,13 @@ func recordTimes(t *testing.T, rep *Report) {
 }
 
 // requireCustomRoleChecks: the custom-role node was judged as its own role: its marker alone,
-// its units (the minion's) run, the master's are skipped, and the minion's marker is absent.
+// its units (the minion's) run, the master's are skipped, and the minion's marker is absent;
+// and the recipe's own image was checked in containerd beside kubebake's.
 func requireCustomRoleChecks(t *testing.T, r Result) {
 	t.Helper()
 	want := map[string]bool{"role/marker": false, "unit/kubebake-minion-join.service/active": false,
-		"unit/kubelet.service/active": false, "unit/kube-apiserver.service/skipped": false, "unit/etcd.service/skipped": false}
+		"unit/kubelet.service/active": false, "unit/kube-apiserver.service/skipped": false, "unit/etcd.service/skipped": false,
+		"image/" + customImage: false, "image/busybox": false}
 	for _, c := range r.Checks {
 		if _, ok := want[c.Name]; ok {
 			want[c.Name] = true

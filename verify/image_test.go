@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -86,15 +87,21 @@ func kubebake(timeout time.Duration, args ...string) error {
 // that join a master, with the minion's units.
 const customRole = "edge"
 
+// customImage is the custom-role test recipe's own image (images: [{name: hello, archive: ...}]).
+const customImage = "hello"
+
 var customRoleImage struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-// customRoleTestImage is the default recipe with one more role, customRole, locked from the
-// default lock (nothing moves: a role adds no input) and built like the default image. Its
-// rootfs and binaries are the default image's, so the builder's caches make it quick.
+// customRoleTestImage is the default recipe with one more role, customRole, and one image of
+// its own (customImage: an image archive beside the recipe, kubebake's busybox archive from
+// the cache, so no network is needed), locked from the default lock (nothing else moves) and
+// built like the default image. Its rootfs and binaries are the default image's, so the
+// builder's caches make it quick. One boot of its customRole node proves the custom role and
+// the import of a recipe's own image.
 func customRoleTestImage(t *testing.T) string {
 	t.Helper()
 	requireQEMU(t)
@@ -122,10 +129,36 @@ func buildCustomRoleImage() (string, error) {
 		return "", fmt.Errorf("recipes/debian-12.yaml no longer has the shape this test edits (one name, image after roles)")
 	}
 	text = strings.Replace(text, "\nname: debian-12\n", "\nname: debian-12-"+customRole+"\n", 1)
-	text = strings.Replace(text, "\nimage:", "\n  - name: "+customRole+"\n    units: [containerd.service, kubelet.service, kube-proxy.service, flanneld.service, kubebake-minion-join.service]\n\nimage:", 1)
+	text = strings.Replace(text, "\nimage:", "\n  - name: "+customRole+"\n    units: [containerd.service, kubelet.service, kube-proxy.service, flanneld.service, kubebake-minion-join.service]\n\nimages:\n  - name: "+customImage+"\n    archive: images/"+customImage+".tar\n\nimage:", 1)
 	file := filepath.Join(dir, "debian-12-"+customRole+".yaml")
 	lock, err := os.ReadFile(filepath.Join(repoRoot(), "recipes", "debian-12.lock"))
 	if err != nil {
+		return "", err
+	}
+	// The archive: kubebake's own busybox image archive, which fetch puts in the cache.
+	if err := kubebake(30*time.Minute, "fetch", "debian-12"); err != nil {
+		return "", err
+	}
+	var locked struct {
+		Artifacts []struct{ Name, SHA256 string }
+	}
+	if err := json.Unmarshal(lock, &locked); err != nil {
+		return "", fmt.Errorf("recipes/debian-12.lock: %w", err)
+	}
+	busybox := ""
+	for _, a := range locked.Artifacts {
+		if a.Name == "image/busybox" {
+			busybox = filepath.Join(cacheDir(), "blobs", "sha256", a.SHA256)
+		}
+	}
+	archive, err := os.ReadFile(busybox)
+	if err != nil || busybox == "" {
+		return "", fmt.Errorf("kubebake's busybox image archive from the cache (%q): %v", busybox, err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "images", customImage+".tar"), archive, 0o644); err != nil {
 		return "", err
 	}
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
@@ -134,7 +167,8 @@ func buildCustomRoleImage() (string, error) {
 	if err := os.WriteFile(strings.TrimSuffix(file, ".yaml")+".lock", lock, 0o644); err != nil {
 		return "", err
 	}
-	// Locking again renames the lock's recipe and keeps every entry (none moves).
+	// Locking again renames the lock's recipe, keeps every entry (none moves) and pins the
+	// recipe's own image.
 	if err := kubebake(10*time.Minute, "lock", file); err != nil {
 		return "", err
 	}

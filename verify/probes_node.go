@@ -184,8 +184,12 @@ func judgeSnapshotters(lines []string, driver string) (values []string, ok bool)
 }
 
 // imagesPrelude lists containerd's images in the kubelet's namespace once for every image
-// check: REF TYPE DIGEST SIZE PLATFORMS LABELS.
-const imagesPrelude = `timeout 120 ctr --namespace k8s.io images ls > "$KB/images" 2>&1 || echo "ctr-failed: exit $?" >> "$KB/images"`
+// check: REF TYPE DIGEST SIZE PLATFORMS LABELS. It first waits (up to 5 minutes) while the
+// import unit still runs: a lone joining node's checks may start while it imports (settle
+// does not wait for its role's units), and a listing then misses the images not imported yet.
+const imagesPrelude = `i=0
+while [ "$(systemctl show -p ActiveState --value ` + recipes.ImagesUnit + `)" = activating ] && [ $i -lt 150 ]; do sleep 2; i=$((i + 1)); done
+timeout 120 ctr --namespace k8s.io images ls > "$KB/images" 2>&1 || echo "ctr-failed: exit $?" >> "$KB/images"`
 
 // imageProbe: a baked image is in containerd under the lock's name, at the lock's digest (the
 // kubelet finds it by that name and pulls nothing).
