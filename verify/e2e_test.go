@@ -162,6 +162,17 @@ func TestVerifyCatchesDefects(t *testing.T) {
 			checks: []string{"security/listen-ports"},
 		},
 		{
+			name: "kubelet configuration readable by everyone",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				data, err := e.ReadFile(ctx, roles.KubeletConfigPath)
+				if err != nil {
+					return err
+				}
+				return e.WriteFile(ctx, roles.KubeletConfigPath, data, 0o644)
+			},
+			checks: []string{"security/secret-file-modes"},
+		},
+		{
 			name: "API server sandbox loosened by a drop-in",
 			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
 				// Drop-ins apply in name order: 99- comes after the image's 20-sandbox.conf.

@@ -269,7 +269,7 @@ func Probes(s Spec) []Probe {
 		// A lone minion has no cluster CA and no master to sign its serving certificate.
 		ps = append(ps, kubeletTLSProbe())
 	}
-	ps = append(ps, listenPortsProbe(s.Role))
+	ps = append(ps, listenPortsProbe(s.Role), secretFileModesProbe(s.runsKubelet()))
 	ps = append(ps, machineIDProbe(), hostKeysProbe(), sshdProbe(), secretsProbe(s), bootTimeProbe())
 	return ps
 }

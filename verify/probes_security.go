@@ -168,3 +168,58 @@ func judgeEtcdUser(kv map[string]string) (string, bool) {
 	got := fmt.Sprintf("process user %s, data %s", orNone(process), orNone(data))
 	return got, process == roles.EtcdUser && data == roles.EtcdUser+" 700"
 }
+
+// secretFileGlobs are the files holding credentials or credential-bearing settings on a node:
+// kubeconfigs, private keys, the Secrets encryption key, the node agents' configurations and
+// the user-data's cluster settings. Each must be root's and unreadable by group and others.
+var secretFileGlobs = []string{
+	"/etc/kubernetes/*.conf",
+	"/etc/kubernetes/pki/*.key",
+	"/etc/kubernetes/pki/etcd/*.key",
+	"/etc/kubernetes/pki/encryption-config.yaml",
+	roles.KubeletConfigPath,
+	roles.KubeProxyConfigPath,
+	"/var/lib/kubelet/pki/*.key",
+	"/var/lib/kubelet/pki/*.pem",
+	"/etc/kubebake/cluster.env",
+}
+
+// secretFileModesProbe: every credential file present is owned by root, mode 0600 or
+// stricter; the kubelet's configuration must be among them where the role runs a kubelet.
+// stat -L: the kubelet's current certificates are symlinks to dated files.
+func secretFileModesProbe(runsKubelet bool) Probe {
+	return Probe{
+		Name:     "security/secret-file-modes",
+		Expected: "credential files (kubeconfigs, keys, agent configs, cluster.env) root's, 0600 or stricter",
+		Script:   "for f in " + strings.Join(secretFileGlobs, " ") + "; do [ -f \"$f\" ] && printf 'file=%s %s\\n' \"$(stat -L -c '%a %U' \"$f\")\" \"$f\"; done; true",
+		Eval:     func(o Output) (string, bool) { return judgeSecretFileModes(o.Lines(), runsKubelet) },
+	}
+}
+
+func judgeSecretFileModes(lines []string, runsKubelet bool) (string, bool) {
+	var bad []string
+	n, kubelet := 0, false
+	for _, l := range lines {
+		v, ok := strings.CutPrefix(l, "file=")
+		if !ok {
+			continue
+		}
+		f := strings.SplitN(v, " ", 3)
+		if len(f) != 3 {
+			continue
+		}
+		n++
+		mode, err := strconv.ParseUint(f[0], 8, 32)
+		if err != nil || mode&0o077 != 0 || f[1] != "root" {
+			bad = append(bad, fmt.Sprintf("%s %s %s", f[2], f[0], f[1]))
+		}
+		kubelet = kubelet || f[2] == roles.KubeletConfigPath
+	}
+	switch {
+	case len(bad) > 0:
+		return "readable by others or not root's: " + strings.Join(bad, ", "), false
+	case runsKubelet && !kubelet:
+		return fmt.Sprintf("%d files, but no %s", n, roles.KubeletConfigPath), false
+	}
+	return fmt.Sprintf("%d files, each root's and 0600 or stricter", n), true
+}

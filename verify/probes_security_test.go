@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -145,5 +146,30 @@ func TestRelaxedDefaultsExpected(t *testing.T) {
 	m.Recipe = &recipes.Recipe{Security: &recipes.Security{Relax: []string{recipes.RelaxRPFilter}}}
 	if got := m.Spec(RoleMinion).Relaxed; len(got) != 1 || got[0] != recipes.RelaxRPFilter {
 		t.Errorf("Spec.Relaxed = %q", got)
+	}
+}
+
+func TestJudgeSecretFileModes(t *testing.T) {
+	good := []string{"file=600 root /etc/kubernetes/admin.conf", "file=600 root " + roles.KubeletConfigPath, "file=400 root /etc/kubebake/cluster.env"}
+	if got, pass := judgeSecretFileModes(good, true); !pass {
+		t.Errorf("good modes: %s", got)
+	}
+	for name, lines := range map[string][]string{
+		"kubelet.yaml 0644":       {"file=644 root " + roles.KubeletConfigPath},
+		"a key readable by group": {"file=600 root " + roles.KubeletConfigPath, "file=640 root /etc/kubernetes/pki/ca.key"},
+		"another owner":           {"file=600 etcd " + roles.KubeletConfigPath},
+		"no kubelet config":       {"file=600 root /etc/kubernetes/admin.conf"},
+	} {
+		if got, pass := judgeSecretFileModes(lines, true); pass {
+			t.Errorf("%s passed: %s", name, got)
+		}
+	}
+	if _, pass := judgeSecretFileModes(nil, false); !pass {
+		t.Error("a role without kubelet and no credential files failed")
+	}
+	// The script lists what exists on this machine without failing.
+	p := secretFileModesProbe(false)
+	if out, err := exec.Command("sh", "-c", p.Script).CombinedOutput(); err != nil {
+		t.Errorf("script: %v\n%s", err, out)
 	}
 }
