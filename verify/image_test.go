@@ -1,86 +1,30 @@
 package verify
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/internal/testimage"
 )
 
-// The default image for the heavy tests: $KUBEBAKE_TEST_IMAGE (an image file or build output
-// folder) or, once per test binary, `kubebake build debian-12` into the kubebake cache. The
-// builder keeps its own caches (artifacts, rootfs by lock), so a rebuild with nothing changed
-// is quick; verify never imports the builder, it runs the command as a user would.
-var testImage struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// defaultTestImage returns the path of the default image's output folder or file.
+// defaultTestImage returns the path of the default image's output folder or file
+// (testimage.Default: $KUBEBAKE_TEST_IMAGE, or `kubebake build debian-12` once per test
+// binary). verify never imports the builder: the image is built by the command, as a user would.
 func defaultTestImage(t *testing.T) string {
 	t.Helper()
 	requireQEMU(t)
-	testImage.once.Do(func() {
-		if p := os.Getenv("KUBEBAKE_TEST_IMAGE"); p != "" {
-			testImage.path = p
-			return
-		}
-		testImage.path, testImage.err = buildDefaultImage()
-	})
-	if testImage.err != nil {
-		t.Fatalf("building the default image: %v", testImage.err)
+	path, err := testimage.Default()
+	if err != nil {
+		t.Fatalf("building the default image: %v", err)
 	}
-	return testImage.path
-}
-
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(file))
-}
-
-func cacheDir() string {
-	if d := os.Getenv("KUBEBAKE_CACHE"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "kubebake")
-	}
-	return filepath.Join(os.TempDir(), "kubebake-cache")
-}
-
-func buildDefaultImage() (string, error) {
-	out := filepath.Join(cacheDir(), "verify-test-image", "debian-12")
-	return out, kubebake(60*time.Minute, "build", "debian-12", "--out", out)
-}
-
-// kubebake runs the command as a user would: bin/kubebake (make build), else go run.
-func kubebake(timeout time.Duration, args ...string) error {
-	root := repoRoot()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var cmd *exec.Cmd
-	if bin := filepath.Join(root, "bin", "kubebake"); fileExists(bin) && os.Getenv("KUBEBAKE_TEST_GO_RUN") == "" {
-		cmd = exec.CommandContext(ctx, bin, args...)
-	} else {
-		cmd = exec.CommandContext(ctx, "go", append([]string{"run", "./cmd/kubebake"}, args...)...)
-	}
-	cmd.Dir = root
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %w", cmd.String(), err)
-	}
-	fmt.Fprintf(os.Stderr, "verify tests: %s done in %s\n", strings.Join(args, " "), time.Since(start).Round(time.Second))
-	return nil
+	return path
 }
 
 // customRole is the third role of the custom-role test image: a recipe's own name for nodes
@@ -115,12 +59,12 @@ func customRoleTestImage(t *testing.T) string {
 }
 
 func buildCustomRoleImage() (string, error) {
-	base := filepath.Join(cacheDir(), "verify-test-image")
+	base := testimage.Dir()
 	dir := filepath.Join(base, "recipe-"+customRole)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	recipe, err := os.ReadFile(filepath.Join(repoRoot(), "recipes", "debian-12.yaml"))
+	recipe, err := os.ReadFile(filepath.Join(testimage.RepoRoot(), "recipes", "debian-12.yaml"))
 	if err != nil {
 		return "", err
 	}
@@ -131,12 +75,12 @@ func buildCustomRoleImage() (string, error) {
 	text = strings.Replace(text, "\nname: debian-12\n", "\nname: debian-12-"+customRole+"\n", 1)
 	text = strings.Replace(text, "\nimage:", "\n  - name: "+customRole+"\n    units: [containerd.service, kubelet.service, kube-proxy.service, flanneld.service, kubebake-minion-join.service]\n\nimages:\n  - name: "+customImage+"\n    archive: images/"+customImage+".tar\n\nimage:", 1)
 	file := filepath.Join(dir, "debian-12-"+customRole+".yaml")
-	lock, err := os.ReadFile(filepath.Join(repoRoot(), "recipes", "debian-12.lock"))
+	lock, err := os.ReadFile(filepath.Join(testimage.RepoRoot(), "recipes", "debian-12.lock"))
 	if err != nil {
 		return "", err
 	}
 	// The archive: kubebake's own busybox image archive, which fetch puts in the cache.
-	if err := kubebake(30*time.Minute, "fetch", "debian-12"); err != nil {
+	if err := testimage.Kubebake(30*time.Minute, "fetch", "debian-12"); err != nil {
 		return "", err
 	}
 	var locked struct {
@@ -148,7 +92,7 @@ func buildCustomRoleImage() (string, error) {
 	busybox := ""
 	for _, a := range locked.Artifacts {
 		if a.Name == "image/busybox" {
-			busybox = filepath.Join(cacheDir(), "blobs", "sha256", a.SHA256)
+			busybox = filepath.Join(artifacts.DefaultCacheDir(), "blobs", "sha256", a.SHA256)
 		}
 	}
 	archive, err := os.ReadFile(busybox)
@@ -169,9 +113,9 @@ func buildCustomRoleImage() (string, error) {
 	}
 	// Locking again renames the lock's recipe, keeps every entry (none moves) and pins the
 	// recipe's own image.
-	if err := kubebake(10*time.Minute, "lock", file); err != nil {
+	if err := testimage.Kubebake(10*time.Minute, "lock", file); err != nil {
 		return "", err
 	}
 	out := filepath.Join(base, "debian-12-"+customRole)
-	return out, kubebake(60*time.Minute, "build", file, "--out", out, "--format", "raw")
+	return out, testimage.Kubebake(60*time.Minute, "build", file, "--out", out, "--format", "raw")
 }

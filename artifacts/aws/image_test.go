@@ -1,72 +1,16 @@
 package aws
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kubebake/kubebake/internal/testenv"
+	"github.com/kubebake/kubebake/internal/testimage"
 	"github.com/kubebake/kubebake/manifest"
 )
-
-// The real default image for the end-to-end test: $KUBEBAKE_TEST_IMAGE (a build output
-// folder, or an image file in one) or, once per test binary, `kubebake build debian-12
-// --format raw` into the kubebake cache (aws-test-image/). The builder's caches make a
-// rebuild with nothing changed quick. The test never writes into that folder: it publishes
-// from a folder of symlinks to it.
-var realImage struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-func kubebakeCache() string {
-	if d := os.Getenv("KUBEBAKE_CACHE"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "kubebake")
-	}
-	return filepath.Join(os.TempDir(), "kubebake-cache")
-}
-
-func buildDefaultImage() (string, error) {
-	out := filepath.Join(kubebakeCache(), "aws-test-image", "debian-12")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
-	defer cancel()
-	args := []string{"build", "debian-12", "--format", "raw", "--out", out}
-	root := repoRoot()
-	var cmd *exec.Cmd
-	if bin := filepath.Join(root, "bin", "kubebake"); fileExists(bin) && os.Getenv("KUBEBAKE_TEST_GO_RUN") == "" {
-		cmd = exec.CommandContext(ctx, bin, args...)
-	} else {
-		cmd = exec.CommandContext(ctx, "go", append([]string{"run", "./cmd/kubebake"}, args...)...)
-	}
-	cmd.Dir = root
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s: %w", cmd.String(), err)
-	}
-	fmt.Fprintf(os.Stderr, "aws tests: default image ready in %s: %s\n", time.Since(start).Round(time.Second), out)
-	return out, nil
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
 
 // defaultBuild returns the real default image as a Build in a private folder (symlinks).
 func defaultBuild(t *testing.T) *Build {
@@ -74,26 +18,22 @@ func defaultBuild(t *testing.T) *Build {
 	if testing.Short() {
 		t.Skip("-short: no image build")
 	}
-	realImage.once.Do(func() {
-		if p := os.Getenv("KUBEBAKE_TEST_IMAGE"); p != "" {
-			if st, err := os.Stat(p); err == nil && !st.IsDir() {
-				p = filepath.Dir(p)
-			}
-			realImage.dir = p
-			return
-		}
-		realImage.dir, realImage.err = buildDefaultImage()
-	})
-	if realImage.err != nil {
-		testenv.Missing(t, "the default image ("+realImage.err.Error()+")", "run make deps, or set KUBEBAKE_TEST_IMAGE to a kubebake build output folder")
+	// The same image as verify's (testimage.Default); the test never writes into its folder:
+	// it publishes from a folder of symlinks to it.
+	path, err := testimage.Default()
+	if err != nil {
+		testenv.Missing(t, "the default image ("+err.Error()+")", "run make deps, or set KUBEBAKE_TEST_IMAGE to a kubebake build output folder")
 	}
-	src, err := ReadBuild(realImage.dir)
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		path = filepath.Dir(path)
+	}
+	src, err := ReadBuild(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	for _, name := range []string{manifest.Name, filepath.Base(src.RawPath)} {
-		abs, err := filepath.Abs(filepath.Join(realImage.dir, name))
+		abs, err := filepath.Abs(filepath.Join(path, name))
 		if err != nil {
 			t.Fatal(err)
 		}
