@@ -536,19 +536,13 @@ func DeclaredRoles(m *Manifest) []string {
 	return append(roles, custom...)
 }
 
-// knownRoles are the roles of the manifest's recipe, or the default ones.
+// knownRoles are the roles user-data may select: the image's (DeclaredRoles) and this node's.
 func (n *node) knownRoles() []string {
-	roles := slices.Clone(cloudinit.DefaultRoles)
-	if n.manifest != nil {
-		for r := range n.manifest.RoleUnits() {
-			roles = append(roles, r)
-		}
-	}
+	roles := DeclaredRoles(n.manifest)
 	if !slices.Contains(roles, n.role) {
 		roles = append(roles, n.role)
 	}
-	slices.Sort(roles)
-	return slices.Compact(roles)
+	return roles
 }
 
 // tokenNodes are the nodes whose join tokens this node's user-data holds: its own (a named
