@@ -44,28 +44,8 @@ func (c *Cloud) serveEBS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.count("ebs:" + op)
 	f := c.take("ebs:"+op, region)
-	if f != nil {
-		switch f.Kind {
-		case Throttle:
-			ebsError(w, 429, "ThrottlingException", "", "Rate exceeded")
-			return
-		case ServerError:
-			ebsError(w, 500, "InternalServerException", "", "We encountered an internal error. Please try again.")
-			return
-		case Drop:
-			drop(w, r)
-			return
-		case Stall:
-			if !stall(r, f.Delay) {
-				return
-			}
-		case NotFoundYet:
-			ebsError(w, 404, "ResourceNotFoundException", "SNAPSHOT_NOT_FOUND", "The snapshot does not exist.")
-			return
-		case Fail:
-			ebsError(w, f.Status, f.Code, "", f.Message)
-			return
-		}
+	if ebsFaults.serve(w, r, f) {
+		return
 	}
 	switch op {
 	case "StartSnapshot":
@@ -250,6 +230,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// ebsFaults are EBS direct's answers to injected faults.
+var ebsFaults = faultReplies{
+	throttle:    reply{status: 429, code: "ThrottlingException", msg: "Rate exceeded"},
+	server:      reply{status: 500, code: "InternalServerException", msg: "We encountered an internal error. Please try again."},
+	notFoundYet: reply{status: 404, code: "ResourceNotFoundException", reason: "SNAPSHOT_NOT_FOUND", msg: "The snapshot does not exist."},
+	write:       func(w http.ResponseWriter, e reply) { ebsError(w, e.status, e.code, e.reason, e.msg) },
 }
 
 // ebsError answers as a restJson1 service does: the error type in X-Amzn-ErrorType and a

@@ -47,25 +47,8 @@ func (c *Cloud) serveEC2(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.count("ec2:" + action)
-	if fl := c.take("ec2:"+action, region); fl != nil {
-		switch fl.Kind {
-		case Throttle:
-			ec2Error(w, 503, "RequestLimitExceeded", "Request limit exceeded.")
-			return
-		case ServerError:
-			ec2Error(w, 500, "InternalError", "An internal error has occurred")
-			return
-		case Drop:
-			drop(w, r)
-			return
-		case Stall:
-			if !stall(r, fl.Delay) {
-				return
-			}
-		case Fail:
-			ec2Error(w, fl.Status, fl.Code, fl.Message)
-			return
-		}
+	if ec2Faults.serve(w, r, c.take("ec2:"+action, region)) {
+		return
 	}
 	c.mu.Lock()
 	out, e := h(c, c.region(region), region, f)
@@ -92,6 +75,13 @@ type ec2Err struct {
 
 func badParam(format string, args ...any) *ec2Err {
 	return &ec2Err{400, "InvalidParameterValue", fmt.Sprintf(format, args...)}
+}
+
+// ec2Faults are EC2's answers to injected faults.
+var ec2Faults = faultReplies{
+	throttle: reply{status: 503, code: "RequestLimitExceeded", msg: "Request limit exceeded."},
+	server:   reply{status: 500, code: "InternalError", msg: "An internal error has occurred"},
+	write:    func(w http.ResponseWriter, e reply) { ec2Error(w, e.status, e.code, e.msg) },
 }
 
 func ec2Error(w http.ResponseWriter, status int, code, msg string) {

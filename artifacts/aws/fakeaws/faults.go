@@ -123,3 +123,45 @@ func stall(r *http.Request, d time.Duration) bool {
 		return false
 	}
 }
+
+// reply is one error answer of a service: HTTP status, error code, EBS's reason, message.
+type reply struct {
+	status            int
+	code, reason, msg string
+}
+
+// faultReplies is how one service answers the injected faults that are error replies.
+type faultReplies struct {
+	throttle, server reply
+	notFoundYet      reply // zero: the service has no such fault
+	write            func(http.ResponseWriter, reply)
+}
+
+// serve carries out f (nil: none) on the request as the service answers it, and reports
+// whether the request is answered; false: serve it (after a stall, or for a fault the
+// handler applies itself, such as BadChecksum).
+func (fr faultReplies) serve(w http.ResponseWriter, r *http.Request, f *Fault) bool {
+	if f == nil {
+		return false
+	}
+	switch f.Kind {
+	case Throttle:
+		fr.write(w, fr.throttle)
+	case ServerError:
+		fr.write(w, fr.server)
+	case NotFoundYet:
+		if fr.notFoundYet.status == 0 {
+			return false
+		}
+		fr.write(w, fr.notFoundYet)
+	case Drop:
+		drop(w, r)
+	case Stall:
+		return !stall(r, f.Delay)
+	case Fail:
+		fr.write(w, reply{status: f.Status, code: f.Code, msg: f.Message})
+	default:
+		return false
+	}
+	return true
+}

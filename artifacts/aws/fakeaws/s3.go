@@ -19,25 +19,8 @@ func (c *Cloud) wrapS3(h http.Handler) http.Handler {
 		}
 		op := "s3:" + s3Op(r)
 		c.count(op)
-		if f := c.take(op, region); f != nil {
-			switch f.Kind {
-			case Throttle:
-				s3Error(w, 503, "SlowDown", "Please reduce your request rate.")
-				return
-			case ServerError:
-				s3Error(w, 500, "InternalError", "We encountered an internal error. Please try again.")
-				return
-			case Drop:
-				drop(w, r)
-				return
-			case Stall:
-				if !stall(r, f.Delay) {
-					return
-				}
-			case Fail:
-				s3Error(w, f.Status, f.Code, f.Message)
-				return
-			}
+		if s3Faults.serve(w, r, c.take(op, region)) {
+			return
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -71,6 +54,13 @@ func s3Op(r *http.Request) string {
 		return "HeadObject"
 	}
 	return "GetObject"
+}
+
+// s3Faults are S3's answers to injected faults.
+var s3Faults = faultReplies{
+	throttle: reply{status: 503, code: "SlowDown", msg: "Please reduce your request rate."},
+	server:   reply{status: 500, code: "InternalError", msg: "We encountered an internal error. Please try again."},
+	write:    func(w http.ResponseWriter, e reply) { s3Error(w, e.status, e.code, e.msg) },
 }
 
 func s3Error(w http.ResponseWriter, status int, code, msg string) {
