@@ -41,6 +41,8 @@ const (
 // goroutines and several processes.
 type Cache struct {
 	dir string
+	// remote, when set (UseRemote), is a shared second tier: see cache_remote.go.
+	remote *remoteTier
 }
 
 // DefaultCacheDir is $KUBEBAKE_CACHE, else $XDG_CACHE_HOME/kubebake, else ~/.cache/kubebake.
@@ -106,7 +108,17 @@ func checkHex(sha256hex string) error {
 	return nil
 }
 
-// Lookup returns the path of the blob with this sha256 if the cache holds it intact.
+// Lookup returns the path of the blob with this sha256 if the cache holds it intact. On a
+// local miss it looks in the shared cache, if there is one (UseRemote), and keeps what it
+// downloads; an object there that does not hash to sha256hex is a *RemoteChecksumError.
+func (c *Cache) Lookup(sha256hex string) (path string, ok bool, err error) {
+	if path, ok, err = c.lookupLocal(sha256hex); err != nil || ok {
+		return path, ok, err
+	}
+	return c.lookupRemote(sha256hex)
+}
+
+// lookupLocal is Lookup in this machine's cache only.
 //
 // Verification trade-off: hashing every blob on every lookup would cost seconds for the
 // ~600 MB of a default recipe, so a blob is fully hashed once (when written, or when its stamp
@@ -120,7 +132,7 @@ func checkHex(sha256hex string) error {
 // deliberately not part of the stamp: hard-linking a blob into a build tree changes its
 // ctime without changing its content, and would cost a re-hash each time (git makes the same
 // choice with core.trustctime=false).
-func (c *Cache) Lookup(sha256hex string) (path string, ok bool, err error) {
+func (c *Cache) lookupLocal(sha256hex string) (path string, ok bool, err error) {
 	if err := checkHex(sha256hex); err != nil {
 		return "", false, err
 	}
@@ -207,33 +219,43 @@ func (e *ChecksumError) Error() string {
 // Put stores r's content under sha256hex. The content is hashed while it is written to a
 // temporary file that is renamed into place only if it hashes to sha256hex; on a mismatch the
 // error is a *ChecksumError and the cache is unchanged. If the cache already holds the blob
-// intact, r is not read.
+// intact, r is not read. A blob written here is uploaded to the shared cache, if there is one
+// and it lacks the blob.
 func (c *Cache) Put(sha256hex string, r io.Reader) (path string, err error) {
 	if err := checkHex(sha256hex); err != nil {
 		return "", err
 	}
-	if p, ok, err := c.Lookup(sha256hex); err != nil {
+	// Local only: the caller has the content in hand, downloading it again would be waste.
+	if p, ok, err := c.lookupLocal(sha256hex); err != nil {
 		return "", err
 	} else if ok {
 		return p, nil
 	}
-	_, path, err = c.put(r, sha256hex)
-	return path, err
+	if _, path, err = c.put(r, sha256hex); err != nil {
+		return "", err
+	}
+	c.shareBlob(sha256hex, path)
+	return path, nil
 }
 
 // PutFile copies the file src into the cache and returns its sha256 and cache path. It is for
-// outputs whose hash is not known beforehand (Go builds). src is left in place.
+// outputs whose hash is not known beforehand (Go builds). src is left in place. Like Put, it
+// uploads the blob to the shared cache if there is one.
 func (c *Cache) PutFile(src string) (sha256hex, path string, err error) {
 	f, err := os.Open(src)
 	if err != nil {
 		return "", "", fmt.Errorf("artifact cache: %w", err)
 	}
 	defer f.Close()
-	return c.put(f, "")
+	if sha256hex, path, err = c.put(f, ""); err != nil {
+		return "", "", err
+	}
+	c.shareBlob(sha256hex, path)
+	return sha256hex, path, nil
 }
 
 // put writes r to a temporary blob, hashing it; with want set it refuses a mismatch, with want
-// empty it files the blob under whatever it hashes to.
+// empty it files the blob under whatever it hashes to. It touches the local cache only.
 func (c *Cache) put(r io.Reader, want string) (string, string, error) {
 	dir := filepath.Join(c.dir, blobsDir)
 	tmp, err := atomicfile.Create(filepath.Join(dir, "incoming"), 0o444)

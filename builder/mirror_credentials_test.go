@@ -179,6 +179,10 @@ func (d dirStore) Scratch(name string) (string, error) {
 
 func (d dirStore) Lock(ctx context.Context, name string) (func(), error) { return func() {}, nil }
 
+// A dirStore has no shared cache behind it.
+func (d dirStore) FetchRootfs(context.Context, string, string) (bool, error) { return false, nil }
+func (d dirStore) ShareRootfs(context.Context, string, string)               {}
+
 // fakeMmdebstrap puts an mmdebstrap on PATH that records its arguments and the auth file its
 // hook names, says things about the mirror and its password on stderr, and fails.
 func fakeMmdebstrap(t *testing.T, dir string) {

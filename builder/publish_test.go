@@ -185,3 +185,7 @@ type artifactsStub struct{}
 
 func (artifactsStub) Scratch(string) (string, error)               { return "", nil }
 func (artifactsStub) Lock(context.Context, string) (func(), error) { return func() {}, nil }
+func (artifactsStub) FetchRootfs(context.Context, string, string) (bool, error) {
+	return false, nil
+}
+func (artifactsStub) ShareRootfs(context.Context, string, string) {}

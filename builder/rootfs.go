@@ -215,10 +215,18 @@ func aptAuthHook(authDir string) string {
 type RootfsStore interface {
 	Scratch(name string) (string, error)
 	Lock(ctx context.Context, name string) (unlock func(), err error)
+	// FetchRootfs fills dst with the tarball of key from a shared cache (artifacts.Remote),
+	// checked against the sha256 recorded with it, and reports whether it did; false when
+	// there is no shared cache or it lacks the tarball.
+	FetchRootfs(ctx context.Context, key, dst string) (bool, error)
+	// ShareRootfs offers a tarball just built to the shared cache, if there is one. Its
+	// failures are the store's to report: the tarball is here, the build goes on.
+	ShareRootfs(ctx context.Context, key, path string)
 }
 
-// rootfsTarball returns the cached tarball for spec, building it with mmdebstrap when it is
-// missing. The second return value says whether it came from the cache.
+// rootfsTarball returns the cached tarball for spec: from this machine's cache, else from the
+// shared cache, else built with mmdebstrap (and then shared). The second return value says
+// whether it came from a cache.
 // mirrorCheck (nil: none) runs before mmdebstrap, so a mirror that dropped locked versions is
 // reported by name before a minute of apt work.
 func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, mirrorCheck func(context.Context) error, log func(string)) (string, bool, error) {
@@ -239,6 +247,16 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, mirr
 	if _, err := os.Stat(final); err == nil {
 		return final, true, nil // another build made it while we waited
 	}
+	specJSON, _ := json.MarshalIndent(spec, "", "  ")
+	if ok, err := store.FetchRootfs(ctx, key, final); err != nil {
+		return "", false, err
+	} else if ok {
+		// The spec beside the tarball, as a local build leaves it: it says what the key stands for.
+		if err := os.WriteFile(filepath.Join(dir, key+".json"), specJSON, 0o644); err != nil {
+			return "", false, err
+		}
+		return final, true, nil
+	}
 	if spec.Mirror == "" {
 		return "", false, errors.New("no Debian mirror: set base.mirror in the recipe or configure apt on this machine")
 	}
@@ -255,7 +273,6 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, mirr
 	}
 	defer os.RemoveAll(tmpDir)
 	tmpTar := filepath.Join(tmpDir, "rootfs.tar")
-	specJSON, _ := json.MarshalIndent(spec, "", "  ")
 	authDir, err := writeMirrorAuth(tmpDir, spec.Mirror)
 	if err != nil {
 		return "", false, err
@@ -286,6 +303,7 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, mirr
 	if err := os.Rename(tmpTar, final); err != nil {
 		return "", false, err
 	}
+	store.ShareRootfs(ctx, key, final)
 	return final, false, nil
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/builder"
 )
 
@@ -56,7 +55,7 @@ func runBuild(cmd *cobra.Command, arg, outDir string, formats []string, locked b
 			return fmt.Errorf("--format %q: use %s", f, strings.Join(builder.FormatNames(), ", "))
 		}
 	}
-	cache, err := artifacts.OpenCache(globals.cacheDir)
+	cache, err := openCache(cmd.Context())
 	if err != nil {
 		return err
 	}

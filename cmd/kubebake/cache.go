@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/artifacts/remotecache"
+	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -17,13 +21,59 @@ func init() {
 		Short: "Inspect and maintain the artifact cache",
 		Long: `The artifact cache holds every fetched or built artifact by sha256 (blobs/sha256/<hex>),
 plus work folders (scratch/) and locks. Its place: --cache-dir, else $KUBEBAKE_CACHE, else
-$XDG_CACHE_HOME/kubebake, else ~/.cache/kubebake.`,
+$XDG_CACHE_HOME/kubebake, else ~/.cache/kubebake.
+
+CI runners can share one cache in S3 behind their local ones: --cache-remote
+s3://BUCKET/PREFIX, or $KUBEBAKE_CACHE_REMOTE (docs/cache.md). A local miss is looked up
+there and a new local blob or rootfs tarball is uploaded. verify and prune work on the
+local cache only.`,
 	}
 	cacheCmd.AddCommand(cachePathCmd(), cacheVerifyCmd(), cachePruneCmd())
 	rootCmd.AddCommand(cacheCmd)
 }
 
-func openCache() (*artifacts.Cache, error) { return artifacts.OpenCache(globals.cacheDir) }
+// openCache opens the local cache (--cache-dir) with the shared cache that --cache-remote or
+// $KUBEBAKE_CACHE_REMOTE names behind it, if any. ctx bounds the shared cache's requests.
+func openCache(ctx context.Context) (*artifacts.Cache, error) {
+	c, err := artifacts.OpenCache(globals.cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := openRemote(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if remote != nil {
+		c.UseRemote(ctx, remote)
+	}
+	return c, nil
+}
+
+// openRemote is the shared cache the flag, else the environment, names (nil: none). A bad URL
+// is an error naming where it came from; an unreachable bucket is not (the cache warns once
+// and goes on without it).
+func openRemote(ctx context.Context) (*remotecache.S3, error) {
+	raw, setting := globals.cacheRemote, "--cache-remote"
+	if raw == "" {
+		raw, setting = os.Getenv(remotecache.EnvRemote), remotecache.EnvRemote
+	}
+	if raw == "" {
+		return nil, nil
+	}
+	loc, err := remotecache.ParseLocation(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", setting, redact.URL(raw), err)
+	}
+	return remotecache.New(ctx, loc, remotecache.Options{})
+}
+
+// remoteName is the shared cache of c for output ("" without one).
+func remoteName(c *artifacts.Cache) string {
+	if st := c.RemoteStats(); st != nil {
+		return st.Remote
+	}
+	return ""
+}
 
 func cachePathCmd() *cobra.Command {
 	return &cobra.Command{
@@ -31,11 +81,17 @@ func cachePathCmd() *cobra.Command {
 		Short: "Print the cache folder",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := openCache()
+			c, err := openCache(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return printResult(cmd, map[string]string{"path": c.Dir()}, func() string { return c.Dir() + "\n" })
+			res := map[string]string{"path": c.Dir()}
+			if r := remoteName(c); r != "" {
+				res["remote"] = r
+				// stdout stays the one line that scripts read as $(kubebake cache path).
+				fmt.Fprintf(cmd.ErrOrStderr(), "shared cache: %s\n", r)
+			}
+			return printResult(cmd, res, func() string { return c.Dir() + "\n" })
 		},
 	}
 }
@@ -49,7 +105,7 @@ hashed, which keeps warm fetches fast. verify ignores the stamps and re-hashes e
 A corrupt blob is removed (the next fetch gets it again) and verify exits with an error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := openCache()
+			c, err := openCache(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -62,6 +118,9 @@ A corrupt blob is removed (the next fetch gets it again) and verify exits with a
 				s := fmt.Sprintf("%d blobs intact (%s) in %s\n", rep.Checked-len(rep.Removed), humanBytes(rep.Bytes), time.Since(start).Round(time.Millisecond))
 				for _, h := range rep.Removed {
 					s += "removed corrupt blob " + h + "\n"
+				}
+				if r := remoteName(c); r != "" {
+					s += "the shared cache " + r + " was not checked: every download from it is checked against its sha256\n"
 				}
 				return s
 			}); err != nil {
@@ -109,7 +168,7 @@ remove every blob. Without recipes or --all only leftovers go.`,
 				}
 				keep = func(h string) bool { return pinned[h] }
 			}
-			c, err := openCache()
+			c, err := openCache(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -122,6 +181,9 @@ remove every blob. Without recipes or --all only leftovers go.`,
 				fmt.Fprintf(&b, "removed %d blobs (%s), %d temporary files, %d stale stamps\n", len(rep.Blobs), humanBytes(rep.Bytes), rep.TempFiles, rep.Stamps)
 				if keep == nil {
 					b.WriteString("no recipe given: only leftovers were removed (name recipes to keep what their locks pin, or --all)\n")
+				}
+				if r := remoteName(c); r != "" {
+					b.WriteString("the shared cache " + r + " was left alone (expire its objects with a bucket lifecycle rule)\n")
 				}
 				return b.String()
 			})

@@ -51,7 +51,7 @@ func runFetch(cmd *cobra.Command, arg string) error {
 	if err := recipes.CheckLock(r, l); err != nil {
 		return err
 	}
-	cache, err := artifacts.OpenCache(globals.cacheDir)
+	cache, err := openCache(cmd.Context())
 	if err != nil {
 		return err
 	}
@@ -91,6 +91,10 @@ func runFetch(cmd *cobra.Command, arg string) error {
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "fetch: %d artifacts, %s, %d from cache, %d fetched (%s) in %s\n",
 		len(out), humanBytes(total), len(present), len(out)-len(present), state, elapsed.Round(time.Millisecond))
+	if st := cache.RemoteStats(); st != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "fetch: shared cache %s: %d downloaded, %d uploaded%s\n",
+			st.Remote, st.Downloaded, st.Uploaded, map[bool]string{true: " (unavailable: see the warning above)"}[st.Unavailable])
+	}
 	return printResult(cmd, out, func() string {
 		var b strings.Builder
 		w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)

@@ -68,7 +68,7 @@ func runLock(cmd *cobra.Command, arg string, update bool) error {
 	if err := recipes.LintError(findings); err != nil {
 		return fmt.Errorf("%s does not pass lint, nothing locked:\n%w", r.File, err)
 	}
-	cache, err := artifacts.OpenCache(globals.cacheDir)
+	cache, err := openCache(cmd.Context())
 	if err != nil {
 		return err
 	}

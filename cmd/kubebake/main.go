@@ -23,9 +23,10 @@ var version = "dev"
 
 // Global flags, read by every command.
 var globals struct {
-	output   string // text or json
-	logLevel string
-	cacheDir string
+	output      string // text or json
+	logLevel    string
+	cacheDir    string
+	cacheRemote string // s3://bucket/prefix; "" means $KUBEBAKE_CACHE_REMOTE (openCache)
 }
 
 var rootCmd = &cobra.Command{
@@ -61,6 +62,7 @@ func init() {
 	pf.VarP(newOutputFormat(&globals.output, "text"), "output", "o", "result format: text or json (files are written with --out)")
 	pf.StringVar(&globals.logLevel, "log-level", "info", "log level on stderr: debug, info, warn, error")
 	pf.StringVar(&globals.cacheDir, "cache-dir", "", "artifact cache (default $KUBEBAKE_CACHE or $XDG_CACHE_HOME/kubebake)")
+	pf.StringVar(&globals.cacheRemote, "cache-remote", "", "shared cache behind the local one, for CI runners: s3://BUCKET/PREFIX (default $KUBEBAKE_CACHE_REMOTE; endpoint $KUBEBAKE_S3_ENDPOINT)")
 	rootCmd.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the kubebake version",

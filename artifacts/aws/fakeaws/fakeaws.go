@@ -16,6 +16,7 @@
 package fakeaws
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,6 +27,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
@@ -109,6 +111,37 @@ func (s *Server) ObjectCount(bucket string) int {
 		return 0
 	}
 	return len(l.Contents)
+}
+
+// CreateBucket adds an empty bucket (the servers create none on request).
+func (s *Server) CreateBucket(name string) error { return s.s3.CreateBucket(name) }
+
+// StartS3 starts the servers for a test, with the given empty buckets, and stops them when the
+// test ends.
+func StartS3(t testing.TB, buckets ...string) *Server {
+	t.Helper()
+	srv, err := New(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	for _, b := range buckets {
+		if err := srv.CreateBucket(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv
+}
+
+// ReplaceObjectData swaps the bytes of an object for data and keeps its metadata, as bit rot
+// or a bad copy would leave it: for checksum tests.
+func (s *Server) ReplaceObjectData(bucket, key string, data []byte) error {
+	obj, err := s.s3.HeadObject(bucket, key)
+	if err != nil {
+		return err
+	}
+	_, err = s.s3.PutObject(bucket, key, obj.Metadata, bytes.NewReader(data), int64(len(data)), nil)
+	return err
 }
 
 // Cloud is the state behind the endpoints: per region, images, snapshots, instances,
