@@ -41,7 +41,7 @@ var controlPlaneBins = []string{"etcd", "etcdctl", "kube-apiserver", "kube-contr
 func findBins(t *testing.T) string {
 	dir := os.Getenv("KUBEBAKE_TEST_BIN")
 	if dir == "" {
-		dir = fetchLockedBins(t)
+		dir = fetchLockedBins(t, controlPlaneBins...)
 	}
 	for _, b := range controlPlaneBins {
 		if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.Mode()&0o111 == 0 {
@@ -52,9 +52,9 @@ func findBins(t *testing.T) string {
 	return dir
 }
 
-// fetchLockedBins fetches controlPlaneBins as the debian-12 lock pins them and copies them,
+// fetchLockedBins fetches the named binaries as the debian-12 lock pins them and copies them,
 // executable, into a temp folder (cache blobs are read-only and not executable).
-func fetchLockedBins(t *testing.T) string {
+func fetchLockedBins(t *testing.T, names ...string) string {
 	t.Helper()
 	r, err := recipes.Load("debian-12")
 	if err != nil {
@@ -65,7 +65,7 @@ func fetchLockedBins(t *testing.T) string {
 		t.Fatal(err)
 	}
 	want := map[string]bool{}
-	for _, b := range controlPlaneBins {
+	for _, b := range names {
 		want[b] = true
 	}
 	sub := *lock
@@ -125,10 +125,10 @@ func execStart(t *testing.T, unit []byte) []string {
 // TestControlPlane runs the master side of the layer for real, outside a VM: kubebake-master-pki
 // (kubeadm phases) on a CA the test makes, etcd, kube-apiserver and kube-controller-manager
 // with the flags of their rendered units, kubebake-master-bootstrap (token, RBAC,
-// cluster-info), then the minion's kubebake-discover against that API server, and finally the
+// cluster-info), then the minion's join (kubeadm) against that API server, and finally the
 // kubelet's TLS bootstrap: a node CSR made with the bootstrap kubeconfig is approved and
 // signed by the controller manager. Paths and ports move into a temp folder; everything
-// listens on 127.0.0.1. Needs the binaries (KUBEBAKE_TEST_BIN) and python3.
+// listens on 127.0.0.1. Needs the binaries (KUBEBAKE_TEST_BIN) and python3 (csr-approver).
 func TestControlPlane(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a control plane")
@@ -138,13 +138,23 @@ func TestControlPlane(t *testing.T) {
 	// kubeadm will not advertise a loopback address, and the host's own addresses are not to
 	// be used: the test runs again inside a network namespace of its own, where a 10.x address
 	// on lo (and a default route to it) stands for the node's address: every packet stays in
-	// the namespace.
+	// the namespace. kubeadm's join writes where a node keeps its files (/etc/kubernetes,
+	// /var/lib/kubelet): the namespace has a mount namespace too, where /etc and /var/lib are
+	// overlays whose writes land in a temp folder, never on the host.
 	nodeIP := os.Getenv("KUBEBAKE_TEST_NETNS")
 	if nodeIP == "" {
-		testenv.NeedTools(t, "unshare", "ip")
+		testenv.NeedTools(t, "unshare", "ip", "mount")
 		const ip = "10.254.254.1"
-		setup := "ip link set lo up && ip addr add " + ip + "/32 dev lo && ip route add default dev lo && exec \"$0\" -test.run '^TestControlPlane$' -test.v -test.timeout 9m"
-		cmd := exec.Command("unshare", "--net", "sh", "-c", setup, os.Args[0])
+		ov := t.TempDir()
+		overlay := func(dir string) string {
+			up, work := filepath.Join(ov, dir, "up"), filepath.Join(ov, dir, "work")
+			os.MkdirAll(up, 0o755)
+			os.MkdirAll(work, 0o755)
+			return " && mount -t overlay overlay -o lowerdir=" + dir + ",upperdir=" + up + ",workdir=" + work + " " + dir
+		}
+		setup := "mount --make-rprivate /" + overlay("/etc") + overlay("/var/lib") +
+			" && ip link set lo up && ip addr add " + ip + "/32 dev lo && ip route add default dev lo && exec \"$0\" -test.run '^TestControlPlane$' -test.v -test.timeout 9m"
+		cmd := exec.Command("unshare", "--net", "--mount", "sh", "-c", setup, os.Args[0])
 		cmd.Env = append(os.Environ(), "KUBEBAKE_TEST_NETNS="+ip, "KUBEBAKE_TEST_BIN="+bin)
 		out, err := cmd.CombinedOutput()
 		if err != nil && strings.Contains(string(out), "unshare failed") {
@@ -297,6 +307,11 @@ func TestControlPlane(t *testing.T) {
 		t.Fatal("no admission config in the layer")
 	}
 	writeFile(t, filepath.Join(k8s, filepath.Base(AdmissionConfigPath)), string(admission.Content), 0o644)
+	kubeletConfig, ok := layer.File(KubeletConfigPath)
+	if !ok {
+		t.Fatal("no kubelet configuration in the layer")
+	}
+	writeFile(t, filepath.Join(k8s, filepath.Base(KubeletConfigPath)), string(kubeletConfig.Content), 0o600)
 	if st, err := os.Stat(filepath.Join(k8s, "pki/encryption-config.yaml")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("master-pki made no 0600 encryption config: %v %v", st, err)
 	}
@@ -421,13 +436,28 @@ func TestControlPlane(t *testing.T) {
 		t.Logf("csr-approver:\n%s", approverLog.String())
 	})
 
-	// The minion's side: discovery and the bootstrap kubeconfig, with the shared token.
-	minion := filepath.Join(dir, "minion")
-	minionEnv := filepath.Join(dir, "minion-cluster.env")
-	writeFile(t, minionEnv, "KUBEBAKE_MASTER_ENDPOINT=x\nKUBEBAKE_BOOTSTRAP_TOKEN="+shared2+"\n", 0o600)
+	// The minion's side, kubeadm's join with the shared token: discovery, the cluster's
+	// kubeadm-config and kubelet-config, the bootstrap kubeconfig. kubeadm writes a node's own
+	// paths: here the overlays of the mount namespace.
+	if out, err := kubectl(admin, "-n", "kube-system", "get", "configmap", "kubelet-config", "-o", "go-template={{index .data \"kubelet\"}}"); err != nil ||
+		!strings.Contains(out, "serverTLSBootstrap: true") || !strings.Contains(out, "protectKernelDefaults: true") {
+		t.Fatalf("the master did not publish the image's kubelet configuration as kubelet-config: %v\n%s", err, out)
+	}
+	const minion = "/etc/kubernetes"
 	out = script("minion-join", "KUBEBAKE_K8S_DIR="+minion, "KUBEBAKE_RUN="+filepath.Join(dir, "minion-run"), "KUBEBAKE_BOOTSTRAP_TOKEN="+shared2)
 	t.Logf("minion-join:\n%s", out)
+	if got, _ := os.ReadFile(filepath.Join(minion, "pki/ca.crt")); !bytes.Equal(got, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})) {
+		t.Errorf("the join wrote no or another CA to %s/pki/ca.crt:\n%s", minion, got)
+	}
+	for _, f := range []string{"/var/lib/kubelet/config.yaml", "/var/lib/kubelet/kubeadm-flags.env", filepath.Join(dir, "minion-run", "kubeadm-join.yaml")} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("the join left %s behind", f)
+		}
+	}
 	boot := filepath.Join(minion, "bootstrap-kubelet.conf")
+	if st, err := os.Stat(boot); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("bootstrap-kubelet.conf: %v %v", st, err)
+	}
 	if out, err := kubectl(boot, "auth", "can-i", "create", "certificatesigningrequests.certificates.k8s.io"); err != nil || !strings.HasSuffix(out, "yes") {
 		t.Fatalf("the bootstrap token cannot create CSRs: %s %v", out, err)
 	}
@@ -530,6 +560,8 @@ func TestControlPlane(t *testing.T) {
 	}
 
 	// The minion once joined: its join token and bootstrap kubeconfig are removed.
+	minionEnv := filepath.Join(dir, "minion-cluster.env")
+	writeFile(t, minionEnv, "KUBEBAKE_MASTER_ENDPOINT=x\nKUBEBAKE_BOOTSTRAP_TOKEN="+shared2+"\n", 0o600)
 	writeFile(t, filepath.Join(minion, "kubelet.conf"), "joined\n", 0o600)
 	out = script("join-cleanup", "KUBEBAKE_K8S_DIR="+minion, "KUBEBAKE_CLUSTER_ENV="+minionEnv)
 	t.Logf("join-cleanup:\n%s", out)

@@ -244,7 +244,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		b.file(AdmissionConfigPath, 0o644, admissionConfig(r))
 	}
 	if minion {
-		for _, s := range []string{"minion-join", "kubebake-discover", "join-cleanup"} {
+		for _, s := range []string{"minion-join", "join-cleanup"} {
 			if err := data.addTemplate(b, "scripts/"+s, ScriptDir+"/"+s, 0o755); err != nil {
 				return nil, err
 			}

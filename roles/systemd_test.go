@@ -223,6 +223,6 @@ func TestScriptsSyntax(t *testing.T) {
 		}
 	}
 	if n < 5 {
-		t.Errorf("checked %d scripts, want at least 5 (lib.sh, master-pki, master-bootstrap, minion-join, kubebake-discover)", n)
+		t.Errorf("checked %d scripts, want at least 5 (lib.sh, master-pki, master-bootstrap, minion-join, csr-approver)", n)
 	}
 }

@@ -18,20 +18,22 @@ import (
 	"github.com/kubebake/kubebake/verify/internal/diskedit"
 )
 
-// TestVerifyDefaultImage: the default image passes every check of a lone node: a master
-// configured by Ignition; and a node of a joining role with no master, which must wait for
-// one (not fail). That node is of a recipe's custom role (the default recipe plus role
-// "edge" with the minion's units, customRoleTestImage): it proves at once that a custom role
-// gets its marker, runs its units and skips the master's, the lone wait of the minion's
-// units, and the import of the recipe's own image (customImage). The cluster test
-// (TestVerifyCluster) proves the other combinations on joined nodes: a cloud-init master, a
-// cloud-init minion and an Ignition minion; no boot is repeated.
-func TestVerifyDefaultImage(t *testing.T) {
+// TestVerifyLoneNodes boots the second embedded recipe, debian-13, in the custom-role test
+// image (customRoleTestImage: debian-13 plus role "edge" with the minion's units and an image
+// of its own) once per role, each node alone: a master configured by Ignition, which must
+// settle and pass every check; a minion and an edge node with no master, which must wait for
+// one (not fail). So every role of a recipe with a custom role is verified, and the edge boot
+// proves at once that a custom role gets its marker, runs its units and skips the master's,
+// and the import of the recipe's own image (customImage). The cluster test
+// (TestVerifyCluster) proves the default recipe, debian-12, on joined nodes: a cloud-init
+// master, a cloud-init minion and an Ignition minion.
+func TestVerifyLoneNodes(t *testing.T) {
 	for _, c := range []struct {
 		role, userData string
 		image          func(*testing.T) string
 	}{
-		{RoleMaster, UserDataIgnition, defaultTestImage},
+		{RoleMaster, UserDataIgnition, customRoleTestImage},
+		{RoleMinion, UserDataCloudInit, customRoleTestImage},
 		{customRole, UserDataCloudInit, customRoleTestImage},
 	} {
 		t.Run(c.role+"/"+c.userData, func(t *testing.T) {

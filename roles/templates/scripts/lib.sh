@@ -123,6 +123,12 @@ etcd:
   local:
     dataDir: /var/lib/etcd
 CONFIG
+		# The image's kubelet configuration: upload-config publishes it as
+		# kube-system/kubelet-config, which kubeadm's join reads.
+		if [ -s "$KUBEBAKE_K8S_DIR/kubelet.yaml" ]; then
+			echo ---
+			cat "$KUBEBAKE_K8S_DIR/kubelet.yaml"
+		fi >>"$file.tmp"
 	)
 	mv -f "$file.tmp" "$file"
 }
