@@ -34,18 +34,24 @@ const customRole = "edge"
 // customImage is the custom-role test recipe's own image (images: [{name: hello, archive: ...}]).
 const customImage = "hello"
 
+// customRoleBase is the embedded recipe the custom-role test image extends: debian-13, so
+// that the lone boots prove the second embedded recipe while the cluster test proves the
+// default one.
+const customRoleBase = "debian-13"
+
 var customRoleImage struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-// customRoleTestImage is the default recipe with one more role, customRole, and one image of
-// its own (customImage: an image archive beside the recipe, kubebake's busybox archive from
-// the cache, so no network is needed), locked from the default lock (nothing else moves) and
-// built like the default image. Its rootfs and binaries are the default image's, so the
-// builder's caches make it quick. One boot of its customRole node proves the custom role and
-// the import of a recipe's own image.
+// customRoleTestImage is customRoleBase's recipe with one more role, customRole, and one
+// image of its own (customImage: an image archive beside the recipe, kubebake's busybox
+// archive from the cache, so no network is needed), locked from customRoleBase's lock
+// (nothing else moves) and built like the embedded recipe. Its rootfs and binaries are
+// customRoleBase's, so the builder's caches make it quick. Its master proves customRoleBase's
+// control plane; one boot of its customRole node proves the custom role and the import of a
+// recipe's own image.
 func customRoleTestImage(t *testing.T) string {
 	t.Helper()
 	requireQEMU(t)
@@ -64,30 +70,30 @@ func buildCustomRoleImage() (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	recipe, err := os.ReadFile(filepath.Join(testimage.RepoRoot(), "recipes", "debian-12.yaml"))
+	recipe, err := os.ReadFile(filepath.Join(testimage.RepoRoot(), "recipes", customRoleBase+".yaml"))
 	if err != nil {
 		return "", err
 	}
 	text := string(recipe)
-	if strings.Count(text, "\nname: debian-12\n") != 1 || strings.Count(text, "\nimage:") != 1 {
-		return "", fmt.Errorf("recipes/debian-12.yaml no longer has the shape this test edits (one name, image after roles)")
+	if strings.Count(text, "\nname: "+customRoleBase+"\n") != 1 || strings.Count(text, "\nimage:") != 1 {
+		return "", fmt.Errorf("recipes/%s.yaml no longer has the shape this test edits (one name, image after roles)", customRoleBase)
 	}
-	text = strings.Replace(text, "\nname: debian-12\n", "\nname: debian-12-"+customRole+"\n", 1)
+	text = strings.Replace(text, "\nname: "+customRoleBase+"\n", "\nname: "+customRoleBase+"-"+customRole+"\n", 1)
 	text = strings.Replace(text, "\nimage:", "\n  - name: "+customRole+"\n    units: [containerd.service, kubelet.service, kube-proxy.service, flanneld.service, kubebake-minion-join.service]\n\nimages:\n  - name: "+customImage+"\n    archive: images/"+customImage+".tar\n\nimage:", 1)
-	file := filepath.Join(dir, "debian-12-"+customRole+".yaml")
-	lock, err := os.ReadFile(filepath.Join(testimage.RepoRoot(), "recipes", "debian-12.lock"))
+	file := filepath.Join(dir, customRoleBase+"-"+customRole+".yaml")
+	lock, err := os.ReadFile(filepath.Join(testimage.RepoRoot(), "recipes", customRoleBase+".lock"))
 	if err != nil {
 		return "", err
 	}
 	// The archive: kubebake's own busybox image archive, which fetch puts in the cache.
-	if err := testimage.Kubebake(30*time.Minute, "fetch", "debian-12"); err != nil {
+	if err := testimage.Kubebake(30*time.Minute, "fetch", customRoleBase); err != nil {
 		return "", err
 	}
 	var locked struct {
 		Artifacts []struct{ Name, SHA256 string }
 	}
 	if err := json.Unmarshal(lock, &locked); err != nil {
-		return "", fmt.Errorf("recipes/debian-12.lock: %w", err)
+		return "", fmt.Errorf("recipes/%s.lock: %w", customRoleBase, err)
 	}
 	busybox := ""
 	for _, a := range locked.Artifacts {
@@ -116,6 +122,6 @@ func buildCustomRoleImage() (string, error) {
 	if err := testimage.Kubebake(10*time.Minute, "lock", file); err != nil {
 		return "", err
 	}
-	out := filepath.Join(base, "debian-12-"+customRole)
+	out := filepath.Join(base, customRoleBase+"-"+customRole)
 	return out, testimage.Kubebake(60*time.Minute, "build", file, "--out", out, "--format", "raw")
 }

@@ -127,6 +127,10 @@ type Machine struct {
 	started  time.Time
 }
 
+// tcgKernelCmdlineExtra is the SMBIOS type 11 string that gives an emulated guest the HPET as
+// its clocksource (QEMUArgs).
+const tcgKernelCmdlineExtra = "io.systemd.boot.kernel-cmdline-extra=clocksource=hpet"
+
 // QEMUArgs builds the emulator's command line for cfg with the given overlay, variables copy
 // and serial log. It is a pure function so that its safety rules can be tested: user-mode
 // networking with restrict=on and port forwards bound to 127.0.0.1 only.
@@ -149,6 +153,15 @@ func QEMUArgs(cfg MachineConfig, overlay, vars, serialLog string) []string {
 	}
 	if accel == AccelKVM {
 		args = append(args, "-cpu", "host")
+	}
+	if accel == AccelTCG {
+		// Emulated, a guest that trusts the TSC as its clocksource (Debian 13's kernel does;
+		// Debian 12's finds it unsynchronized and takes the HPET) runs so slowly that a master's
+		// API server times out its own TLS handshakes and never settles. A systemd-boot that
+		// reads SMBIOS type 11 strings (systemd 256 and later) adds this to the kernel command
+		// line of the image's entry; the image itself is not changed, and an older systemd-boot
+		// ignores it. docs/cluster.md, "Under emulation", has the measurements.
+		args = append(args, "-smbios", "type=11,value="+tcgKernelCmdlineExtra)
 	}
 	args = append(args,
 		"-smp", strconv.Itoa(cpus),

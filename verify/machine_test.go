@@ -45,6 +45,8 @@ func TestQEMUArgsNetworkIsolated(t *testing.T) {
 		// The cluster NIC keeps its id and gets the MAC its DHCP lease is for.
 		"-netdev stream,id=cluster,server=off,addr.type=unix,addr.path=/w/vnet.sock",
 		"-device virtio-net-pci,netdev=cluster,romfile=,mac=52:54:ab:cd:ef:01",
+		// Emulated, the guest's systemd-boot gives the kernel the HPET as its clocksource.
+		"-smbios type=11,value=io.systemd.boot.kernel-cmdline-extra=clocksource=hpet",
 	}
 	for _, w := range want {
 		if !strings.Contains(line, w) {
@@ -83,6 +85,9 @@ func TestQEMUArgsNetworkIsolated(t *testing.T) {
 	}
 	if strings.Contains(line, "seed.iso") {
 		t.Error("seed attached without SeedISO")
+	}
+	if strings.Contains(line, "-smbios") {
+		t.Errorf("a KVM guest keeps its own clocksource: %s", line)
 	}
 }
 
