@@ -28,6 +28,9 @@ type DebSource struct {
 	Cache *Cache
 	// Mirror is the archive root used for inputs without their own mirror and for Fetch.
 	Mirror string
+	// SecurityMirror is the archive root of the "-security" suites (IsSecuritySuite); empty:
+	// Mirror.
+	SecurityMirror string
 	// Components searched (default [main]).
 	Components []string
 	// Keyring for gpgv (default $KUBEBAKE_DEB_KEYRING, else DebianArchiveKeyring): a private
@@ -40,6 +43,9 @@ type DebSource struct {
 	// IndexTTL is how long a fetched InRelease is reused before asking the mirror again
 	// (default 30 minutes; negative: always ask).
 	IndexTTL time.Duration
+	// Closure, when set, makes Lock pin the rootfs's whole package set (deb_packageset.go);
+	// cmd sets it to the builder's simulated mmdebstrap run.
+	Closure ClosureFunc
 	Downloader
 
 	now     func() time.Time
@@ -56,6 +62,15 @@ func NewDebSource(cache *Cache, mirror string, components []string, rewrites []r
 		Components: components,
 		Downloader: Downloader{Rewrites: rewrites},
 	}
+}
+
+// mirrorFor is the archive that serves suite: the security archive for a security suite,
+// mirror for the others.
+func (s *DebSource) mirrorFor(suite, mirror string) string {
+	if IsSecuritySuite(suite) && s.SecurityMirror != "" {
+		return s.SecurityMirror
+	}
+	return mirror
 }
 
 // Type is "deb".
@@ -176,7 +191,7 @@ func (s *DebSource) resolveOne(ctx context.Context, in recipes.Input, name, pin 
 	var bestSuite string
 	var seen []string
 	for _, suite := range in.Suites {
-		idx, err := s.suiteIndex(ctx, mirror, suite, arch)
+		idx, err := s.suiteIndex(ctx, s.mirrorFor(suite, mirror), suite, arch)
 		if err != nil {
 			return recipes.LockedArtifact{}, fmt.Errorf("%s: %w", in.Name, err)
 		}
@@ -274,7 +289,7 @@ func (s *DebSource) fetchDeb(ctx context.Context, a recipes.LockedArtifact) (str
 		if a.URL == "" || strings.Contains(a.URL, "://") || strings.HasPrefix(a.URL, "/") || strings.Contains(a.URL, "..") {
 			return "", fmt.Errorf("%s: lock entry has pool path %q, want one relative to the mirror root (pool/...); run \"kubebake lock\"", a.Name, a.URL)
 		}
-		p, err = s.Downloader.Fetch(ctx, s.Cache, s.Mirror+"/"+a.URL, a.SHA256, a.Size)
+		p, err = s.Downloader.Fetch(ctx, s.Cache, s.mirrorFor(a.Suite, s.Mirror)+"/"+a.URL, a.SHA256, a.Size)
 		if err != nil {
 			return "", fmt.Errorf("%s %s: %w", a.Name, a.Version, err)
 		}

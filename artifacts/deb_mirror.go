@@ -19,6 +19,34 @@ func SystemDebianMirror() (string, error) {
 	return debianMirrorFrom("/etc/apt")
 }
 
+// SystemSecurityMirror returns the Debian security archive of this machine's apt sources: the
+// first enabled entry whose suites are "<codename>-security".
+func SystemSecurityMirror() (string, error) {
+	return securityMirrorFrom("/etc/apt")
+}
+
+func securityMirrorFrom(etcApt string) (string, error) {
+	entries, err := readAptSources(etcApt)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.uri, "http://") && !strings.HasPrefix(e.uri, "https://") && !strings.HasPrefix(e.uri, "file:") {
+			continue
+		}
+		for _, s := range e.suites {
+			if IsSecuritySuite(s) {
+				return strings.TrimRight(e.uri, "/"), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no Debian security archive (a \"<release>-security\" suite) in %s/sources.list or %s/sources.list.d/*.{list,sources}; set base.securityMirror in the recipe, or leave the -security suite out of base.suites", etcApt, etcApt)
+}
+
+// IsSecuritySuite says whether a suite is a release's security suite ("bookworm-security"),
+// which Debian publishes in its security archive, not in the main mirror.
+func IsSecuritySuite(suite string) bool { return strings.HasSuffix(suite, "-security") }
+
 // aptEntry is one source: a URI with its suites.
 type aptEntry struct {
 	file     string

@@ -91,3 +91,25 @@ func TestSystemDebianMirror(t *testing.T) {
 		t.Errorf("mirror %q", m)
 	}
 }
+
+func TestSecurityMirrorFrom(t *testing.T) {
+	root := writeApt(t, map[string]string{
+		"sources.list.d/debian.sources": "Types: deb\nURIs: http://mirror.test/debian/\nSuites: bookworm bookworm-updates\n\n" +
+			"Types: deb\nURIs: http://mirror.test/debian-security/\nSuites: bookworm-security\nComponents: main\n",
+	})
+	if got, err := securityMirrorFrom(root); err != nil || got != "http://mirror.test/debian-security" {
+		t.Errorf("securityMirrorFrom = %q, %v", got, err)
+	}
+	none := writeApt(t, map[string]string{"sources.list": "deb http://mirror.test/debian bookworm main\n"})
+	if _, err := securityMirrorFrom(none); err == nil || !strings.Contains(err.Error(), "base.securityMirror") {
+		t.Errorf("no security archive: err = %v", err)
+	}
+	s := &DebSource{Mirror: "http://main.test/debian", SecurityMirror: "http://sec.test/debian-security"}
+	if s.mirrorFor("bookworm-security", s.Mirror) != s.SecurityMirror || s.mirrorFor("bookworm-updates", s.Mirror) != s.Mirror {
+		t.Error("mirrorFor does not send only the security suite to the security archive")
+	}
+	s.SecurityMirror = ""
+	if s.mirrorFor("bookworm-security", s.Mirror) != s.Mirror {
+		t.Error("without a security archive the security suite does not come from the mirror")
+	}
+}

@@ -60,7 +60,7 @@ func (s *DebSource) CheckServed(ctx context.Context, arts []recipes.LockedArtifa
 		name, version := debNameVersion(a)
 		found := false
 		for _, suite := range searchOrder(a.Suite, suites) {
-			idx, err := s.suiteIndex(ctx, s.Mirror, suite, arch)
+			idx, err := s.suiteIndex(ctx, s.mirrorFor(suite, s.Mirror), suite, arch)
 			if err != nil {
 				return fmt.Errorf("checking that the mirror still serves the locked packages: %w", err)
 			}
@@ -102,4 +102,14 @@ func searchOrder(first string, suites []string) []string {
 		}
 	}
 	return out
+}
+
+// CheckPackagesServed is CheckServed for a lock's package set: every file must still be listed,
+// with its sha256, by the signed index of its suite (or of another suite of suites).
+func (s *DebSource) CheckPackagesServed(ctx context.Context, pkgs []recipes.LockedPackage, suites []string, arch string) error {
+	arts := make([]recipes.LockedArtifact, len(pkgs))
+	for i, p := range pkgs {
+		arts[i] = recipes.LockedArtifact{Name: "package/" + p.Name, Source: recipes.SourceDeb, Package: p.Name + "=" + p.Version, Suite: p.Suite, SHA256: p.SHA256}
+	}
+	return s.CheckServed(ctx, arts, suites, arch)
 }

@@ -99,6 +99,10 @@ func TestEmbeddedLocksServedByMirror(t *testing.T) {
 			}
 			debs := srcs[recipes.SourceDeb].(*DebSource)
 			err = debs.CheckServed(context.Background(), l.Artifacts, r.Base.Suites, r.Base.Arch)
+			if err == nil {
+				// A cold build fetches the whole package set from the mirror too.
+				err = debs.CheckPackagesServed(context.Background(), l.Packages, r.Base.Suites, r.Base.Arch)
+			}
 			var mp *MissingPackagesError
 			switch {
 			case errors.As(err, &mp):

@@ -113,7 +113,11 @@ func Lock(ctx context.Context, r *recipes.Recipe, prev *recipes.Lock, update boo
 	if prev != nil {
 		prevBase = slices.DeleteFunc(slices.Clone(prev.Artifacts), func(a recipes.LockedArtifact) bool { return a.Source == SourceOCI })
 	}
-	unchanged := prev != nil && prev.SourceDateEpoch != 0 && sameArtifacts(prevBase, arts)
+	var err error
+	if l.Packages, err = lockPackages(ctx, r, arts, prev, update, sources); err != nil {
+		return nil, err
+	}
+	unchanged := prev != nil && prev.SourceDateEpoch != 0 && sameArtifacts(prevBase, arts) && slices.Equal(prev.Packages, l.Packages)
 	if unchanged {
 		l.SourceDateEpoch = prev.SourceDateEpoch
 	} else {
@@ -238,13 +242,11 @@ func (c Change) String() string {
 // Diff lists what moved from prev (nil: nothing locked yet) to next, sorted by name.
 func Diff(prev, next *recipes.Lock) []Change {
 	old := map[string]recipes.LockedArtifact{}
-	if prev != nil {
-		for _, a := range prev.Artifacts {
-			old[a.Name] = a
-		}
+	for _, a := range diffEntries(prev) {
+		old[a.Name] = a
 	}
 	var out []Change
-	for _, a := range next.Artifacts {
+	for _, a := range diffEntries(next) {
 		p, ok := old[a.Name]
 		delete(old, a.Name)
 		switch {
@@ -260,6 +262,18 @@ func Diff(prev, next *recipes.Lock) []Change {
 		out = append(out, Change{Name: name, What: ChangeRemoved, From: p.Version})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// diffEntries are a lock's artifacts and its package set ("package/<name>"), for Diff.
+func diffEntries(l *recipes.Lock) []recipes.LockedArtifact {
+	if l == nil {
+		return nil
+	}
+	out := slices.Clone(l.Artifacts)
+	for _, p := range l.Packages {
+		out = append(out, recipes.LockedArtifact{Name: "package/" + p.Name, Version: p.Version, SHA256: p.SHA256})
+	}
 	return out
 }
 
@@ -395,7 +409,21 @@ func RecipeSources(cache *Cache, r *recipes.Recipe) (map[string]Source, error) {
 		}
 		mirror = m
 	}
-	return DefaultSources(cache, mirror, WithRewrites(r.Mirrors), WithComponents(r.Base.Components), WithRecipeDir(recipes.RecipeDir(r))), nil
+	srcs := DefaultSources(cache, mirror, WithRewrites(r.Mirrors), WithComponents(r.Base.Components), WithRecipeDir(recipes.RecipeDir(r)))
+	if slices.ContainsFunc(r.Base.Suites, IsSecuritySuite) {
+		security := strings.TrimRight(r.Base.SecurityMirror, "/")
+		if security == "" {
+			m, err := SystemSecurityMirror()
+			if err != nil {
+				return nil, fmt.Errorf("recipe %s: base.suites names a security suite: %w", r.Name, err)
+			}
+			security = m
+		}
+		if debs, ok := srcs[recipes.SourceDeb].(*DebSource); ok {
+			debs.SecurityMirror = security
+		}
+	}
+	return srcs, nil
 }
 
 func needsDeb(r *recipes.Recipe) bool {

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +48,9 @@ type buildInputs struct {
 	open   roles.OpenFunc
 	cache  *artifacts.Cache
 	mirror string
+	debs   map[string]string // the lock's package set in the cache, by sha256
+	// security is the security archive of this machine (the recipe's -security suite).
+	security string
 }
 
 var (
@@ -102,6 +106,9 @@ func defaultInputs(t testing.TB) *buildInputs {
 		if err = e; err != nil {
 			return
 		}
+		if in.debs, err = artifacts.FetchPackages(ctx, in.lock, srcs, "recipes/debian-12.lock"); err != nil {
+			return
+		}
 		if in.layer, err = roles.Render(in.recipe, in.lock); err != nil {
 			return
 		}
@@ -115,6 +122,9 @@ func defaultInputs(t testing.TB) *buildInputs {
 		if in.mirror, err = artifacts.SystemDebianMirror(); err != nil {
 			return
 		}
+		if in.security, err = artifacts.SystemSecurityMirror(); err != nil {
+			return
+		}
 	})
 	if inputsErr != nil {
 		t.Fatalf("preparing the default recipe: %v", inputsErr)
@@ -123,7 +133,7 @@ func defaultInputs(t testing.TB) *buildInputs {
 }
 
 func (in *buildInputs) options(out string) Options {
-	return Options{Recipe: in.recipe, Lock: in.lock, Layer: in.layer, Open: in.open, Store: in.cache, Mirror: in.mirror, OutDir: out, Formats: []string{"raw", "qcow2"}}
+	return Options{Recipe: in.recipe, Lock: in.lock, Layer: in.layer, Open: in.open, Debs: in.debs, Store: in.cache, Mirror: in.mirror, SecurityMirror: in.security, OutDir: out, Formats: []string{"raw", "qcow2"}}
 }
 
 // sharedBuild is one build of the default recipe that several tests inspect.
@@ -454,6 +464,84 @@ func assertNoRootfsLeftovers(t *testing.T, cache *artifacts.Cache) {
 	}
 }
 
+// TestBuildHermetic simulates mirror churn. The lock's rootfs is made again (its cached
+// tarball removed) with the mirror and the security archive gone (a server on 127.0.0.1 that
+// answers 404 to every request): the package set comes from the cache, and the raw image is byte-identical to
+// the shared build's. With an empty cache instead, nothing can be built, and the error names
+// every missing .deb and the lock.
+func TestBuildHermetic(t *testing.T) {
+	heavy(t)
+	_, res1 := sharedBuild(t)
+	in := defaultInputs(t)
+	if len(in.lock.Packages) < 100 {
+		t.Fatalf("the default lock pins %d packages: not the rootfs's whole set", len(in.lock.Packages))
+	}
+	ctx := context.Background()
+	var asked atomic.Int64
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		http.NotFound(w, r)
+	}))
+	defer gone.Close()
+	moved := *in.recipe
+	moved.Base.Mirror, moved.Base.SecurityMirror = gone.URL+"/debian", gone.URL+"/debian-security"
+	srcs, err := artifacts.RecipeSources(in.cache, &moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	debs, err := artifacts.FetchPackages(ctx, in.lock, srcs, "recipes/debian-12.lock")
+	if err != nil {
+		t.Fatalf("the cache holds the package set, yet: %v", err)
+	}
+
+	spec, err := NewRootfsSpec(ctx, in.recipe, in.lock, in.mirror, "", in.debs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := in.cache.Scratch("rootfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ext := range []string{".tar", ".json"} {
+		os.Remove(filepath.Join(dir, spec.Key()+ext))
+	}
+	v := *in
+	v.mirror, v.debs = gone.URL+"/debian", debs
+	out := filepath.Join(t.TempDir(), "out")
+	opts := v.options(out)
+	opts.Formats = []string{"raw"}
+	res2, err := Build(ctx, opts)
+	if err != nil {
+		t.Fatalf("build with the mirror gone: %v", err)
+	}
+	if res2.RootfsCached {
+		t.Fatal("the rootfs came from the cache: mmdebstrap did not run again")
+	}
+	if a, b := outputSum(res1, "raw"), outputSum(res2, "raw"); a == "" || a != b {
+		t.Errorf("the raw image differs once the mirror is gone: %s vs %s", a, b)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the gone mirror was asked %d times", n)
+	}
+	t.Logf("rebuilt with the mirror gone: raw %s, %.1fs %v", outputSum(res2, "raw"), res2.Seconds, res2.Stages)
+
+	empty, err := artifacts.OpenCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs, err = artifacts.RecipeSources(empty, &moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = artifacts.FetchPackages(ctx, in.lock, srcs, "recipes/debian-12.lock")
+	var md *artifacts.MissingDebsError
+	if !errors.As(err, &md) || len(md.Packages) != len(in.lock.Packages) || !strings.Contains(err.Error(), "recipes/debian-12.lock pins") ||
+		!strings.Contains(err.Error(), "libc6 ") {
+		t.Fatalf("empty cache, mirror gone: err = %v", err)
+	}
+	t.Logf("empty cache: %.300s...", err)
+}
+
 // variant returns the default inputs with a lock that no cached rootfs matches.
 func variant(in *buildInputs, mutate func(r *recipes.Recipe, l *recipes.Lock)) *buildInputs {
 	v := *in
@@ -470,11 +558,31 @@ func variant(in *buildInputs, mutate func(r *recipes.Recipe, l *recipes.Lock)) *
 func TestBuildBadInput(t *testing.T) {
 	heavy(t)
 	in := defaultInputs(t)
-	t.Run("package does not exist", func(t *testing.T) {
-		v := variant(in, func(r *recipes.Recipe, l *recipes.Lock) {
+	// The recipe and lock name a package the mirror does not have; pinnedSet says whether the
+	// lock keeps its package set.
+	unknownPackage := func(pinnedSet bool) func(r *recipes.Recipe, l *recipes.Lock) {
+		return func(r *recipes.Recipe, l *recipes.Lock) {
 			r.Base.Packages = append(r.Base.Packages, "kubebake-no-such-package")
 			l.Artifacts = append(l.Artifacts, recipes.LockedArtifact{Name: "deb/kubebake-no-such-package", Kind: recipes.InputDeb, Source: recipes.SourceDeb, Version: "1.0-1"})
-		})
+			if !pinnedSet {
+				l.Packages = nil
+			}
+		}
+	}
+	t.Run("package outside the package set", func(t *testing.T) {
+		v := variant(in, unknownPackage(true))
+		out := filepath.Join(t.TempDir(), "out")
+		_, err := Build(context.Background(), v.options(out))
+		if err == nil || !strings.Contains(err.Error(), "the lock's package set lacks kubebake-no-such-package 1.0-1") {
+			t.Fatalf("err = %v", err)
+		}
+		t.Log(err)
+		assertEmpty(t, out)
+	})
+	// A lock without a package set (written before kubebake pinned it) builds from the mirror:
+	// apt's refusals are explained.
+	t.Run("package does not exist", func(t *testing.T) {
+		v := variant(in, unknownPackage(false))
 		out := filepath.Join(t.TempDir(), "out")
 		_, err := Build(context.Background(), v.options(out))
 		if err == nil || !strings.Contains(err.Error(), "package kubebake-no-such-package does not exist") {
@@ -487,7 +595,7 @@ func TestBuildBadInput(t *testing.T) {
 	t.Run("mirror refuses", func(t *testing.T) {
 		for _, status := range []int{http.StatusForbidden, http.StatusNotFound} {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
-			v := variant(in, func(r *recipes.Recipe, l *recipes.Lock) {})
+			v := variant(in, func(r *recipes.Recipe, l *recipes.Lock) { l.Packages = nil })
 			v.mirror = srv.URL + "/debian"
 			out := filepath.Join(t.TempDir(), "out")
 			_, err := Build(context.Background(), v.options(out))

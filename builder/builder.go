@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/manifest"
 	"github.com/kubebake/kubebake/recipes"
@@ -32,6 +33,9 @@ type Options struct {
 	Layer  *roles.Layer
 	// Open reads an artifact blob by name for the layer (roles.OpenFunc).
 	Open roles.OpenFunc
+	// Debs are the cache paths of the lock's pinned package set by sha256
+	// (artifacts.DebSource.FetchPackages); the rootfs is made from them alone.
+	Debs map[string]string
 	// Store keeps rootfs tarballs between builds (an *artifacts.Cache).
 	Store RootfsStore
 	// Mirror is the Debian archive URL mmdebstrap downloads from (recipe base.mirror, else
@@ -48,6 +52,9 @@ type Options struct {
 	// HostBootloader is systemd-boot's EFI binary on the host, used when the rootfs has none
 	// (default HostSystemdBoot).
 	HostBootloader string
+	// SecurityMirror serves the recipe's "-security" suites to mmdebstrap when the lock has no
+	// pinned package set (base.securityMirror, else this machine's apt security archive).
+	SecurityMirror string
 	// MirrorCheck, when the rootfs is not cached, runs before mmdebstrap: it fails naming
 	// every locked package the mirror no longer serves (Run sets it from the deb source).
 	MirrorCheck func(context.Context) error
@@ -281,7 +288,7 @@ func stepPrepare(ctx context.Context, s *state) error {
 	if err := checkTools(ctx, s.formats); err != nil {
 		return err
 	}
-	if s.spec, err = NewRootfsSpec(ctx, o.Recipe, o.Lock, o.Mirror); err != nil {
+	if s.spec, err = NewRootfsSpec(ctx, o.Recipe, o.Lock, o.Mirror, o.SecurityMirror, o.Debs); err != nil {
 		return err
 	}
 	if err := checkOutDir(o.OutDir); err != nil {
@@ -401,7 +408,13 @@ func (s *state) aptSources() []byte {
 	var b strings.Builder
 	b.WriteString("# Written by kubebake from the recipe's base.mirror.\n")
 	for _, suite := range r.Base.Suites {
-		fmt.Fprintf(&b, "deb %s %s %s\n", strings.TrimRight(redact.StripUserinfo(r.Base.Mirror), "/"), suite, strings.Join(r.Base.Components, " "))
+		mirror := r.Base.Mirror
+		if artifacts.IsSecuritySuite(suite) {
+			if mirror = r.Base.SecurityMirror; mirror == "" {
+				continue // the build machine's security archive is not the node's to use
+			}
+		}
+		fmt.Fprintf(&b, "deb %s %s %s\n", strings.TrimRight(redact.StripUserinfo(mirror), "/"), suite, strings.Join(r.Base.Components, " "))
 	}
 	return []byte(b.String())
 }
@@ -447,6 +460,9 @@ func (s *state) selfDescription(info *MergeInfo) ([]ExtraFile, error) {
 		return nil, err
 	}
 	pkgs := parseDpkgStatus(info.DpkgStatus)
+	if err := checkPackageSet(o.Lock, pkgs, recipeFile(o.Recipe)); err != nil {
+		return nil, err
+	}
 	if len(pkgs) == 0 {
 		return nil, errors.New("the rootfs has no installed packages in /var/lib/dpkg/status")
 	}

@@ -79,9 +79,12 @@ func TestBuildMirrorCredentials(t *testing.T) {
 	v := variant(in, func(r *recipes.Recipe, l *recipes.Lock) {
 		r.Base.Mirror = credMirror
 		l.SourceDateEpoch = in.lock.SourceDateEpoch + 7 // a rootfs key of this test alone
+		// A lock without a package set: mmdebstrap itself downloads from the mirror. (With
+		// one, only lock's simulated run below and the Go downloader meet the mirror.)
+		l.Packages = nil
 	})
 	v.mirror = credMirror
-	spec, err := NewRootfsSpec(context.Background(), v.recipe, v.lock, v.mirror)
+	spec, err := NewRootfsSpec(context.Background(), v.recipe, v.lock, v.mirror, in.security, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +115,28 @@ func TestBuildMirrorCredentials(t *testing.T) {
 		eventsMu.Lock()
 		events = append(events, fmt.Sprintf("%s %s %s", e.Stage, e.Kind, e.Message))
 		eventsMu.Unlock()
+	}
+	// Locking resolves the package set through the same mirror: mmdebstrap --simulate gets
+	// the credentials as an apt option.
+	includes, err := recipes.RootfsPackages(in.recipe, in.lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := authorized.Load()
+	refs, resolveErr := ResolvePackageSet(context.Background(), v.recipe, includes, credMirror, in.security)
+	if resolveErr != nil {
+		t.Errorf("resolving the package set through the credentialed mirror: %v", resolveErr)
+	} else if authorized.Load() == before {
+		t.Error("the simulated run did not ask the mirror with the credentials")
+	}
+	picked := map[string]bool{}
+	for _, r := range refs {
+		picked[r.Name+"="+r.Version] = true
+	}
+	for _, in := range includes {
+		if resolveErr == nil && !picked[in] {
+			t.Errorf("the simulated run's set lacks %s, which the recipe names (%d packages)", in, len(refs))
+		}
 	}
 	res, buildErr := Build(context.Background(), opts)
 	slog.SetDefault(old)

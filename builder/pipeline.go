@@ -44,6 +44,7 @@ type pipelineValues struct {
 	lock   *recipes.Lock               // lock
 	srcs   map[string]artifacts.Source // fetch: the sources that fetched them
 	paths  map[string]string           // fetch: cache path of each artifact
+	debs   map[string]string           // fetch: cache path of each pinned .deb, by sha256
 	layer  *roles.Layer                // render
 }
 
@@ -79,8 +80,14 @@ func frontStages(s *state, req Request, v *pipelineValues) []stage {
 				return err
 			}
 			s.log(fmt.Sprintf("%d artifacts of %s", len(v.lock.Artifacts), v.recipe.Name))
-			v.paths, err = artifacts.Fetch(ctx, v.lock, v.srcs)
-			return artifacts.NameRecipe(err, recipeFile(v.recipe))
+			if v.paths, err = artifacts.Fetch(ctx, v.lock, v.srcs); err != nil {
+				return artifacts.NameRecipe(err, recipeFile(v.recipe))
+			}
+			if len(v.lock.Packages) > 0 {
+				s.log(fmt.Sprintf("%d Debian packages of the rootfs", len(v.lock.Packages)))
+			}
+			v.debs, err = artifacts.FetchPackages(ctx, v.lock, v.srcs, recipes.LockPath(recipeFile(v.recipe)))
+			return err
 		}},
 		{"render", func(ctx context.Context) (err error) {
 			if v.layer, err = roles.Render(v.recipe, v.lock); err != nil {
@@ -91,6 +98,9 @@ func frontStages(s *state, req Request, v *pipelineValues) []stage {
 				if opts.Mirror, err = artifacts.SystemDebianMirror(); err != nil {
 					return err
 				}
+			}
+			if debs, ok := v.srcs[recipes.SourceDeb].(*artifacts.DebSource); ok {
+				opts.SecurityMirror = debs.SecurityMirror
 			}
 			return s.init(opts)
 		}},
@@ -163,7 +173,7 @@ func bakeOptions(req Request, v *pipelineValues) Options {
 		out = filepath.Join("out", v.recipe.Name)
 	}
 	return Options{
-		Recipe: v.recipe, Lock: v.lock, Layer: v.layer, Open: openFrom(v.paths), Store: req.Cache,
+		Recipe: v.recipe, Lock: v.lock, Layer: v.layer, Open: openFrom(v.paths), Debs: v.debs, Store: req.Cache,
 		Mirror: v.recipe.Base.Mirror, OutDir: out, Formats: req.Formats, Version: req.Version,
 		HostBootloader: req.HostBootloader, MirrorCheck: mirrorCheck(v.srcs, v.recipe, v.lock),
 	}

@@ -60,7 +60,7 @@ func TestRunRefusesLintErrors(t *testing.T) {
 		t.Fatal("built a recipe with ip_forward 0")
 	}
 	msg := err.Error()
-	for _, want := range []string{"build lint:", recipe + ":102:", "net.ipv4.ip_forward", "nothing built"} {
+	for _, want := range []string{"build lint:", recipe + ":104:", "net.ipv4.ip_forward", "nothing built"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
 		}

@@ -12,10 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/internal/redact"
 	"github.com/kubebake/kubebake/internal/run"
 	"github.com/kubebake/kubebake/recipes"
@@ -33,8 +33,12 @@ type RootfsSpec struct {
 	Variant    string   `json:"variant"`
 	Suites     []string `json:"suites"`
 	Components []string `json:"components"`
-	// Packages are "name=version", sorted.
+	// Packages are "name=version", sorted: the recipe's named packages, or with a pinned
+	// package set (hermetic) the whole set.
 	Packages []string `json:"packages"`
+	// PackageSHA256 are the sha256 of the pinned set's files in the order of Packages; none
+	// when the lock has no set (the rootfs then comes from the mirror).
+	PackageSHA256 []string `json:"packageSha256,omitempty"`
 	// Options are the further mmdebstrap arguments (dpkg path excludes, ...).
 	Options []string `json:"options"`
 	// Epoch is the lock's SOURCE_DATE_EPOCH: it is in every mtime of the tarball.
@@ -46,9 +50,17 @@ type RootfsSpec struct {
 	// (https://user:password@host/debian): mmdebstrap gets them in an apt auth.conf file,
 	// never in its arguments, and they reach no log, error or image (mirrorAuth).
 	Mirror string `json:"-"`
+	// SecurityMirror serves the "-security" suites (artifacts.IsSecuritySuite); not part of
+	// the key. Empty: Mirror.
+	SecurityMirror string `json:"-"`
 	// Recipe is the recipe's file or name, for messages; not part of the key either.
 	Recipe string `json:"-"`
+	// debs are the pinned files in the cache, for the local archive (hermetic only).
+	debs []localDeb
 }
+
+// Hermetic says whether the rootfs is made from the lock's pinned package set alone.
+func (s RootfsSpec) Hermetic() bool { return len(s.PackageSHA256) > 0 }
 
 // Key is the hex sha256 of the spec without its mirror.
 func (s RootfsSpec) Key() string {
@@ -72,38 +84,6 @@ var dpkgExcludes = []string{
 	"--dpkgopt=path-exclude=/usr/share/lintian/*",
 }
 
-// RootfsPackages lists the Debian packages of a recipe's rootfs as "name=version" from the
-// lock: BootPackages, the kernel, runtime.packages and base.packages. A package without a
-// lock entry is an error: every package the recipe names is pinned.
-func RootfsPackages(r *recipes.Recipe, l *recipes.Lock) ([]string, error) {
-	pinned := map[string]string{}
-	for _, a := range l.Artifacts {
-		if a.Kind == recipes.InputDeb {
-			pinned[strings.TrimPrefix(a.Name, "deb/")] = a.Version
-		}
-	}
-	names := append(append(append(recipes.BootPackages(), r.Base.Kernel), r.Runtime.Packages...), r.Base.Packages...)
-	seen := map[string]bool{}
-	var out, missing []string
-	for _, n := range names {
-		if n == "" || seen[n] {
-			continue
-		}
-		seen[n] = true
-		v, ok := pinned[n]
-		if !ok {
-			missing = append(missing, n)
-			continue
-		}
-		out = append(out, n+"="+v)
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("the lock pins no version of %s; run \"kubebake lock %s\"", strings.Join(missing, ", "), recipeFile(r))
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
 func recipeFile(r *recipes.Recipe) string {
 	if r.File != "" {
 		return r.File
@@ -111,9 +91,10 @@ func recipeFile(r *recipes.Recipe) string {
 	return r.Name
 }
 
-// NewRootfsSpec derives the rootfs spec of a recipe and its lock.
-func NewRootfsSpec(ctx context.Context, r *recipes.Recipe, l *recipes.Lock, mirror string) (RootfsSpec, error) {
-	pkgs, err := RootfsPackages(r, l)
+// NewRootfsSpec derives the rootfs spec of a recipe and its lock. With a pinned package set
+// (l.Packages) debs must hold each file's cache path by sha256 (artifacts.FetchPackages).
+func NewRootfsSpec(ctx context.Context, r *recipes.Recipe, l *recipes.Lock, mirror, securityMirror string, debs map[string]string) (RootfsSpec, error) {
+	pkgs, err := recipes.RootfsPackages(r, l)
 	if err != nil {
 		return RootfsSpec{}, err
 	}
@@ -121,13 +102,38 @@ func NewRootfsSpec(ctx context.Context, r *recipes.Recipe, l *recipes.Lock, mirr
 	if err != nil {
 		return RootfsSpec{}, err
 	}
-	return RootfsSpec{
+	spec := RootfsSpec{
 		Release: r.Base.Release, Arch: r.Base.Arch, Variant: "minbase",
 		Suites: r.Base.Suites, Components: r.Base.Components,
 		Packages: pkgs, Options: dpkgExcludes, Epoch: l.SourceDateEpoch,
 		Tool: tool, Format: rootfsFormat, Mirror: strings.TrimRight(mirror, "/"),
-		Recipe: recipeFile(r),
-	}, nil
+		SecurityMirror: strings.TrimRight(securityMirror, "/"), Recipe: recipeFile(r),
+	}
+	if len(l.Packages) == 0 {
+		return spec, nil
+	}
+	set := map[string]bool{}
+	spec.Packages = nil
+	for _, p := range l.Packages {
+		path, ok := debs[p.SHA256]
+		if !ok {
+			return RootfsSpec{}, fmt.Errorf("%s %s of the lock's package set was not fetched into the cache; run \"kubebake fetch %s\"", p.Name, p.Version, recipeFile(r))
+		}
+		set[p.Name+"="+p.Version] = true
+		spec.Packages = append(spec.Packages, p.Name+"="+p.Version)
+		spec.PackageSHA256 = append(spec.PackageSHA256, p.SHA256)
+		spec.debs = append(spec.debs, localDeb{LockedPackage: p, Path: path})
+	}
+	var outside []string
+	for _, p := range pkgs {
+		if !set[p] {
+			outside = append(outside, strings.Replace(p, "=", " ", 1))
+		}
+	}
+	if len(outside) > 0 {
+		return RootfsSpec{}, fmt.Errorf("the lock's package set lacks %s, which the recipe names; run \"kubebake lock %s\"", strings.Join(outside, ", "), recipeFile(r))
+	}
+	return spec, nil
 }
 
 func mmdebstrapVersion(ctx context.Context) (string, error) {
@@ -141,26 +147,43 @@ func mmdebstrapVersion(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// mmdebstrapArgs is the command line that builds the tarball at out. The mirror goes in
-// without its credentials; authDir, when set, is the folder of the apt auth.conf file that
-// holds them (writeMirrorAuth), which a setup hook hands to apt. Neither changes the tarball:
-// the key is the same with or without credentials.
-func (s RootfsSpec) mmdebstrapArgs(out, authDir string) []string {
+// commonArgs are the mmdebstrap arguments both ways of making a rootfs share: mode, variant,
+// format, architecture, the included packages and the dpkg options.
+func (s RootfsSpec) commonArgs() []string {
 	args := []string{
 		"--mode=unshare", "--variant=" + s.Variant, "--format=tar",
 		"--architectures=" + s.Arch,
 		"--include=" + strings.Join(s.Packages, ","),
 	}
-	args = append(args, s.Options...)
+	return append(args, s.Options...)
+}
+
+// mmdebstrapArgs is the command line that builds the tarball at out from the mirror. The mirror
+// goes in without its credentials; authDir, when set, is the folder of the apt auth.conf file
+// that holds them (writeMirrorAuth), which a setup hook hands to apt. Neither changes the
+// tarball: the key is the same with or without credentials.
+func (s RootfsSpec) mmdebstrapArgs(out, authDir string) []string {
+	args := s.commonArgs()
 	if authDir != "" {
 		args = append(args, "--setup-hook="+aptAuthHook(authDir))
 	}
 	args = append(args, s.Release, out)
 	mirror := redact.StripUserinfo(s.Mirror)
 	for _, suite := range s.Suites {
-		args = append(args, fmt.Sprintf("deb %s %s %s", mirror, suite, strings.Join(s.Components, " ")))
+		m := mirror
+		if artifacts.IsSecuritySuite(suite) && s.SecurityMirror != "" {
+			m = s.SecurityMirror
+		}
+		args = append(args, fmt.Sprintf("deb %s %s %s", m, suite, strings.Join(s.Components, " ")))
 	}
 	return args
+}
+
+// hermeticArgs is the command line that builds the tarball at out from the local archive at
+// archiveURL (localarchive.go): every pinned package is included, so apt's priorities
+// choose nothing.
+func (s RootfsSpec) hermeticArgs(out, archiveURL string) []string {
+	return append(s.commonArgs(), s.Release, out, fmt.Sprintf("deb [trusted=yes] %s %s main", archiveURL, s.Release))
 }
 
 // mirrorAuthFile is the apt auth.conf.d file (in a private folder of the build, never in the
@@ -257,10 +280,10 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, mirr
 		}
 		return final, true, nil
 	}
-	if spec.Mirror == "" {
+	if spec.Mirror == "" && !spec.Hermetic() {
 		return "", false, errors.New("no Debian mirror: set base.mirror in the recipe or configure apt on this machine")
 	}
-	if mirrorCheck != nil {
+	if mirrorCheck != nil && !spec.Hermetic() {
 		if err := mirrorCheck(ctx); err != nil {
 			return "", false, err
 		}
@@ -273,12 +296,27 @@ func rootfsTarball(ctx context.Context, store RootfsStore, spec RootfsSpec, mirr
 	}
 	defer os.RemoveAll(tmpDir)
 	tmpTar := filepath.Join(tmpDir, "rootfs.tar")
-	authDir, err := writeMirrorAuth(tmpDir, spec.Mirror)
-	if err != nil {
-		return "", false, err
+	var args []string
+	if spec.Hermetic() {
+		archive := filepath.Join(tmpDir, "archive")
+		if err := writeLocalArchive(ctx, archive, spec.Release, spec.Arch, spec.Epoch, spec.debs); err != nil {
+			return "", false, err
+		}
+		url, stop, err := serveLocalArchive(archive)
+		if err != nil {
+			return "", false, err
+		}
+		defer stop()
+		args = spec.hermeticArgs(tmpTar, url)
+	} else {
+		authDir, err := writeMirrorAuth(tmpDir, spec.Mirror)
+		if err != nil {
+			return "", false, err
+		}
+		args = spec.mmdebstrapArgs(tmpTar, authDir)
 	}
 	red := mirrorRedactor(spec.Mirror)
-	cmd := run.Command("mmdebstrap", spec.mmdebstrapArgs(tmpTar, authDir)...)
+	cmd := run.Command("mmdebstrap", args...)
 	cmd.Redact = red
 	cmd.Env = []string{
 		"SOURCE_DATE_EPOCH=" + strconv.FormatInt(spec.Epoch, 10),

@@ -121,12 +121,12 @@ func TestRootfsPackagesNeedTheLock(t *testing.T) {
 	for _, p := range append(recipes.BootPackages(), "linux-image-cloud-amd64") {
 		l.Artifacts = append(l.Artifacts, recipes.LockedArtifact{Name: "deb/" + p, Kind: recipes.InputDeb, Version: "1"})
 	}
-	_, err := RootfsPackages(r, l)
+	_, err := recipes.RootfsPackages(r, l)
 	if err == nil || !strings.Contains(err.Error(), "socat") || !strings.Contains(err.Error(), "kubebake lock") {
 		t.Fatalf("err %v", err)
 	}
 	l.Artifacts = append(l.Artifacts, recipes.LockedArtifact{Name: "deb/socat", Kind: recipes.InputDeb, Version: "1.7.4.4-2"})
-	pkgs, err := RootfsPackages(r, l)
+	pkgs, err := recipes.RootfsPackages(r, l)
 	if err != nil || !strings.Contains(strings.Join(pkgs, " "), "socat=1.7.4.4-2") {
 		t.Fatalf("%v %v", pkgs, err)
 	}

@@ -210,14 +210,23 @@ func (l *linter) base() {
 		l.at("base.kernel", fmt.Sprintf("%q is not a kernel package: use %s", b.Kernel, DefaultKernel(b.Arch)), "without a kernel package the image does not boot")
 	}
 	if b.Mirror != "" {
-		u, err := url.Parse(b.Mirror)
+		u, ok := archiveURL(b.Mirror)
 		switch {
-		case err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == ""):
+		case !ok:
 			// The URL may carry a password: the message shows it without its credentials.
 			l.at("base.mirror", fmt.Sprintf("%q is not an http(s) or file URL of a Debian archive; leave it out to use this machine's apt mirror", redact.URL(b.Mirror)), "packages are fetched from it")
 		case u.User != nil:
 			l.warn("base.mirror", "carries credentials (user:password@): they are used at build time only, through apt's auth.conf, and never written into the image, its manifest or a log",
 				"the image's /etc/apt/sources.list names the mirror without them: a node that updates from it needs its own credentials")
+		}
+	}
+	if b.SecurityMirror != "" {
+		u, ok := archiveURL(b.SecurityMirror)
+		switch {
+		case !ok:
+			l.at("base.securityMirror", fmt.Sprintf("%q is not an http(s) or file URL of a Debian security archive; leave it out to use this machine's apt security archive", redact.URL(b.SecurityMirror)), "the -security suites are fetched from it")
+		case u.User != nil:
+			l.at("base.securityMirror", "carries credentials (user:password@), which kubebake passes to base.mirror only; use a security archive that needs none", "the -security suites are fetched from it")
 		}
 	}
 	l.packages("base.packages", b.Packages)
@@ -876,4 +885,13 @@ func (l *linter) security() {
 		}
 		seen[name] = true
 	}
+}
+
+// archiveURL parses a Debian archive's URL: http(s) with a host, or file.
+func archiveURL(raw string) (*url.URL, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "file") || (u.Scheme != "file" && u.Host == "") {
+		return nil, false
+	}
+	return u, true
 }

@@ -185,7 +185,9 @@ func TestLintPitfalls(t *testing.T) {
 		{"no runc", [][2]string{e("packages: [containerd, runc]", "packages: [containerd]")}, "runtime.packages", "missing runc", "  ¦packages: [containerd]", 0},
 		{"unknown source type", [][2]string{e("    type: gomod\n    module: go.etcd.io", "    type: git\n    module: go.etcd.io")}, "etcd.source.type", `unknown source type "git"`, "type: ¦git", 0},
 		{"other distro", [][2]string{e("distro: debian", "distro: ubuntu")}, "base.distro", `distro "ubuntu" is not supported`, "distro: ¦ubuntu", 0},
-		{"suite of another release", [][2]string{e("suites: [bookworm, bookworm-updates]", "suites: [bookworm, trixie-updates]")}, "base.suites[1]", `suite "trixie-updates" is not of release "bookworm"`, "¦trixie-updates", 0},
+		{"suite of another release", [][2]string{e("suites: [bookworm, bookworm-updates, bookworm-security]", "suites: [bookworm, trixie-updates, bookworm-security]")}, "base.suites[1]", `suite "trixie-updates" is not of release "bookworm"`, "¦trixie-updates", 0},
+		{"security archive not a URL", [][2]string{e("  # securityMirror: leave it out", "  securityMirror: ftp://sec.test/debian-security\n  # securityMirror: leave it out")}, "base.securityMirror", `"ftp://sec.test/debian-security" is not an http(s) or file URL`, "securityMirror: ¦ftp", 0},
+		{"security archive with credentials", [][2]string{e("  # securityMirror: leave it out", "  securityMirror: https://u:secret@sec.test/debian-security\n  # securityMirror: leave it out")}, "base.securityMirror", "carries credentials", "securityMirror: ¦https", 0},
 		{"bad name", [][2]string{e("name: debian-12", "name: Debian_12")}, "name", `"Debian_12" is not a valid name`, "name: ¦Debian_12", 0},
 		{"package pinned to nothing exact", [][2]string{e("    - kmod\n", "    - kmod=latest\n")}, "base.packages[6]", `"kmod=latest": "latest" is not an exact Debian version`, "- ¦kmod=latest", 0},
 		{"package name with a space", [][2]string{e("    - kmod\n", "    - \"kmod tools\"\n")}, "base.packages[6]", `"kmod tools" is not a Debian package name`, "- ¦\"kmod tools", 0},
@@ -272,7 +274,7 @@ func TestLintWarningOnly(t *testing.T) {
 	if err := LintError(fs); err != nil {
 		t.Errorf("a warning fails lint: %v", err)
 	}
-	if got, want := fs[0].String(), "w.yaml:20:3: warning: base.packages: missing ethtool (recommended) ("; !strings.HasPrefix(got, want) {
+	if got, want := fs[0].String(), "w.yaml:22:3: warning: base.packages: missing ethtool (recommended) ("; !strings.HasPrefix(got, want) {
 		t.Errorf("got %s\nwant prefix %s", got, want)
 	}
 }

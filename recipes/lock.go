@@ -32,6 +32,60 @@ type Lock struct {
 	SourceDateEpoch int64 `json:"sourceDateEpoch"`
 	// Artifacts are sorted by Name.
 	Artifacts []LockedArtifact `json:"artifacts"`
+	// Packages is the rootfs's whole Debian package set: the named packages (RootfsPackages)
+	// and everything apt installs with them, each .deb pinned by sha256, sorted by Name. The
+	// rootfs is built from these files alone, so the lock rebuilds after the mirror has moved
+	// on. A lock written before kubebake pinned the set has none: its rootfs comes from the
+	// mirror.
+	Packages []LockedPackage `json:"packages,omitempty"`
+}
+
+// LockedPackage is one .deb of the rootfs, as the mirror's signed Packages index lists it.
+type LockedPackage struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Arch    string `json:"arch"`
+	// Suite is where the lock found it; URL is its pool path relative to the mirror root.
+	Suite  string `json:"suite"`
+	URL    string `json:"url"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// RootfsPackages lists the Debian packages a recipe names for its rootfs as "name=version"
+// from the lock: BootPackages, the kernel, runtime.packages and base.packages, sorted. A
+// package without a lock entry is an error: every package the recipe names is pinned.
+func RootfsPackages(r *Recipe, l *Lock) ([]string, error) {
+	pinned := map[string]string{}
+	for _, a := range l.Artifacts {
+		if a.Kind == InputDeb {
+			pinned[strings.TrimPrefix(a.Name, "deb/")] = a.Version
+		}
+	}
+	names := append(append(append(BootPackages(), r.Base.Kernel), r.Runtime.Packages...), r.Base.Packages...)
+	seen := map[string]bool{}
+	var out, missing []string
+	for _, n := range names {
+		if n == "" || seen[n] {
+			continue
+		}
+		seen[n] = true
+		v, ok := pinned[n]
+		if !ok {
+			missing = append(missing, n)
+			continue
+		}
+		out = append(out, n+"="+v)
+	}
+	if len(missing) > 0 {
+		file := r.File
+		if file == "" {
+			file = r.Name
+		}
+		return nil, fmt.Errorf("the lock pins no version of %s; run \"kubebake lock %s\"", strings.Join(missing, ", "), file)
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // LockedArtifact is one pinned input: a binary or a Debian package.
@@ -95,6 +149,8 @@ func MarshalLock(l *Lock) ([]byte, error) {
 		c.Artifacts = []LockedArtifact{}
 	}
 	sort.SliceStable(c.Artifacts, func(i, j int) bool { return c.Artifacts[i].Name < c.Artifacts[j].Name })
+	c.Packages = slices.Clone(l.Packages)
+	sort.SliceStable(c.Packages, func(i, j int) bool { return c.Packages[i].Name < c.Packages[j].Name })
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)

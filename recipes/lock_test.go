@@ -57,9 +57,9 @@ func TestInputs(t *testing.T) {
 		// The applier, from kubebake's own source.
 		"kubebake-ignition": {Name: "kubebake-ignition", Kind: "binary", Source: Source{Type: "self"}, Package: "cmd/kubebake-ignition",
 			MainSHA256: kubebake.ApplierSourceSHA256(), Arch: "amd64"},
-		"deb/containerd":              {Name: "deb/containerd", Kind: "deb", Source: Source{Type: "deb"}, Package: "containerd", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
-		"deb/linux-image-cloud-amd64": {Name: "deb/linux-image-cloud-amd64", Kind: "deb", Source: Source{Type: "deb"}, Package: "linux-image-cloud-amd64", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
-		"deb/cloud-init":              {Name: "deb/cloud-init", Kind: "deb", Source: Source{Type: "deb"}, Package: "cloud-init", Suites: []string{"bookworm", "bookworm-updates"}, Arch: "amd64"},
+		"deb/containerd":              {Name: "deb/containerd", Kind: "deb", Source: Source{Type: "deb"}, Package: "containerd", Suites: []string{"bookworm", "bookworm-updates", "bookworm-security"}, Arch: "amd64"},
+		"deb/linux-image-cloud-amd64": {Name: "deb/linux-image-cloud-amd64", Kind: "deb", Source: Source{Type: "deb"}, Package: "linux-image-cloud-amd64", Suites: []string{"bookworm", "bookworm-updates", "bookworm-security"}, Arch: "amd64"},
+		"deb/cloud-init":              {Name: "deb/cloud-init", Kind: "deb", Source: Source{Type: "deb"}, Package: "cloud-init", Suites: []string{"bookworm", "bookworm-updates", "bookworm-security"}, Arch: "amd64"},
 	} {
 		if got := byName[name]; !reflect.DeepEqual(got, want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", name, got, want)
@@ -82,7 +82,7 @@ func TestInputs(t *testing.T) {
 	if in := byName["kube-proxy"]; in.Package != "kube-proxy" || in.Version != "v1.35.4" {
 		t.Errorf("url input: %+v", in)
 	}
-	if in := byName["cni/bridge"]; in.Package != "containernetworking-plugins" || len(in.Suites) != 2 {
+	if in := byName["cni/bridge"]; in.Package != "containernetworking-plugins" || len(in.Suites) != 3 {
 		t.Errorf("deb-sourced binary: %+v", in)
 	}
 	// A Debian pin travels in Version; a pinned entry wins over an unpinned one.

@@ -62,7 +62,12 @@ type Base struct {
 	Release string `yaml:"release" json:"release" kubebake:"required"` // suite codename: "bookworm", "trixie"
 	// Mirror is the archive URL; empty means "the Debian mirror this machine's apt uses".
 	Mirror string `yaml:"mirror,omitempty" json:"mirror,omitempty"`
+	// SecurityMirror is the archive of the "<release>-security" suites (Debian publishes
+	// security fixes in an archive of its own); empty means the security archive of this
+	// machine's apt sources.
+	SecurityMirror string `yaml:"securityMirror,omitempty" json:"securityMirror,omitempty"`
 	// Suites searched for packages, newest version wins; default [release, release-updates].
+	// A suite named "<release>-security" comes from SecurityMirror.
 	Suites     []string `yaml:"suites,omitempty" json:"suites,omitempty"`
 	Components []string `yaml:"components,omitempty" json:"components,omitempty"` // default [main]
 	Arch       string   `yaml:"arch,omitempty" json:"arch,omitempty"`             // default amd64

@@ -165,6 +165,9 @@ remove every blob. Without recipes or --all only leftovers go.`,
 					for _, a := range l.Artifacts {
 						pinned[a.SHA256] = true
 					}
+					for _, p := range l.Packages {
+						pinned[p.SHA256] = true // the .deb files the rootfs is made of
+					}
 				}
 				keep = func(h string) bool { return pinned[h] }
 			}

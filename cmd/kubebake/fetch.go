@@ -18,7 +18,9 @@ func init() {
 		Use:   "fetch NAME|PATH",
 		Short: "Fill the artifact cache with everything a recipe's lock pins",
 		Long: `Download, build or unpack every artifact the recipe's lock pins into the content-addressed
-cache, each checked against its sha256, and print where each one is. The lock must match the
+cache, each checked against its sha256, and print where each one is. The .deb files of the
+rootfs's pinned package set are fetched too (a summary goes to stderr): with them cached, the
+lock builds without the mirror. The lock must match the
 recipe (run "kubebake lock" first). Timing and cache hits go to stderr.`,
 		Example:           `  kubebake fetch recipes/debian-12.yaml`,
 		Args:              cobra.ExactArgs(1),
@@ -91,6 +93,22 @@ func runFetch(cmd *cobra.Command, arg string) error {
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "fetch: %d artifacts, %s, %d from cache, %d fetched (%s) in %s\n",
 		len(out), humanBytes(total), len(present), len(out)-len(present), state, elapsed.Round(time.Millisecond))
+	if len(l.Packages) > 0 {
+		var have int
+		var size int64
+		for _, p := range l.Packages {
+			size += p.Size
+			if _, err := os.Stat(cache.BlobPath(p.SHA256)); err == nil {
+				have++
+			}
+		}
+		start := time.Now()
+		if _, err := artifacts.FetchPackages(cmd.Context(), l, srcs, recipes.LockPath(r.File)); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "fetch: %d Debian packages of the rootfs, %s, %d from cache, %d fetched in %s\n",
+			len(l.Packages), humanBytes(size), have, len(l.Packages)-have, time.Since(start).Round(time.Millisecond))
+	}
 	if st := cache.RemoteStats(); st != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "fetch: shared cache %s: %d downloaded, %d uploaded%s\n",
 			st.Remote, st.Downloaded, st.Uploaded, map[bool]string{true: " (unavailable: see the warning above)"}[st.Unavailable])

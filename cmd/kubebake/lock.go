@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/builder"
 	"github.com/kubebake/kubebake/recipes"
 )
 
@@ -44,12 +45,17 @@ Nothing is written when anything fails.`,
 	rootCmd.AddCommand(cmd)
 }
 
+// resolvePackageSet finds the rootfs's whole package set for the lock: mmdebstrap's simulated
+// run. Tests whose synthetic archive holds no bootable set replace it.
+var resolvePackageSet artifacts.ClosureFunc = builder.ResolvePackageSet
+
 // lockResult is what `kubebake lock` reports.
 type lockResult struct {
 	Lock      string             `json:"lock"`
 	Recipe    string             `json:"recipe"`
 	Written   bool               `json:"written"` // false: the file already held exactly this lock
 	Artifacts int                `json:"artifacts"`
+	Packages  int                `json:"packages"` // the rootfs's pinned package set
 	Changes   []artifacts.Change `json:"changes"`
 }
 
@@ -76,6 +82,9 @@ func runLock(cmd *cobra.Command, arg string, update bool) error {
 	if err != nil {
 		return err
 	}
+	if debs, ok := srcs[recipes.SourceDeb].(*artifacts.DebSource); ok {
+		debs.Closure = resolvePackageSet
+	}
 	path := recipes.LockPath(r.File)
 	prev, err := recipes.ReadRecipeLock(r)
 	if err != nil {
@@ -98,7 +107,7 @@ func runLock(cmd *cobra.Command, arg string, update bool) error {
 	if err != nil {
 		return err
 	}
-	res := lockResult{Lock: path, Recipe: r.Name, Artifacts: len(l.Artifacts), Changes: artifacts.Diff(prev, l)}
+	res := lockResult{Lock: path, Recipe: r.Name, Artifacts: len(l.Artifacts), Packages: len(l.Packages), Changes: artifacts.Diff(prev, l)}
 	if res.Changes == nil {
 		res.Changes = []artifacts.Change{}
 	}
@@ -111,7 +120,7 @@ func runLock(cmd *cobra.Command, arg string, update bool) error {
 	return printResult(cmd, res, func() string {
 		var b strings.Builder
 		if prev == nil {
-			fmt.Fprintf(&b, "%s: %d artifacts pinned\n", path, len(l.Artifacts))
+			fmt.Fprintf(&b, "%s: %d artifacts and %d Debian packages pinned\n", path, len(l.Artifacts), len(l.Packages))
 			return b.String()
 		}
 		for _, c := range res.Changes {
@@ -119,11 +128,11 @@ func runLock(cmd *cobra.Command, arg string, update bool) error {
 		}
 		switch {
 		case len(res.Changes) == 0 && !res.Written:
-			fmt.Fprintf(&b, "%s: unchanged (%d artifacts)\n", path, len(l.Artifacts))
+			fmt.Fprintf(&b, "%s: unchanged (%d artifacts, %d Debian packages)\n", path, len(l.Artifacts), len(l.Packages))
 		case len(res.Changes) == 0:
-			fmt.Fprintf(&b, "%s: rewritten, no artifact moved (%d artifacts)\n", path, len(l.Artifacts))
+			fmt.Fprintf(&b, "%s: rewritten, nothing moved (%d artifacts, %d Debian packages)\n", path, len(l.Artifacts), len(l.Packages))
 		default:
-			fmt.Fprintf(&b, "%s: %d of %d artifacts moved\n", path, len(res.Changes), len(l.Artifacts))
+			fmt.Fprintf(&b, "%s: %d of %d artifacts and Debian packages moved\n", path, len(res.Changes), len(l.Artifacts)+len(l.Packages))
 		}
 		return b.String()
 	})

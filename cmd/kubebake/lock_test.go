@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/kubebake/kubebake/artifacts"
+	"github.com/kubebake/kubebake/builder"
 	"github.com/kubebake/kubebake/internal/run"
 	"github.com/kubebake/kubebake/internal/testenv"
 	"github.com/kubebake/kubebake/recipes"
@@ -89,6 +90,10 @@ func signer(t *testing.T) (func([]byte) []byte, string) {
 // cliRecipe writes the recipe file and starts its upstream.
 func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 	t.Helper()
+	// The synthetic archive holds the named packages and nothing they depend on: the package
+	// set is those packages (mmdebstrap's own resolution is tested in builder).
+	resolvePackageSet = namedPackagesOnly
+	t.Cleanup(func() { resolvePackageSet = builder.ResolvePackageSet })
 	sign, keyring := signer(t)
 	t.Setenv("KUBEBAKE_DEB_KEYRING", keyring)
 	up = &upstream{files: map[string][]byte{}}
@@ -101,7 +106,7 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 		y = strings.Replace(y, "type: gomod\n    module: "+mod, "type: url\n    url: https://dl.k8s.io/release/{version}/bin/linux/{arch}/{name}", 1)
 	}
 	y = strings.Replace(y, "name: debian-12", "name: cli-test", 1)
-	y = strings.Replace(y, "  # mirror: leave it out", "  mirror: "+up.srv.URL+"/debian\n  # mirror: leave it out", 1)
+	y = strings.Replace(y, "  # mirror: leave it out", "  mirror: "+up.srv.URL+"/debian\n  securityMirror: "+up.srv.URL+"/debian-security\n  # mirror: leave it out", 1)
 	y += "\nmirrors:\n  - prefix: https://dl.k8s.io/\n    replacement: " + up.srv.URL + "/k8s/\n"
 	recipePath = filepath.Join(t.TempDir(), "cli.yaml")
 	if err := os.WriteFile(recipePath, []byte(y), 0o644); err != nil {
@@ -141,15 +146,23 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 			fmt.Fprintf(&pkgs, "Package: %s\nVersion: 1.0-1\nArchitecture: amd64\nFilename: %s\nSize: %d\nSHA256: %s\n\n", in.Package, pool, len(data), hexSum(data))
 		}
 	}
+	// The security archive, an archive of its own, has a fix of socat.
+	fix := []byte("socat deb, security fix")
+	fixPool := "pool/updates/main/s/socat/socat_1.0-1+deb12u1_amd64.deb"
+	up.files["/debian-security/"+fixPool] = fix
+	security := fmt.Sprintf("Package: socat\nVersion: 1.0-1+deb12u1\nArchitecture: amd64\nFilename: %s\nSize: %d\nSHA256: %s\n\n", fixPool, len(fix), hexSum(fix))
 	for _, suite := range parsed.Base.Suites {
-		idx := []byte(pkgs.String())
-		if suite != parsed.Base.Release {
+		idx, archive := []byte(pkgs.String()), "/debian"
+		switch {
+		case strings.HasSuffix(suite, "-security"):
+			idx, archive = []byte(security), "/debian-security"
+		case suite != parsed.Base.Release:
 			idx = nil // the updates suite is empty
 		}
-		up.files["/debian/dists/"+suite+"/main/binary-amd64/Packages"] = idx
+		up.files[archive+"/dists/"+suite+"/main/binary-amd64/Packages"] = idx
 		rel := fmt.Sprintf("Suite: %s\nCodename: %s\nDate: %s\nSHA256:\n %s %d main/binary-amd64/Packages\n",
 			suite, suite, time.Now().UTC().Format(time.RFC1123), hexSum(idx), len(idx))
-		up.files["/debian/dists/"+suite+"/InRelease"] = sign([]byte(rel))
+		up.files[archive+"/dists/"+suite+"/InRelease"] = sign([]byte(rel))
 	}
 	return recipePath, up
 }
@@ -164,12 +177,19 @@ func TestLockFetchCommands(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lock: %v\n%s", err, logs)
 	}
-	if !strings.Contains(out, "artifacts pinned") {
+	if !strings.Contains(out, "artifacts and 22 Debian packages pinned") {
 		t.Errorf("lock output %q", out)
 	}
 	first, err := os.ReadFile(lockPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The package set: the 22 named packages (namedPackagesOnly), each with its file; socat
+	// is the security archive's fix.
+	if l, err := recipes.ReadLock(lockPath); err != nil || len(l.Packages) != 22 || l.Packages[0].SHA256 == "" || l.Packages[0].URL == "" {
+		t.Errorf("the lock's package set: %v, %d packages", err, len(l.Packages))
+	} else if i := slices.IndexFunc(l.Packages, func(p recipes.LockedPackage) bool { return p.Name == "socat" }); i < 0 || l.Packages[i].Version != "1.0-1+deb12u1" || l.Packages[i].Suite != "bookworm-security" {
+		t.Errorf("socat is not pinned from the security suite: %+v", l.Packages)
 	}
 	if bytes.Contains(first, []byte("127.0.0.1")) {
 		t.Error("the lock names the local mirror")
@@ -220,6 +240,12 @@ func TestLockFetchCommands(t *testing.T) {
 	if !strings.Contains(out, "kubelet") || !strings.Contains(out, "v1.35.5") || !strings.Contains(logs, "(partly warm)") {
 		t.Errorf("cold fetch: %s\n%s", out, logs)
 	}
+	// The fix came from the security archive (the main mirror does not have it).
+	if c, err := artifacts.OpenCache(cache); err != nil {
+		t.Fatal(err)
+	} else if _, ok, _ := c.Lookup(hexSum([]byte("socat deb, security fix"))); !ok {
+		t.Error("fetch did not get socat's fix from the security archive")
+	}
 	before := up.requests()
 	_, logs, err = kb(t, "fetch", recipePath, "-o", "json", "--cache-dir", cache)
 	if err != nil {
@@ -249,6 +275,18 @@ func TestLockFetchCommands(t *testing.T) {
 	_, _, err = kb(t, "fetch", recipePath, "-o", "text", "--cache-dir", cache)
 	if err == nil || !strings.Contains(err.Error(), "deb/ethtool removed") || !strings.Contains(err.Error(), "kubebake lock") {
 		t.Errorf("drifted recipe: %v", err)
+	}
+	// Locking it drops ethtool from the package set too (the set is resolved afresh), and
+	// says so.
+	out, _, err = kb(t, "lock", recipePath, "--update=false", "-o", "text", "--cache-dir", cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := recipes.ReadLock(lockPath); err != nil || slices.ContainsFunc(l.Packages, func(p recipes.LockedPackage) bool { return p.Name == "ethtool" }) {
+		t.Errorf("ethtool is still in the package set of the relocked recipe (%v)", err)
+	}
+	if !strings.Contains(out, "package/ethtool 1.0-1 (removed)") {
+		t.Errorf("lock does not say ethtool left the package set: %s", out)
 	}
 }
 
@@ -392,4 +430,15 @@ func debWith(t *testing.T, pkg, member string, content []byte) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// namedPackagesOnly is a package-set resolver for archives without a bootable set: the
+// recipe's named packages, nothing more.
+func namedPackagesOnly(_ context.Context, _ *recipes.Recipe, includes []string, _, _ string) ([]artifacts.PackageRef, error) {
+	var refs []artifacts.PackageRef
+	for _, in := range includes {
+		name, version, _ := strings.Cut(in, "=")
+		refs = append(refs, artifacts.PackageRef{Name: name, Version: version})
+	}
+	return refs, nil
 }
