@@ -123,8 +123,17 @@ func runLock(cmd *cobra.Command, arg string, update bool) error {
 			fmt.Fprintf(&b, "%s: %d artifacts and %d Debian packages pinned\n", path, len(l.Artifacts), len(l.Packages))
 			return b.String()
 		}
+		// A lock written before the package set was pinned gains a whole set at once: one line
+		// says so rather than two hundred "(new)" ones (-o json lists them all).
+		firstSet := len(prev.Packages) == 0 && len(l.Packages) > 0
 		for _, c := range res.Changes {
+			if firstSet && strings.HasPrefix(c.Name, "package/") {
+				continue
+			}
 			fmt.Fprintln(&b, c.String())
+		}
+		if firstSet {
+			fmt.Fprintf(&b, "the rootfs's package set: %d Debian packages pinned (new)\n", len(l.Packages))
 		}
 		switch {
 		case len(res.Changes) == 0 && !res.Written:
