@@ -124,10 +124,20 @@ func DiffLocks(old, new *recipes.Lock) *Changes {
 		Recipe:    move(old.Recipe, new.Recipe),
 		LockHash:  move(recipes.LockHash(old), recipes.LockHash(new)),
 		Artifacts: diffArtifacts(old.Artifacts, new.Artifacts),
-		Packages:  []PackageChange{},
+		Packages:  diffPackages(lockedPackages(old), lockedPackages(new)),
 		Files:     []FileChange{},
 		Units:     []UnitChange{},
 	}
+}
+
+// lockedPackages is a lock's pinned package set as the packages of an image (a lock written
+// before the set was pinned has none).
+func lockedPackages(l *recipes.Lock) []DebPackage {
+	out := make([]DebPackage, len(l.Packages))
+	for i, p := range l.Packages {
+		out[i] = DebPackage{Name: p.Name, Version: p.Version, Architecture: p.Arch}
+	}
+	return out
 }
 
 func move(old, new string) *Move {

@@ -254,6 +254,19 @@ artifacts: 1 changed
 	if !DiffLocks(old, old).Empty() {
 		t.Error("a lock differs from itself")
 	}
+
+	// The pinned package sets: one security fix.
+	old.Packages = []recipes.LockedPackage{{Name: "libssl3", Version: "3.0.20-1~deb12u2", Arch: "amd64"}, {Name: "zlib1g", Version: "1:1.2.13.dfsg-1", Arch: "amd64"}}
+	fixed := *old
+	fixed.Packages = slices.Clone(old.Packages)
+	fixed.Packages[0].Version = "3.0.22-1~deb12u2"
+	c = DiffLocks(old, &fixed)
+	if len(c.Packages) != 1 || c.Packages[0].Name != "libssl3" || c.Packages[0].Old.Version != "3.0.20-1~deb12u2" || c.Packages[0].New.Version != "3.0.22-1~deb12u2" {
+		t.Errorf("package set change: %+v", c.Packages)
+	}
+	if !strings.Contains(c.Markdown(), "libssl3") || !strings.Contains(c.Text(), "3.0.20-1~deb12u2 -> 3.0.22-1~deb12u2") {
+		t.Errorf("the renderings do not show the package:\n%s\n%s", c.Text(), c.Markdown())
+	}
 }
 
 // TestDiffNoChanges: a rebuild of the same lock is no change, in every rendering, and JSON
