@@ -291,6 +291,9 @@ func rebaseOne(ctx context.Context, o rebaseOptions, name string, steps rebaseSt
 	}) {
 		return res
 	}
+	if res.Changes == nil {
+		res.Changes = []artifacts.Change{} // JSON readers get a list
+	}
 	res.Recipe, res.Lock, res.LockHash = r.Name, recipes.LockPath(r.File), recipes.LockHash(l)
 	res.OutDir = filepath.Join(o.Out, r.Name)
 	since := o.Since
@@ -392,23 +395,20 @@ func readRelease(path string) (*manifest.Manifest, error) {
 	return manifest.Read(file)
 }
 
-// writeChangelog writes CHANGELOG.md and changes.json beside the new build: what changed since
-// last (everything, when there is no last release).
+// writeChangelog writes CHANGELOG.md beside the new build, and changes.json (kubebake diff -o
+// json) when there is a last release to compare with.
 func writeChangelog(res *rebaseResult, last *manifest.Manifest) error {
 	cur, err := manifest.Read(filepath.Join(res.OutDir, manifest.Name))
 	if err != nil {
 		return err
 	}
-	var md string
-	var changes *manifest.Changes
-	if last == nil {
-		md = fmt.Sprintf("# %s\n\nFirst release: lock %s.\n", res.Recipe, res.LockHash[:12])
-	} else {
-		changes = manifest.Diff(last, cur)
-		md = changes.Markdown()
-	}
 	res.Changelog = filepath.Join(res.OutDir, "CHANGELOG.md")
-	if err := atomicfile.WriteFile(res.Changelog, []byte(md), 0o644); err != nil {
+	if last == nil {
+		md := fmt.Sprintf("# %s\n\nFirst release: lock %s, kernel %s, %d Debian packages.\n", res.Recipe, res.LockHash[:12], cur.Image.Kernel, len(cur.Packages))
+		return atomicfile.WriteFile(res.Changelog, []byte(md), 0o644)
+	}
+	changes := manifest.Diff(last, cur)
+	if err := atomicfile.WriteFile(res.Changelog, []byte(changes.Markdown()), 0o644); err != nil {
 		return err
 	}
 	data, err := json.MarshalIndent(changes, "", "  ")

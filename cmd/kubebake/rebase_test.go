@@ -86,6 +86,9 @@ func TestRebaseCycle(t *testing.T) {
 	if code != rebaseExitBuilt || res[0].Status != "built" || strings.Join(first.calls, ",") != "lock,build,verify,publish" {
 		t.Fatalf("first run: exit %d, %+v, calls %v", code, res[0], first.calls)
 	}
+	if log, err := os.ReadFile(res[0].Changelog); err != nil || !strings.Contains(string(log), "First release") || res[0].Changes == nil {
+		t.Errorf("first release: changelog %q (%v), lock changes %v", log, err, res[0].Changes)
+	}
 	// Again with nothing new: unchanged, nothing built.
 	again := &fakeCycle{epoch: 1, kernel: "6.1.0-50-cloud-amd64", verifyOK: true}
 	code, res = run(again, true)
@@ -101,6 +104,10 @@ func TestRebaseCycle(t *testing.T) {
 	log, err := os.ReadFile(res[0].Changelog)
 	if err != nil || !strings.Contains(string(log), "6.1.0-57-cloud-amd64") {
 		t.Errorf("changelog: %v\n%s", err, log)
+	}
+	var changes manifest.Changes
+	if data, err := os.ReadFile(filepath.Join(out, "debian-12", "changes.json")); err != nil || json.Unmarshal(data, &changes) != nil || changes.Kernel == nil {
+		t.Errorf("changes.json: %v %+v", err, changes)
 	}
 	// A new lock whose image fails verify: exit 12, never published.
 	broken := &fakeCycle{epoch: 3, kernel: "6.1.0-58-cloud-amd64", verifyOK: false}
