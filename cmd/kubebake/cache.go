@@ -35,6 +35,13 @@ local cache only.`,
 // openCache opens the local cache (--cache-dir) with the shared cache that --cache-remote or
 // $KUBEBAKE_CACHE_REMOTE names behind it, if any. ctx bounds the shared cache's requests.
 func openCache(ctx context.Context) (*artifacts.Cache, error) {
+	// The local folder and the shared bucket are two settings: an s3:// URL given as the
+	// folder would quietly become a folder named "s3:".
+	for _, s := range [][2]string{{"--cache-dir", globals.cacheDir}, {"KUBEBAKE_CACHE", os.Getenv("KUBEBAKE_CACHE")}} {
+		if strings.Contains(s[1], "://") {
+			return nil, fmt.Errorf("%s %q is a URL, but it names the local cache folder; give a shared S3 cache as --cache-remote or %s (s3://BUCKET/PREFIX), beside the local one", s[0], redact.URL(s[1]), remotecache.EnvRemote)
+		}
+	}
 	c, err := artifacts.OpenCache(globals.cacheDir)
 	if err != nil {
 		return nil, err

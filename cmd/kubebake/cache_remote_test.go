@@ -126,3 +126,17 @@ func TestFetchThroughTheSharedCache(t *testing.T) {
 	}
 	t.Logf("%d objects shared; second runner: %s", objects, strings.TrimSpace(logs))
 }
+
+// An s3:// URL given where the local cache folder goes is refused with the setting to use.
+func TestCacheDirIsNoURL(t *testing.T) {
+	t.Cleanup(func() { globals.cacheDir = "" }) // flags outlive a command run in tests
+	_, _, err := kb(t, "cache", "verify", "-o", "text", "--cache-dir", "s3://ci-cache/runners")
+	if err == nil || !strings.Contains(err.Error(), "--cache-dir") || !strings.Contains(err.Error(), "--cache-remote") {
+		t.Errorf("--cache-dir s3://: err = %v", err)
+	}
+	t.Setenv("KUBEBAKE_CACHE", "s3://ci-cache/runners")
+	_, _, err = kb(t, "cache", "verify", "-o", "text", "--cache-dir=")
+	if err == nil || !strings.Contains(err.Error(), "KUBEBAKE_CACHE ") || !strings.Contains(err.Error(), "KUBEBAKE_CACHE_REMOTE") {
+		t.Errorf("KUBEBAKE_CACHE=s3://: err = %v", err)
+	}
+}
