@@ -195,7 +195,7 @@ func (s *DebSource) fetchPackageSet(ctx context.Context, l *recipes.Lock, lockFi
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				path, err := s.fetchPackage(ctx, p)
+				path, err := s.fetchDeb(ctx, p.Artifact())
 				mu.Lock()
 				switch {
 				case err == nil:
@@ -243,24 +243,4 @@ func (s *DebSource) fetchPackageSet(ctx context.Context, l *recipes.Lock, lockFi
 func isChecksumError(err error) bool {
 	var ce *ChecksumError
 	return errors.As(err, &ce)
-}
-
-func (s *DebSource) fetchPackage(ctx context.Context, p recipes.LockedPackage) (string, error) {
-	if !ValidSHA256(p.SHA256) {
-		return "", fmt.Errorf("%s %s: the lock's sha256 %q is not a sha256; run \"kubebake lock\"", p.Name, p.Version, p.SHA256)
-	}
-	if path, ok, err := s.Cache.Lookup(p.SHA256); err != nil || ok {
-		return path, err
-	}
-	if s.Mirror == "" {
-		return "", errors.New("no Debian mirror: set base.mirror in the recipe")
-	}
-	if p.URL == "" || strings.Contains(p.URL, "://") || strings.HasPrefix(p.URL, "/") || strings.Contains(p.URL, "..") {
-		return "", fmt.Errorf("%s %s: lock entry has pool path %q, want one relative to the mirror root (pool/...); run \"kubebake lock\"", p.Name, p.Version, p.URL)
-	}
-	path, err := s.Downloader.Fetch(ctx, s.Cache, s.mirrorFor(p.Suite, s.Mirror)+"/"+p.URL, p.SHA256, p.Size)
-	if err != nil {
-		return "", fmt.Errorf("%s %s: %w", p.Name, p.Version, err)
-	}
-	return path, nil
 }

@@ -109,7 +109,7 @@ func searchOrder(first string, suites []string) []string {
 func (s *DebSource) CheckPackagesServed(ctx context.Context, pkgs []recipes.LockedPackage, suites []string, arch string) error {
 	arts := make([]recipes.LockedArtifact, len(pkgs))
 	for i, p := range pkgs {
-		arts[i] = recipes.LockedArtifact{Name: "package/" + p.Name, Source: recipes.SourceDeb, Package: p.Name + "=" + p.Version, Suite: p.Suite, SHA256: p.SHA256}
+		arts[i] = p.Artifact()
 	}
 	return s.CheckServed(ctx, arts, suites, arch)
 }

@@ -272,7 +272,7 @@ func diffEntries(l *recipes.Lock) []recipes.LockedArtifact {
 	}
 	out := slices.Clone(l.Artifacts)
 	for _, p := range l.Packages {
-		out = append(out, recipes.LockedArtifact{Name: "package/" + p.Name, Version: p.Version, SHA256: p.SHA256})
+		out = append(out, p.Artifact())
 	}
 	return out
 }

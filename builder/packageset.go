@@ -20,16 +20,9 @@ import (
 // own choice, not a second resolver's guess; the build checks the result against the rootfs
 // it makes (checkPackageSet).
 func ResolvePackageSet(ctx context.Context, r *recipes.Recipe, includes []string, mirror, securityMirror string) ([]artifacts.PackageRef, error) {
-	tool, err := mmdebstrapVersion(ctx)
+	spec, err := recipeSpec(ctx, r, includes, mirror, securityMirror)
 	if err != nil {
 		return nil, err
-	}
-	spec := RootfsSpec{
-		Release: r.Base.Release, Arch: r.Base.Arch, Variant: "minbase",
-		Suites: r.Base.Suites, Components: r.Base.Components,
-		Packages: includes, Options: dpkgExcludes, Tool: tool, Format: rootfsFormat,
-		Mirror: strings.TrimRight(mirror, "/"), SecurityMirror: strings.TrimRight(securityMirror, "/"),
-		Recipe: recipeFile(r),
 	}
 	tmpDir, err := os.MkdirTemp("", "kubebake-resolve-")
 	if err != nil {
@@ -61,7 +54,7 @@ func ResolvePackageSet(ctx context.Context, r *recipes.Recipe, includes []string
 		return nil, err
 	}
 	if len(refs) == 0 {
-		return nil, fmt.Errorf("mmdebstrap --simulate named no package to install (mmdebstrap %s); kubebake reads its \"Inst\" lines", tool)
+		return nil, fmt.Errorf("mmdebstrap --simulate named no package to install (%s); kubebake reads its \"Inst\" lines", spec.Tool)
 	}
 	return refs, nil
 }

@@ -98,17 +98,11 @@ func NewRootfsSpec(ctx context.Context, r *recipes.Recipe, l *recipes.Lock, mirr
 	if err != nil {
 		return RootfsSpec{}, err
 	}
-	tool, err := mmdebstrapVersion(ctx)
+	spec, err := recipeSpec(ctx, r, pkgs, mirror, securityMirror)
 	if err != nil {
 		return RootfsSpec{}, err
 	}
-	spec := RootfsSpec{
-		Release: r.Base.Release, Arch: r.Base.Arch, Variant: "minbase",
-		Suites: r.Base.Suites, Components: r.Base.Components,
-		Packages: pkgs, Options: dpkgExcludes, Epoch: l.SourceDateEpoch,
-		Tool: tool, Format: rootfsFormat, Mirror: strings.TrimRight(mirror, "/"),
-		SecurityMirror: strings.TrimRight(securityMirror, "/"), Recipe: recipeFile(r),
-	}
+	spec.Epoch = l.SourceDateEpoch
 	if len(l.Packages) == 0 {
 		return spec, nil
 	}
@@ -134,6 +128,23 @@ func NewRootfsSpec(ctx context.Context, r *recipes.Recipe, l *recipes.Lock, mirr
 		return RootfsSpec{}, fmt.Errorf("the lock's package set lacks %s, which the recipe names; run \"kubebake lock %s\"", strings.Join(outside, ", "), recipeFile(r))
 	}
 	return spec, nil
+}
+
+// recipeSpec is the rootfs spec of r with includes, without an epoch or a package set: what
+// the build and lock's simulated run (ResolvePackageSet) share, so that both ask mmdebstrap
+// the same question.
+func recipeSpec(ctx context.Context, r *recipes.Recipe, includes []string, mirror, securityMirror string) (RootfsSpec, error) {
+	tool, err := mmdebstrapVersion(ctx)
+	if err != nil {
+		return RootfsSpec{}, err
+	}
+	return RootfsSpec{
+		Release: r.Base.Release, Arch: r.Base.Arch, Variant: "minbase",
+		Suites: r.Base.Suites, Components: r.Base.Components,
+		Packages: includes, Options: dpkgExcludes, Tool: tool, Format: rootfsFormat,
+		Mirror: strings.TrimRight(mirror, "/"), SecurityMirror: strings.TrimRight(securityMirror, "/"),
+		Recipe: recipeFile(r),
+	}, nil
 }
 
 func mmdebstrapVersion(ctx context.Context) (string, error) {

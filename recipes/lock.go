@@ -52,6 +52,13 @@ type LockedPackage struct {
 	Size   int64  `json:"size"`
 }
 
+// Artifact is the package as a deb artifact named "package/<name>", for the code that fetches,
+// checks and compares artifacts.
+func (p LockedPackage) Artifact() LockedArtifact {
+	return LockedArtifact{Name: "package/" + p.Name, Kind: InputDeb, Source: SourceDeb, Version: p.Version,
+		Package: p.Name + "=" + p.Version, URL: p.URL, Suite: p.Suite, SHA256: p.SHA256, Size: p.Size}
+}
+
 // RootfsPackages lists the Debian packages a recipe names for its rootfs as "name=version"
 // from the lock: BootPackages, the kernel, runtime.packages and base.packages, sorted. A
 // package without a lock entry is an error: every package the recipe names is pinned.
