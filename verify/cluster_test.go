@@ -607,3 +607,26 @@ func TestManifestImageRef(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanBoots(t *testing.T) {
+	str := func(bs []boot) string {
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.role+"/"+b.userData)
+		}
+		return strings.Join(out, " ")
+	}
+	roles := []string{RoleMaster, RoleMinion, "edge"}
+	both := []string{UserDataCloudInit, UserDataIgnition}
+	bs, err := planBoots(roles, both, nil)
+	if want := "master/cloud-init master/ignition minion/cloud-init minion/ignition edge/cloud-init edge/ignition"; err != nil || str(bs) != want {
+		t.Errorf("every role, both kinds: %q %v, want %q", str(bs), err, want)
+	}
+	bs, err = planBoots(roles, []string{UserDataCloudInit}, map[string]string{RoleMaster: UserDataIgnition})
+	if want := "master/ignition minion/cloud-init edge/cloud-init"; err != nil || str(bs) != want {
+		t.Errorf("master=ignition: %q %v, want %q", str(bs), err, want)
+	}
+	if _, err := planBoots(roles, both, map[string]string{"mastr": UserDataIgnition}); err == nil || !strings.Contains(err.Error(), "mastr is not a role this run boots") {
+		t.Errorf("a role that is not booted: %v", err)
+	}
+}

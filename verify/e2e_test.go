@@ -3,74 +3,108 @@ package verify
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kubebake/kubebake/cloudinit"
+	"github.com/kubebake/kubebake/internal/testimage"
 	"github.com/kubebake/kubebake/recipes"
 	"github.com/kubebake/kubebake/roles"
 	"github.com/kubebake/kubebake/verify/internal/diskedit"
 )
 
-// TestVerifyLoneNodes boots the second embedded recipe, debian-13, in the custom-role test
-// image (customRoleTestImage: debian-13 plus role "edge" with the minion's units and an image
-// of its own) once per role, each node alone: a master configured by Ignition, which must
-// settle and pass every check; a minion and an edge node with no master, which must wait for
-// one (not fail). So every role of a recipe with a custom role is verified, and the edge boot
-// proves at once that a custom role gets its marker, runs its units and skips the master's,
-// and the import of the recipe's own image (customImage). The cluster test
-// (TestVerifyCluster) proves the default recipe, debian-12, on joined nodes: a cloud-init
-// master, a cloud-init minion and an Ignition minion.
+// TestVerifyLoneNodes proves the second embedded recipe, debian-13, through the weekly cycle
+// a CI job runs: `kubebake rebase --locked` of the custom-role test recipe
+// (customRoleRecipe: debian-13 plus role "edge" with the minion's units and an image of its
+// own) builds it and boots it once per role, each node alone: a master configured by
+// Ignition, which must settle and pass every check; a minion and an edge node with no
+// master, which must wait for one (not fail). So one set of boots proves every role of a
+// recipe with a custom role, the edge node's own marker, units and image (customImage), and
+// rebase itself: the proven build is promoted with its changelog and verify report, and a
+// second rebase of the same lock builds nothing (exit 3). The cluster test
+// (TestVerifyCluster) proves the default recipe, debian-12, on joined nodes.
 func TestVerifyLoneNodes(t *testing.T) {
-	for _, c := range []struct {
-		role, userData string
-		image          func(*testing.T) string
-	}{
-		{RoleMaster, UserDataIgnition, customRoleTestImage},
-		{RoleMinion, UserDataCloudInit, customRoleTestImage},
-		{customRole, UserDataCloudInit, customRoleTestImage},
-	} {
-		t.Run(c.role+"/"+c.userData, func(t *testing.T) {
-			image := c.image(t)
-			dir := t.TempDir()
-			rep, err := Run(context.Background(), Options{
-				Image: image, Roles: []string{c.role}, UserData: []string{c.userData}, Accel: AccelAuto,
-				ArtifactsDir: filepath.Join(dir, "artifacts"),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var b bytes.Buffer
-			rep.WriteText(&b)
-			t.Log("\n" + b.String())
-			recordTimes(t, rep)
-			if !rep.Pass {
-				for _, r := range rep.Results {
-					for _, c := range Failed(r.Checks) {
-						t.Errorf("%s: %s: expected %s, got %s", r.Name(), c.Name, c.Expected, c.Got)
-					}
-					for _, a := range r.Artifacts {
-						if strings.HasSuffix(a, ".journal.txt") || strings.HasSuffix(a, "serial.log") {
-							if data, err := os.ReadFile(a); err == nil {
-								t.Logf("--- %s (tail)\n%s", a, tail(string(data), 40))
-							}
-						}
+	requireQEMU(t)
+	file := customRoleRecipe(t)
+	name := strings.TrimSuffix(filepath.Base(file), ".yaml")
+	out := t.TempDir()
+	rebase := func() int {
+		t.Helper()
+		err := testimage.Kubebake(90*time.Minute, "rebase", file, "--locked", "--out", out, "--format", "raw",
+			"--userdata", UserDataCloudInit+","+RoleMaster+"="+UserDataIgnition)
+		var exit *exec.ExitError
+		switch {
+		case err == nil:
+			return 0
+		case errors.As(err, &exit):
+			return exit.ExitCode()
+		}
+		t.Fatal(err)
+		return -1
+	}
+	code := rebase()
+	release := filepath.Join(out, name)
+	if code == 12 { // verify failed: the report is in the candidate, never promoted
+		release += ".candidate"
+	}
+	data, err := os.ReadFile(filepath.Join(release, "verify", "report.json"))
+	if err != nil {
+		t.Fatalf("rebase exited %d and left no verify report: %v", code, err)
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatalf("%s/verify/report.json: %v", release, err)
+	}
+	var b bytes.Buffer
+	rep.WriteText(&b)
+	t.Log("\n" + b.String())
+	recordTimes(t, &rep)
+	want := []string{RoleMaster + "/" + UserDataIgnition, RoleMinion + "/" + UserDataCloudInit, customRole + "/" + UserDataCloudInit}
+	var got []string
+	for _, r := range rep.Results {
+		got = append(got, r.Role+"/"+r.UserData)
+		for _, c := range Failed(r.Checks) {
+			t.Errorf("%s: %s: expected %s, got %s", r.Name(), c.Name, c.Expected, c.Got)
+		}
+		if !r.Pass {
+			for _, a := range r.Artifacts {
+				if strings.HasSuffix(a, ".journal.txt") || strings.HasSuffix(a, "serial.log") {
+					if data, err := os.ReadFile(a); err == nil {
+						t.Logf("--- %s (tail)\n%s", a, tail(string(data), 40))
 					}
 				}
 			}
-			if len(rep.Results) != 1 {
-				t.Fatalf("%d results, want one for %s", len(rep.Results), c.role)
-			}
-			if c.role == customRole {
-				requireCustomRoleChecks(t, rep.Results[0])
-			}
-		})
+		}
+		if r.Role == customRole {
+			requireCustomRoleChecks(t, r)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("rebase booted %v, want %v (master by Ignition, the rest by cloud-init)", got, want)
+	}
+	if code != 0 || !rep.Pass {
+		t.Fatalf("rebase exited %d (want 0: built and proven), report pass %v", code, rep.Pass)
+	}
+	// The promoted release: its image, changelog and manifest of the lock built.
+	if log, err := os.ReadFile(filepath.Join(release, "CHANGELOG.md")); err != nil || !strings.Contains(string(log), "First release") {
+		t.Errorf("CHANGELOG.md of a first release: %v\n%s", err, log)
+	}
+	if _, err := os.Stat(filepath.Join(release, name+".raw")); err != nil {
+		t.Errorf("the release's image: %v", err)
+	}
+	// The same lock again: nothing to build, nothing booted.
+	if code := rebase(); code != 3 {
+		t.Errorf("rebase of an unchanged lock exited %d, want 3 (nothing changed)", code)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,32 +38,23 @@ const customImage = "hello"
 // default one.
 const customRoleBase = "debian-13"
 
-var customRoleImage struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// customRoleTestImage is customRoleBase's recipe with one more role, customRole, and one
+// customRoleRecipe writes customRoleBase's recipe with one more role, customRole, and one
 // image of its own (customImage: an image archive beside the recipe, kubebake's busybox
 // archive from the cache, so no network is needed), locked from customRoleBase's lock
-// (nothing else moves) and built like the embedded recipe. Its rootfs and binaries are
-// customRoleBase's, so the builder's caches make it quick. Its master proves customRoleBase's
-// control plane; one boot of its customRole node proves the custom role and the import of a
+// (nothing else moves), and returns its file. Its rootfs and binaries are customRoleBase's,
+// so the builder's caches make its build quick. Its master proves customRoleBase's control
+// plane; one boot of its customRole node proves the custom role and the import of a
 // recipe's own image.
-func customRoleTestImage(t *testing.T) string {
+func customRoleRecipe(t *testing.T) string {
 	t.Helper()
-	requireQEMU(t)
-	customRoleImage.once.Do(func() {
-		customRoleImage.path, customRoleImage.err = buildCustomRoleImage()
-	})
-	if customRoleImage.err != nil {
-		t.Fatalf("building the custom-role image: %v", customRoleImage.err)
+	file, err := writeCustomRoleRecipe()
+	if err != nil {
+		t.Fatalf("the custom-role recipe: %v", err)
 	}
-	return customRoleImage.path
+	return file
 }
 
-func buildCustomRoleImage() (string, error) {
+func writeCustomRoleRecipe() (string, error) {
 	base := testimage.Dir()
 	dir := filepath.Join(base, "recipe-"+customRole)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -119,9 +109,5 @@ func buildCustomRoleImage() (string, error) {
 	}
 	// Locking again renames the lock's recipe, keeps every entry (none moves) and pins the
 	// recipe's own image.
-	if err := testimage.Kubebake(10*time.Minute, "lock", file); err != nil {
-		return "", err
-	}
-	out := filepath.Join(base, customRoleBase+"-"+customRole)
-	return out, testimage.Kubebake(60*time.Minute, "build", file, "--out", out, "--format", "raw")
+	return file, testimage.Kubebake(10*time.Minute, "lock", file)
 }

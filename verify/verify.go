@@ -29,9 +29,12 @@ type Options struct {
 	Image string
 	// Manifest is manifest.json; empty: beside the image, else read from the booted guest.
 	Manifest string
-	// Roles to boot (default master and minion); UserData kinds (default cloud-init).
-	Roles    []string
-	UserData []string
+	// Roles to boot (default master and minion); UserData kinds (default cloud-init): each
+	// role boots once per kind, except a role in RoleUserData, which boots once with its kind
+	// (e.g. master=ignition while the other roles take cloud-init).
+	Roles        []string
+	UserData     []string
+	RoleUserData map[string]string
 	Accel    string // auto (default), kvm or tcg
 	// Stage timeouts: boot (QEMU start to SSH banner), ssh (banner to login), settle (no
 	// start jobs left; on a master the API server ready), checks (run every check). Each has
@@ -140,6 +143,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return nil, fmt.Errorf("--userdata %q: use cloud-init, ignition or both", u)
 		}
 	}
+	for role, u := range opts.RoleUserData {
+		if u != UserDataCloudInit && u != UserDataIgnition {
+			return nil, fmt.Errorf("--userdata %s=%s: use %s=cloud-init or %s=ignition", role, u, role, role)
+		}
+	}
 	if opts.TimeoutBoot == 0 {
 		opts.TimeoutBoot = DefaultTimeoutBoot
 	}
@@ -165,6 +173,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if len(opts.Roles) == 0 {
 		opts.Roles = DeclaredRoles(manifest)
+	}
+	jobs, err := planBoots(opts.Roles, opts.UserData, opts.RoleUserData)
+	if err != nil {
+		return nil, err
 	}
 	accel, verdict, err := ResolveAccel(ctx, opts.Accel, opts.QEMU, opts.Firmware)
 	if err != nil {
@@ -196,13 +208,6 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 
 	rep := &Report{Image: target.Image, Manifest: target.Manifest, Started: time.Now().UTC()}
-	type job struct{ role, userData string }
-	var jobs []job
-	for _, r := range opts.Roles {
-		for _, u := range opts.UserData {
-			jobs = append(jobs, job{r, u})
-		}
-	}
 	rep.Results = make([]Result, len(jobs))
 	// Workers take the nodes in order (master before minion, cloud-init before Ignition).
 	next := make(chan int, len(jobs))
@@ -517,6 +522,31 @@ func (n *node) writeSeed(cfg *MachineConfig) error {
 		cfg.SeedISO = filepath.Join(n.opts.WorkDir, id+"-seed.iso")
 		return cloudinit.Seed(cfg.SeedISO, b, n.role, cloudinit.SeedOptions{Options: copts})
 	}
+}
+
+// boot is one VM of a verify run: a role and the user-data kind that gives it.
+type boot struct{ role, userData string }
+
+// planBoots lists the boots in order (master before minion, cloud-init before Ignition): each
+// role once per kind, or once with its kind in byRole. A role in byRole that is not booted is
+// an error: a typo would otherwise prove nothing.
+func planBoots(roles, kinds []string, byRole map[string]string) ([]boot, error) {
+	var boots []boot
+	for role := range byRole {
+		if !slices.Contains(roles, role) {
+			return nil, fmt.Errorf("--userdata %s=%s: %s is not a role this run boots (%s)", role, byRole[role], role, strings.Join(roles, ", "))
+		}
+	}
+	for _, r := range roles {
+		if u, ok := byRole[r]; ok {
+			boots = append(boots, boot{r, u})
+			continue
+		}
+		for _, u := range kinds {
+			boots = append(boots, boot{r, u})
+		}
+	}
+	return boots, nil
 }
 
 // DeclaredRoles are the roles "verify --role all" boots: master and minion, then every other

@@ -95,6 +95,8 @@ func init() {
 		pub    string
 		af     awsFlags
 		req    kbaws.PublishRequest
+		ud     string
+		locked bool
 	)
 	cmd := &cobra.Command{
 		Use:   "rebase [RECIPE...] [--out DIR] [--since MANIFEST] [--publish aws --region R]",
@@ -124,7 +126,14 @@ Exit status: 0 a new image was built and proven (and published); 3 nothing chang
 			if matrix {
 				return printMatrix(cmd, opts.Recipes)
 			}
-			steps := defaultRebaseSteps(cmd)
+			kinds, byRole, err := parseUserDataFlag(ud)
+			if err != nil {
+				return err
+			}
+			steps := defaultRebaseSteps(cmd, verify.Options{UserData: kinds, RoleUserData: byRole})
+			if locked {
+				steps.lock = lockedAsIs
+			}
 			switch pub {
 			case "":
 			case "aws":
@@ -154,6 +163,8 @@ Exit status: 0 a new image was built and proven (and published); 3 nothing chang
 	f.StringVar(&opts.Since, "since", "", "the last release's manifest.json or build folder (default: the build in OUT/<recipe>)")
 	f.StringSliceVar(&opts.Formats, "format", nil, "image formats (default: the recipe's image.formats)")
 	f.StringVar(&pub, "publish", "", "publish a proven image: aws")
+	f.StringVar(&ud, "userdata", verify.UserDataCloudInit, "verify's user-data: cloud-init, ignition or both, and ROLE=KIND per role (e.g. cloud-init,master=ignition)")
+	f.BoolVar(&locked, "locked", false, "build the recipe's lock as it is, without lock --update (a lock updated elsewhere, e.g. in a reviewed pull request)")
 	f.BoolVar(&matrix, "matrix", false, "print the recipe x format matrix as JSON (for a CI strategy) and exit")
 	af.register(cmd)
 	f.StringSliceVar(&req.CopyRegions, "regions", nil, "--publish aws: more regions to copy the AMI to")
@@ -185,7 +196,8 @@ func printMatrix(cmd *cobra.Command, names []string) error {
 	return enc.Encode(out)
 }
 
-func defaultRebaseSteps(cmd *cobra.Command) rebaseSteps {
+// defaultRebaseSteps are the real steps; vopts gives verify's user-data choice.
+func defaultRebaseSteps(cmd *cobra.Command, vopts verify.Options) rebaseSteps {
 	return rebaseSteps{
 		lock: func(ctx context.Context, recipe string) (*recipes.Recipe, *recipes.Lock, []artifacts.Change, error) {
 			return relock(ctx, recipe)
@@ -198,10 +210,26 @@ func defaultRebaseSteps(cmd *cobra.Command) rebaseSteps {
 			return builder.Run(ctx, builder.Request{Recipe: recipe, OutDir: outDir, Formats: formats, Cache: cache, Version: version})
 		},
 		verify: func(ctx context.Context, outDir string) (*verify.Report, error) {
-			return verify.Run(ctx, verify.Options{Image: outDir, UserData: []string{verify.UserDataCloudInit},
-				Progress: func(node, stage string) { fmt.Fprintf(cmd.ErrOrStderr(), "rebase: verify: %s: %s\n", node, stage) }})
+			o := vopts
+			o.Image = outDir
+			o.Progress = func(node, stage string) { fmt.Fprintf(cmd.ErrOrStderr(), "rebase: verify: %s: %s\n", node, stage) }
+			return verify.Run(ctx, o)
 		},
 	}
+}
+
+// lockedAsIs is the lock step of rebase --locked: the recipe and its lock as they are, which
+// must exist (build refuses a lock that no longer matches its recipe).
+func lockedAsIs(ctx context.Context, arg string) (*recipes.Recipe, *recipes.Lock, []artifacts.Change, error) {
+	r, err := recipes.Load(arg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	l, err := recipes.ReadRecipeLock(r)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--locked: %w (run kubebake lock %s, or rebase without --locked)", err, arg)
+	}
+	return r, l, nil, nil
 }
 
 // relock is lock --update of one recipe; it writes the lock only when it changed.
@@ -326,7 +354,7 @@ func rebaseOne(ctx context.Context, o rebaseOptions, name string, steps rebaseSt
 		if err != nil {
 			return err
 		}
-		if err := writeJUnit(rep, filepath.Join(candidate, "verify", "junit.xml")); err != nil {
+		if err := writeVerifyReport(rep, filepath.Join(candidate, "verify")); err != nil {
 			return err
 		}
 		if !rep.Pass {
@@ -353,17 +381,25 @@ func rebaseOne(ctx context.Context, o rebaseOptions, name string, steps rebaseSt
 	return res
 }
 
-// writeJUnit writes verify's report as JUnit XML (0600 like every verify artifact: it quotes
-// journal lines), for CI to show.
-func writeJUnit(rep *verify.Report, path string) error {
-	var b bytes.Buffer
-	if err := rep.WriteJUnit(&b); err != nil {
+// writeVerifyReport writes verify's report into dir as JUnit XML (junit.xml, for CI to show)
+// and JSON (report.json, as verify -o json prints it), 0600 like every verify artifact: they
+// quote journal lines.
+func writeVerifyReport(rep *verify.Report, dir string) error {
+	var junit bytes.Buffer
+	if err := rep.WriteJUnit(&junit); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	report, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(path, b.Bytes(), 0o600)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, "junit.xml"), junit.Bytes(), 0o600); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(filepath.Join(dir, "report.json"), append(report, '\n'), 0o600)
 }
 
 // promote puts the proven build at dir: the build there before moves to dir.previous.

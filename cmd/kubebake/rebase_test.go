@@ -89,6 +89,11 @@ func TestRebaseCycle(t *testing.T) {
 	if log, err := os.ReadFile(res[0].Changelog); err != nil || !strings.Contains(string(log), "First release") || res[0].Changes == nil {
 		t.Errorf("first release: changelog %q (%v), lock changes %v", log, err, res[0].Changes)
 	}
+	for _, f := range []string{"junit.xml", "report.json"} {
+		if _, err := os.Stat(filepath.Join(out, "debian-12", "verify", f)); err != nil {
+			t.Errorf("verify's report: %v", err)
+		}
+	}
 	// Again with nothing new: unchanged, nothing built.
 	again := &fakeCycle{epoch: 1, kernel: "6.1.0-50-cloud-amd64", verifyOK: true}
 	code, res = run(again, true)
@@ -122,5 +127,24 @@ func TestRebaseCycle(t *testing.T) {
 	retry := &fakeCycle{epoch: 3, kernel: "6.1.0-58-cloud-amd64", verifyOK: true}
 	if code, _ = run(retry, false); code != rebaseExitBuilt {
 		t.Errorf("retry after a failed verify: exit %d, calls %v", code, retry.calls)
+	}
+}
+
+// TestRebaseLocked: --locked takes the recipe's lock as it is (an embedded recipe's, here),
+// and refuses a recipe without one, naming the way out.
+func TestRebaseLocked(t *testing.T) {
+	r, l, changes, err := lockedAsIs(context.Background(), "debian-12")
+	if err != nil || r.Name != "debian-12" || len(l.Artifacts) == 0 || changes != nil {
+		t.Fatalf("debian-12: %v %v %v", r, err, changes)
+	}
+	dir := t.TempDir()
+	recipe, err := os.ReadFile(filepath.Join("..", "..", "recipes", "debian-12.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "mine.yaml")
+	os.WriteFile(file, recipe, 0o644)
+	if _, _, _, err := lockedAsIs(context.Background(), file); err == nil || !strings.Contains(err.Error(), "run kubebake lock "+file+", or rebase without --locked") {
+		t.Errorf("no lock: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,10 +46,9 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
   kubebake verify --cluster out/debian-12 --minions 2 --junit cluster.xml`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch userData {
-			case "both", verify.UserDataCloudInit, verify.UserDataIgnition:
-			default:
-				return fmt.Errorf("--userdata %q: use cloud-init, ignition or both", userData)
+			kinds, byRole, err := parseUserDataFlag(userData)
+			if err != nil {
+				return err
 			}
 			progress := func(node, stage string) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "verify: %s: %s\n", node, stage)
@@ -63,10 +63,12 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
 					Image: args[0], Manifest: manifest, Minions: minions, Name: clusterName, Accel: accel,
 					ArtifactsDir: artifacts, Kubectl: kubectl, Keep: keep, Progress: progress,
 				}
+				if len(byRole) > 0 || len(kinds) > 1 && userData != "both" {
+					return fmt.Errorf("--userdata %q: --cluster takes one kind for every node (cloud-init or ignition) or both (the default mix)", userData)
+				}
 				if minions < 1 {
 					return fmt.Errorf("--minions %d: a cluster needs at least one minion", minions)
 				}
-				var err error
 				if opts.Subnet, err = netip.ParsePrefix(subnet); err != nil {
 					return fmt.Errorf("--subnet %q: %v (e.g. 10.88.0.0/24)", subnet, err)
 				}
@@ -111,12 +113,7 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
 			default:
 				opts.Roles = []string{role}
 			}
-			switch userData {
-			case "both":
-				opts.UserData = []string{verify.UserDataCloudInit, verify.UserDataIgnition}
-			default:
-				opts.UserData = []string{userData}
-			}
+			opts.UserData, opts.RoleUserData = kinds, byRole
 			if bundle != "" {
 				b, err := cloudinit.LoadBundle(bundle)
 				if err != nil {
@@ -130,7 +127,7 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
 	}
 	f := cmd.Flags()
 	f.StringVar(&role, "role", "all", "role to verify: master, minion (or a recipe's custom role) or all")
-	f.StringVar(&userData, "userdata", verify.UserDataCloudInit, "user-data kind: cloud-init, ignition or both (--cluster: every node that kind; default a mix)")
+	f.StringVar(&userData, "userdata", verify.UserDataCloudInit, "user-data kind: cloud-init, ignition or both, and ROLE=KIND for a role booted only with KIND, e.g. cloud-init,master=ignition (--cluster: every node one kind; default a mix)")
 	f.StringVar(&junit, "junit", "", "also write a JUnit XML report to this file")
 	f.StringVar(&accel, "accel", verify.AccelAuto, "QEMU accelerator: auto (KVM if it really boots, else TCG), kvm or tcg")
 	f.StringVar(&manifest, "manifest", "", "the image's manifest.json (default: beside the image, else the copy inside it)")
@@ -149,6 +146,44 @@ replace, reboot-minion, reboot-master (each a check "cluster/<step>" with its ow
 	f.StringVar(&kubectl, "kubectl", "", "host kubectl for --cluster (default: the image's, from the artifact cache, else kubectl on PATH)")
 	f.StringVar(&stepTimeouts, "step-timeout", "", "--cluster step timeouts, e.g. nodes=20m,reboot-master=40m (steps: "+strings.Join(verify.SmokeSteps, ", ")+")")
 	rootCmd.AddCommand(cmd)
+}
+
+// parseUserDataFlag reads --userdata: comma-separated kinds (cloud-init, ignition, or both
+// for the two) that every role boots with, and ROLE=KIND for a role that boots once, with
+// that kind only. No plain kind means cloud-init.
+func parseUserDataFlag(in string) (kinds []string, byRole map[string]string, err error) {
+	add := func(k string) {
+		if !slices.Contains(kinds, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	for _, e := range strings.Split(in, ",") {
+		e = strings.TrimSpace(e)
+		role, kind, perRole := strings.Cut(e, "=")
+		switch {
+		case perRole && role != "" && (kind == verify.UserDataCloudInit || kind == verify.UserDataIgnition):
+			if byRole == nil {
+				byRole = map[string]string{}
+			}
+			if prev, ok := byRole[role]; ok && prev != kind {
+				return nil, nil, fmt.Errorf("--userdata %q: role %s given twice (%s and %s)", in, role, prev, kind)
+			}
+			byRole[role] = kind
+		case perRole:
+			return nil, nil, fmt.Errorf("--userdata %q: %q is not ROLE=KIND with KIND cloud-init or ignition (e.g. master=ignition)", in, e)
+		case e == "both":
+			add(verify.UserDataCloudInit)
+			add(verify.UserDataIgnition)
+		case e == verify.UserDataCloudInit, e == verify.UserDataIgnition:
+			add(e)
+		default:
+			return nil, nil, fmt.Errorf("--userdata %q: %q is not a kind: use cloud-init, ignition, both or ROLE=KIND (e.g. cloud-init,master=ignition)", in, e)
+		}
+	}
+	if len(kinds) == 0 {
+		kinds = []string{verify.UserDataCloudInit}
+	}
+	return kinds, byRole, nil
 }
 
 // parseStepTimeouts reads --step-timeout's comma-separated STEP=DURATION pairs.

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,7 +21,7 @@ func TestVerifyCommandRefusals(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"verify", dir, "--userdata", "yaml", "--role", "all"}, "use cloud-init, ignition or both"},
+		{[]string{"verify", dir, "--userdata", "yaml", "--role", "all"}, "use cloud-init, ignition, both or ROLE=KIND"},
 		{[]string{"verify", filepath.Join(dir, "nothere.qcow2"), "--userdata", "cloud-init", "--role", "all"}, "no such file"},
 		{[]string{"verify", empty, "--userdata", "cloud-init", "--role", "all"}, "holds no image"},
 		{[]string{"verify", image, "--userdata", "cloud-init", "--role", "all", "--accel", "hvf"}, "use auto, kvm or tcg"},
@@ -122,7 +123,8 @@ func TestVerifyClusterFlags(t *testing.T) {
 		{[]string{"verify", "--cluster", image, "--step-timeout", "nodes=soon"}, "--step-timeout nodes=soon"},
 		{[]string{"verify", "--cluster", image, "--step-timeout", "nodes=20m,node=1m"}, `step timeout for "node": no such step`},
 		{[]string{"verify", "--cluster", image, "--cluster-name", "Bad_Name"}, `cluster name "Bad_Name"`},
-		{[]string{"verify", "--cluster", image, "--userdata", "yaml"}, "use cloud-init, ignition or both"},
+		{[]string{"verify", "--cluster", image, "--userdata", "yaml"}, "use cloud-init, ignition, both or ROLE=KIND"},
+		{[]string{"verify", "--cluster", image, "--userdata", "master=ignition"}, "--cluster takes one kind for every node"},
 		{[]string{"verify", image, "--minions", "3"}, "--minions is for --cluster"},
 		{[]string{"verify", image, "--kubectl", "/usr/bin/kubectl"}, "--kubectl is for --cluster"},
 	} {
@@ -133,5 +135,37 @@ func TestVerifyClusterFlags(t *testing.T) {
 				t.Errorf("kubebake %s: err = %v, want %q", strings.Join(c.args, " "), err, c.want)
 			}
 		})
+	}
+}
+
+func TestParseUserDataFlag(t *testing.T) {
+	for _, c := range []struct {
+		in, kinds, byRole, err string
+	}{
+		{in: "cloud-init", kinds: "cloud-init"},
+		{in: "both", kinds: "cloud-init ignition"},
+		{in: "ignition,cloud-init,ignition", kinds: "ignition cloud-init"},
+		{in: "master=ignition", kinds: "cloud-init", byRole: "master=ignition"},
+		{in: "ignition, edge=cloud-init,master=ignition", kinds: "ignition", byRole: "edge=cloud-init master=ignition"},
+		{in: "master=ignition,master=cloud-init", err: "role master given twice"},
+		{in: "master=yaml", err: `"master=yaml" is not ROLE=KIND`},
+		{in: "=ignition", err: `"=ignition" is not ROLE=KIND`},
+		{in: "yaml", err: `"yaml" is not a kind`},
+	} {
+		kinds, byRole, err := parseUserDataFlag(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q: err %v, want %q", c.in, err, c.err)
+			}
+			continue
+		}
+		var pairs []string
+		for r, k := range byRole {
+			pairs = append(pairs, r+"="+k)
+		}
+		slices.Sort(pairs)
+		if err != nil || strings.Join(kinds, " ") != c.kinds || strings.Join(pairs, " ") != c.byRole {
+			t.Errorf("%q: kinds %v, by role %v, err %v; want %q, %q", c.in, kinds, pairs, err, c.kinds, c.byRole)
+		}
 	}
 }
