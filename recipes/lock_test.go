@@ -126,6 +126,17 @@ func TestInputsCRIDockerd(t *testing.T) {
 			t.Errorf("url %s", got)
 		}
 	}
+	// The lock's member is the expanded template: another one is drift, named as such.
+	in, _ := find(r)
+	a := LockedArtifact{Name: "cri-dockerd", Kind: InputBinary, Source: SourceURL, Version: "0.3.16",
+		URL: ExpandURL(tmpl, "0.3.16", "cri-dockerd", "amd64"), Member: "cri-dockerd/cri-dockerd", SHA256: strings.Repeat("a", 64), Size: 1}
+	if d := artifactDrift(in, a); d != "" {
+		t.Errorf("drift of a matching lock entry: %s", d)
+	}
+	a.Member = "cri-dockerd"
+	if d := artifactDrift(in, a); !strings.Contains(d, `member changed from "cri-dockerd" to "cri-dockerd/cri-dockerd"`) {
+		t.Errorf("member drift: %q", d)
+	}
 	d := r.InputsDigest()
 	r.Runtime.CRIDockerd.Source.Member = "cri-dockerd/cri-dockerd-other"
 	if r.InputsDigest() == d {
