@@ -259,6 +259,38 @@ func (d *Downloader) Fetch(ctx context.Context, c *Cache, upstream, sha256hex st
 	return path, nil
 }
 
+// FetchNew downloads upstream (through the mirror rules) into the cache when nothing pins its
+// content yet, and returns the sha256, size and cache path of what arrived: the lock then pins
+// them (trust on first use, for files published without a checksum). A body that ends before
+// its Content-Length is retried; nothing partial is kept. An empty body is refused: no
+// release file is empty, an empty answer is a server's mistake.
+func (d *Downloader) FetchNew(ctx context.Context, c *Cache, upstream string) (sha256hex string, size int64, path string, err error) {
+	start := time.Now()
+	err = d.retry(ctx, upstream, func() error {
+		resp, err := d.get(ctx, upstream)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		cr := &countingReader{r: resp.Body, url: d.shown(upstream), total: resp.ContentLength, start: time.Now(), last: time.Now()}
+		sum, p, err := c.put(cr, "")
+		if err != nil {
+			return fmt.Errorf("GET %s: after %d bytes: %w", d.shown(upstream), cr.n, err)
+		}
+		if cr.n == 0 {
+			return permanentError{fmt.Errorf("GET %s: empty body; is this the right URL?", d.shown(upstream))}
+		}
+		sha256hex, size, path = sum, cr.n, p
+		return nil
+	})
+	if err != nil {
+		return "", 0, "", err
+	}
+	c.shareBlob(sha256hex, path)
+	slog.Info("downloaded", "url", d.shown(upstream), "bytes", size, "elapsed", time.Since(start).Round(time.Millisecond))
+	return sha256hex, size, path, nil
+}
+
 // countingReader counts the bytes of a download and logs its progress every few seconds, so
 // a long download shows bytes and elapsed time (plain log lines, terminal or not).
 type countingReader struct {

@@ -59,6 +59,22 @@ const (
 	RuntimeDocker     = "docker"
 )
 
+// The CRI servers a kubelet may talk to (CRIOf).
+const (
+	CRIServerContainerd = "containerd"
+	CRIServerDockerd    = "cri-dockerd"
+)
+
+// CRIOf is the CRI server of a runtime: cri-dockerd for docker with a criDockerd source,
+// else containerd's own (docker without cri-dockerd runs beside the kubelet on the same
+// containerd).
+func CRIOf(rt Runtime) string {
+	if rt.Name == RuntimeDocker && rt.CRIDockerd != nil {
+		return CRIServerDockerd
+	}
+	return CRIServerContainerd
+}
+
 // StorageDriverFor is the one storage driver accepted for a runtime.
 func StorageDriverFor(runtime string) string {
 	if runtime == RuntimeDocker {

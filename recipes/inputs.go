@@ -60,7 +60,8 @@ const (
 
 // Inputs lists everything the lock must pin for this recipe, sorted by Name: one binary per
 // Kubernetes component, etcd and etcdctl, one per CNI plugin ("cni/<plugin>"), flanneld and
-// coredns when the recipe has podNetwork and dns (from kubebake's own mains), and one Debian
+// coredns when the recipe has podNetwork and dns (from kubebake's own mains), cri-dockerd when
+// the kubelet reaches docker through it (CRIOf; runtime.criDockerd's source), and one Debian
 // package per name in BootPackages, base.kernel, runtime.packages and base.packages
 // ("deb/<pkg>"). Versions are normalised constraints (v1.35.4 or 1.35); a deb input carries
 // the exact Debian version when the recipe pins one ("containerd=1.6.20~ds1-1+deb12u3"), else
@@ -119,6 +120,14 @@ func (r *Recipe) Inputs() []Input {
 	}
 	if d := r.DNS; d != nil {
 		binary(CoreDNSBinary, d.Source, d.Version, "")
+	}
+	// cri-dockerd's release files name the version without its v (the tag is v0.3.16, the
+	// tarball cri-dockerd-0.3.16.amd64.tgz): {version} is the bare number, so a template
+	// writes v{version} for the tag, whether the recipe says 0.3.16 or v0.3.16.
+	if CRIOf(r.Runtime) == CRIServerDockerd {
+		cd := r.Runtime.CRIDockerd
+		binary(CRIServerDockerd, cd.Source, cd.Version, "")
+		ins[len(ins)-1].Version = strings.TrimPrefix(ins[len(ins)-1].Version, "v")
 	}
 	// containerd nodes bake their container images (the pod sandbox, busybox): nodes pull
 	// nothing. Both are made from Debian's statically linked busybox (artifacts/images.go).

@@ -349,10 +349,7 @@ func (l *linter) runtime() {
 		l.at("runtime.name", fmt.Sprintf("unknown runtime %q: use containerd or docker", rt.Name), "kubelet needs a CRI runtime it can talk to")
 		return
 	}
-	if rt.Name == RuntimeDocker {
-		l.warn("runtime.name", "docker needs cri-dockerd to serve CRI, and kubebake has no source for it yet (Debian does not package it)",
-			"kubelet cannot talk to docker without cri-dockerd: the minion never becomes Ready")
-	}
+	l.criDockerd()
 	if len(rt.Packages) == 0 {
 		l.atKey("runtime.packages", "is empty: list the runtime's Debian packages and runc", "without them no container starts")
 	} else {

@@ -70,6 +70,17 @@ func TestLintPitfalls(t *testing.T) {
 			e("      - containerd.service\n", "      - docker.service\n      - cri-docker.service\n"), // master and minion
 		}, "storage.driver", "docker calls it overlay2", "driver: ¦overlayfs", 0},
 
+		// runtime.criDockerd: docker only, an exact version, upstream's tarball over https.
+		{"criDockerd with containerd", [][2]string{e("  cgroupDriver: systemd\n", "  cgroupDriver: systemd\n"+criDockerdBlock)}, "runtime.criDockerd", `is only for runtime.name docker, not "containerd": remove runtime.criDockerd, or set runtime.name to docker`, "  ¦criDockerd:", 0},
+		{"criDockerd track", dockerEdits(strings.Replace(criDockerdBlock, `"0.3.16"`, `"0.3"`, 1)), "runtime.criDockerd.version", `"0.3" is a minor track: write an exact release such as 0.3.16`, `version: ¦"0.3"`, 0},
+		{"criDockerd latest", dockerEdits(strings.Replace(criDockerdBlock, `"0.3.16"`, `latest`, 1)), "runtime.criDockerd.version", `"latest" floats`, `version: ¦latest`, 0},
+		{"criDockerd from Debian", dockerEdits(strings.Replace(criDockerdBlock, "type: url", "type: deb\n      package: cri-dockerd", 1)), "runtime.criDockerd.source.type", `source type "deb" is refused: use url`, "type: ¦deb", 0},
+		{"criDockerd from the module proxy", dockerEdits(strings.Replace(criDockerdBlock, "type: url", "type: gomod\n      module: github.com/Mirantis/cri-dockerd", 1)), "runtime.criDockerd.source.type", `source type "gomod" is refused: use url`, "type: ¦gomod\n      module: github.com/Mirantis", 0},
+		{"criDockerd without a url", dockerEdits(strings.Replace(criDockerdBlock, "      url: "+criDockerdURL+"\n", "", 1)), "runtime.criDockerd.source.url", "url source needs a url template", "    ¦source:\n      type: url", 0},
+		{"criDockerd over http", dockerEdits(strings.Replace(criDockerdBlock, "https://", "http://", 1)), "runtime.criDockerd.source.url", "is http: use https", "url: ¦http://github", 0},
+		{"criDockerd tarball without member", dockerEdits(strings.Replace(criDockerdBlock, "      member: cri-dockerd/{name}\n", "", 1)), "runtime.criDockerd.source.member", "the url names a tarball: set member to the binary inside it", "    ¦source:\n      type: url", 0},
+		{"criDockerd member outside the archive", dockerEdits(strings.Replace(criDockerdBlock, "member: cri-dockerd/{name}", "member: ../{name}", 1)), "runtime.criDockerd.source.member", `"../{name}" leaves the archive`, "member: ¦../", 0},
+
 		// Sysctls and modules.
 		{"no bridge-nf-call-iptables", [][2]string{e("  net.bridge.bridge-nf-call-iptables: \"1\"\n", "")}, "sysctls", "net.bridge.bridge-nf-call-iptables is not set", "\n¦sysctls:", 0},
 		{"no bridge-nf-call-ip6tables", [][2]string{e("  net.bridge.bridge-nf-call-ip6tables: \"1\"\n", "")}, "sysctls", "net.bridge.bridge-nf-call-ip6tables is not set", "\n¦sysctls:", 0},
@@ -237,6 +248,38 @@ func TestLintPitfalls(t *testing.T) {
 			}
 			t.Errorf("no finding on %s containing %q:\n%s", c.field, c.msg, findingsText(fs))
 		})
+	}
+}
+
+// criDockerdBlock is a good runtime.criDockerd, indented for the runtime: section.
+const (
+	criDockerdURL   = "https://github.com/Mirantis/cri-dockerd/releases/download/v{version}/cri-dockerd-{version}.{arch}.tgz"
+	criDockerdBlock = "  criDockerd:\n    version: \"0.3.16\"\n    source:\n      type: url\n      url: " + criDockerdURL + "\n      member: cri-dockerd/{name}\n"
+)
+
+// dockerEdits turn the embedded debian-12 recipe into a docker one with the given
+// runtime.criDockerd block.
+func dockerEdits(criDockerd string) [][2]string {
+	return [][2]string{
+		e("name: containerd", "name: docker"), e("packages: [containerd, runc]", "packages: [docker.io, containerd, runc]\n  sandboxImage: registry.k8s.io/pause:3.10"),
+		e("  cgroupDriver: systemd\n", "  cgroupDriver: systemd\n"+criDockerd),
+		e("driver: overlayfs", "driver: overlay2"),
+		e("      - containerd.service\n", "      - docker.service\n      - cri-docker.service\n"),
+		e("      - containerd.service\n", "      - docker.service\n      - cri-docker.service\n"), // master and minion
+	}
+}
+
+// A docker recipe with a good runtime.criDockerd passes lint without a finding about it.
+func TestLintCRIDockerdClean(t *testing.T) {
+	r, err := Parse("docker.yaml", []byte(mutate(t, dockerEdits(criDockerdBlock)...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := Lint(r); len(fs) != 0 {
+		t.Errorf("findings:\n%s", findingsText(fs))
+	}
+	if got := CRIOf(r.Runtime); got != CRIServerDockerd {
+		t.Errorf("CRIOf = %s", got)
 	}
 }
 

@@ -114,6 +114,10 @@ type LockedArtifact struct {
 	// mirror root (never a host name), and the suite it was found in.
 	URL   string `json:"url,omitempty"`
 	Suite string `json:"suite,omitempty"`
+	// url with source.member: the file taken out of the downloaded .tar.gz (the member
+	// template expanded, "cri-dockerd/cri-dockerd"). SHA256 and Size are then the tarball's,
+	// what the URL serves; the fetched artifact is the member.
+	Member string `json:"member,omitempty"`
 	// image: the reference the archive names the image by (kubebake.local/busybox:1.35.0)
 	// and its manifest digest; SHA256 is the archive's. An archive image (source archive)
 	// also has SourceSHA256, the sha256 of the recipe's archive file it was read from, and
@@ -439,6 +443,9 @@ func artifactDrift(in Input, a LockedArtifact) string {
 	case SourceURL:
 		if want := ExpandURL(in.Source.URL, a.Version, in.Package, in.Arch); a.URL != want {
 			return fmt.Sprintf("url changed from %s to %s", a.URL, want)
+		}
+		if want := ExpandURL(in.Source.Member, a.Version, in.Package, in.Arch); a.Member != want {
+			return fmt.Sprintf("member changed from %q to %q", a.Member, want)
 		}
 	case SourceDeb:
 		if a.Suite != "" && !slices.Contains(in.Suites, a.Suite) {

@@ -97,6 +97,57 @@ func TestInputs(t *testing.T) {
 	}
 }
 
+// A docker recipe with runtime.criDockerd has a cri-dockerd url input, its version the bare
+// number (upstream's file names have no v); without criDockerd, or with containerd, none.
+func TestInputsCRIDockerd(t *testing.T) {
+	const tmpl = "https://github.com/Mirantis/cri-dockerd/releases/download/v{version}/cri-dockerd-{version}.{arch}.tgz"
+	find := func(r *Recipe) (Input, bool) {
+		for _, in := range r.Inputs() {
+			if in.Name == "cri-dockerd" {
+				return in, true
+			}
+		}
+		return Input{}, false
+	}
+	r := loadT(t, "debian-12")
+	r.Runtime.Name = RuntimeDocker
+	if in, ok := find(r); ok {
+		t.Errorf("docker without criDockerd has a cri-dockerd input: %+v", in)
+	}
+	src := Source{Type: SourceURL, URL: tmpl, Member: "cri-dockerd/{name}"}
+	for _, v := range []string{"0.3.16", "v0.3.16"} {
+		r.Runtime.CRIDockerd = &CRIDockerd{Version: v, Source: src}
+		in, ok := find(r)
+		want := Input{Name: "cri-dockerd", Kind: InputBinary, Source: src, Version: "0.3.16", Package: "cri-dockerd", Arch: "amd64"}
+		if !ok || !reflect.DeepEqual(in, want) {
+			t.Errorf("version %s:\n got %+v\nwant %+v", v, in, want)
+		}
+		if got := ExpandURL(in.Source.URL, in.Version, in.Package, in.Arch); got != "https://github.com/Mirantis/cri-dockerd/releases/download/v0.3.16/cri-dockerd-0.3.16.amd64.tgz" {
+			t.Errorf("url %s", got)
+		}
+	}
+	// The lock's member is the expanded template: another one is drift, named as such.
+	in, _ := find(r)
+	a := LockedArtifact{Name: "cri-dockerd", Kind: InputBinary, Source: SourceURL, Version: "0.3.16",
+		URL: ExpandURL(tmpl, "0.3.16", "cri-dockerd", "amd64"), Member: "cri-dockerd/cri-dockerd", SHA256: strings.Repeat("a", 64), Size: 1}
+	if d := artifactDrift(in, a); d != "" {
+		t.Errorf("drift of a matching lock entry: %s", d)
+	}
+	a.Member = "cri-dockerd"
+	if d := artifactDrift(in, a); !strings.Contains(d, `member changed from "cri-dockerd" to "cri-dockerd/cri-dockerd"`) {
+		t.Errorf("member drift: %q", d)
+	}
+	d := r.InputsDigest()
+	r.Runtime.CRIDockerd.Source.Member = "cri-dockerd/cri-dockerd-other"
+	if r.InputsDigest() == d {
+		t.Error("changing source.member left the inputs digest as it was")
+	}
+	r.Runtime.Name = RuntimeContainerd
+	if in, ok := find(r); ok {
+		t.Errorf("containerd has a cri-dockerd input: %+v", in)
+	}
+}
+
 // Inputs and their digest depend on what the recipe asks for, not on the order it is written in.
 func TestInputsDeterministic(t *testing.T) {
 	a := loadT(t, "debian-12")

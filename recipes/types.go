@@ -107,9 +107,14 @@ type Source struct {
 	// containernetworking-plugins; in images[].source (gomod) the Go main package, relative
 	// to the module (./cmd/agent, or . for its root) or in full.
 	Package string `yaml:"package,omitempty" json:"package,omitempty"`
+	// Member (url only) is the file to take out of a .tar.gz or .tgz download, a template like
+	// url ("cri-dockerd/{name}"); empty: the download is the file itself.
+	Member string `yaml:"member,omitempty" json:"member,omitempty"`
 }
 
-// Runtime is the container runtime. containerd (default) or docker (with cri-dockerd).
+// Runtime is the container runtime: containerd (default) or docker. The kubelet reaches a
+// CRI through containerd's own (containerd, and docker without CRIDockerd: docker then runs
+// beside the kubelet on the same containerd) or through cri-dockerd (docker with CRIDockerd).
 type Runtime struct {
 	Name string `yaml:"name" json:"name"`
 	// Packages are the Debian packages that provide the runtime and runc, pinned by the lock.
@@ -117,6 +122,16 @@ type Runtime struct {
 	// SandboxImage is the pinned pod sandbox ("pause") image reference.
 	SandboxImage string `yaml:"sandboxImage" json:"sandboxImage"`
 	CgroupDriver string `yaml:"cgroupDriver,omitempty" json:"cgroupDriver,omitempty"` // default systemd
+	// CRIDockerd (docker only) is where cri-dockerd comes from; without it the kubelet uses
+	// containerd's CRI.
+	CRIDockerd *CRIDockerd `yaml:"criDockerd,omitempty" json:"criDockerd,omitempty"`
+}
+
+// CRIDockerd is cri-dockerd, the CRI server in front of docker: an exact version and its
+// source, e.g. the upstream release tarball (type url, member cri-dockerd/{name}).
+type CRIDockerd struct {
+	Version string `yaml:"version" json:"version" kubebake:"required"`
+	Source  Source `yaml:"source" json:"source"`
 }
 
 // Etcd is the control plane's key-value store.

@@ -90,6 +90,14 @@ func signer(t *testing.T) (func([]byte) []byte, string) {
 // cliRecipe writes the recipe file and starts its upstream.
 func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 	t.Helper()
+	return cliRecipeWith(t, nil)
+}
+
+// cliRecipeWith is cliRecipe with the recipe's text edited before it is written (edit nil:
+// as it is). A cri-dockerd input (runtime.criDockerd) gets upstream's release tarball under
+// /github/ (the recipe's mirror rule for https://github.com/), without a .sha256 beside it.
+func cliRecipeWith(t *testing.T, edit func(string) string) (recipePath string, up *upstream) {
+	t.Helper()
 	// The synthetic archive holds the named packages and nothing they depend on: the package
 	// set is those packages (mmdebstrap's own resolution is tested in builder).
 	resolvePackageSet = namedPackagesOnly
@@ -108,6 +116,10 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 	y = strings.Replace(y, "name: debian-12", "name: cli-test", 1)
 	y = strings.Replace(y, "  # mirror: leave it out", "  mirror: "+up.srv.URL+"/debian\n  securityMirror: "+up.srv.URL+"/debian-security\n  # mirror: leave it out", 1)
 	y += "\nmirrors:\n  - prefix: https://dl.k8s.io/\n    replacement: " + up.srv.URL + "/k8s/\n"
+	y += "  - prefix: https://github.com/\n    replacement: " + up.srv.URL + "/github/\n"
+	if edit != nil {
+		y = edit(y)
+	}
 	recipePath = filepath.Join(t.TempDir(), "cli.yaml")
 	if err := os.WriteFile(recipePath, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
@@ -119,13 +131,16 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 
 	newest := map[string]string{"1.35": "v1.35.4", "3.6": "v3.6.5", "1.9": "v1.9.1", "0.28": "v0.28.10", "1.15": "v1.15.0"}
 	local := func(u string) string {
-		p, _ := url.Parse(strings.Replace(u, "https://dl.k8s.io/", up.srv.URL+"/k8s/", 1))
+		u = strings.Replace(u, "https://dl.k8s.io/", up.srv.URL+"/k8s/", 1)
+		p, _ := url.Parse(strings.Replace(u, "https://github.com/", up.srv.URL+"/github/", 1))
 		return p.Path
 	}
 	var pkgs strings.Builder
 	for _, in := range parsed.Inputs() {
-		switch in.Source.Type {
-		case recipes.SourceURL:
+		switch {
+		case in.Name == recipes.CRIServerDockerd:
+			up.files[local(artifacts.ExpandURL(in.Source.URL, in.Version, in.Package, in.Arch))] = criDockerdTarball(t)
+		case in.Source.Type == recipes.SourceURL:
 			v := newest[in.Version]
 			su, _ := artifacts.StableURL(in.Source.URL, in.Version)
 			up.files[local(su)] = []byte(v + "\n")
@@ -136,7 +151,7 @@ func cliRecipe(t *testing.T) (recipePath string, up *upstream) {
 			}
 			up.files[local(bu)] = data
 			up.files[local(bu)+".sha256"] = []byte(hexSum(data))
-		case recipes.SourceDeb:
+		case in.Source.Type == recipes.SourceDeb:
 			data := []byte(in.Package + " deb")
 			if in.Kind == recipes.InputBinary { // busybox, taken out of a real .deb
 				data = debWith(t, in.Package, "bin/"+in.Name, staticBinary(t))
