@@ -93,6 +93,9 @@ func frontStages(s *state, req Request, v *pipelineValues) []stage {
 			if v.layer, err = roles.Render(v.recipe, v.lock); err != nil {
 				return err
 			}
+			if err := pinMembers(ctx, v.layer, v.lock, v.paths); err != nil {
+				return err
+			}
 			opts := bakeOptions(req, v)
 			if opts.Mirror == "" { // the recipe names none: this machine's apt mirror
 				if opts.Mirror, err = artifacts.SystemDebianMirror(); err != nil {
@@ -177,6 +180,34 @@ func bakeOptions(req Request, v *pipelineValues) Options {
 		Mirror: v.recipe.Base.Mirror, OutDir: out, Formats: req.Formats, Version: req.Version,
 		HostBootloader: req.HostBootloader, MirrorCheck: mirrorCheck(v.srcs, v.recipe, v.lock),
 	}
+}
+
+// pinMembers gives the layer's files of an artifact taken out of an archive (a url artifact
+// with a member: cri-dockerd out of upstream's tarball) the sha256 and size of the file fetch
+// took out, not the archive's that the lock pins: the layer holds the file, and WriteTar
+// checks every byte it writes against them.
+func pinMembers(ctx context.Context, layer *roles.Layer, l *recipes.Lock, paths map[string]string) error {
+	members := map[string]bool{}
+	for _, a := range l.Artifacts {
+		if a.Member != "" {
+			members[a.Name] = true
+		}
+	}
+	for i, f := range layer.Files {
+		if f.Artifact == "" || !members[f.Artifact] {
+			continue
+		}
+		p, ok := paths[f.Artifact]
+		if !ok {
+			return fmt.Errorf("artifact %s was not fetched", f.Artifact)
+		}
+		sum, size, err := fileSHA256Size(ctx, p)
+		if err != nil {
+			return fmt.Errorf("artifact %s: %w", f.Artifact, err)
+		}
+		layer.Files[i].SHA256, layer.Files[i].Size = sum, size
+	}
+	return nil
 }
 
 // openFrom opens artifacts by name from their fetched paths.

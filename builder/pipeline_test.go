@@ -1,15 +1,18 @@
 package builder
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kubebake/kubebake/artifacts"
 	"github.com/kubebake/kubebake/recipes"
+	"github.com/kubebake/kubebake/roles"
 )
 
 // copyRecipe copies an embedded recipe and its lock into a folder, with edit applied to the
@@ -110,5 +113,48 @@ func TestStageNames(t *testing.T) {
 	want := "load,lint,lock,fetch,render,prepare,rootfs,merge,root-ext4,esp,outputs,publish"
 	if got := strings.Join(StageNames(), ","); got != want {
 		t.Errorf("stages %s, want %s", got, want)
+	}
+}
+
+// A url artifact taken out of an archive (cri-dockerd out of upstream's tarball): the lock
+// pins the archive, the layer gets the file fetch took out, and writes it checked.
+func TestPinMembers(t *testing.T) {
+	dir := t.TempDir()
+	binary := []byte("#!/bin/sh\necho cri-dockerd 0.3.16\n")
+	path := filepath.Join(dir, "cri-dockerd")
+	os.WriteFile(path, binary, 0o755)
+	tarball := strings.Repeat("ab", 32)
+	l := &recipes.Lock{Artifacts: []recipes.LockedArtifact{
+		{Name: "cri-dockerd", Source: recipes.SourceURL, Member: "cri-dockerd/cri-dockerd", SHA256: tarball, Size: 9999},
+		{Name: "kubelet", Source: recipes.SourceGoMod, SHA256: strings.Repeat("cd", 32), Size: 5},
+	}}
+	layer := &roles.Layer{Files: []roles.File{
+		{Path: "/usr/bin/cri-dockerd", Type: roles.TypeFile, Mode: 0o755, Artifact: "cri-dockerd", SHA256: tarball, Size: 9999},
+		{Path: "/usr/bin/kubelet", Type: roles.TypeFile, Mode: 0o755, Artifact: "kubelet", SHA256: strings.Repeat("cd", 32), Size: 5},
+	}}
+	paths := map[string]string{"cri-dockerd": path, "kubelet": filepath.Join(dir, "kubelet")}
+	if err := pinMembers(context.Background(), layer, l, paths); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := layer.File("/usr/bin/cri-dockerd")
+	if want := sha256Hex(binary); f.SHA256 != want || f.Size != int64(len(binary)) {
+		t.Errorf("cri-dockerd in the layer: %s %d, want %s %d", f.SHA256, f.Size, want, len(binary))
+	}
+	if k, _ := layer.File("/usr/bin/kubelet"); k.SHA256 != strings.Repeat("cd", 32) {
+		t.Errorf("kubelet changed: %+v", k)
+	}
+	// The layer writes the binary, checked against what pinMembers set.
+	only := &roles.Layer{Files: layer.Files[:1]}
+	var b bytes.Buffer
+	if err := only.WriteTar(&b, openFrom(paths), time.Unix(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b.Bytes(), binary) {
+		t.Error("the layer does not hold the binary")
+	}
+	// A member that was not fetched is an error naming it.
+	delete(paths, "cri-dockerd")
+	if err := pinMembers(context.Background(), layer, l, paths); err == nil || !strings.Contains(err.Error(), "cri-dockerd was not fetched") {
+		t.Errorf("unfetched member: %v", err)
 	}
 }
