@@ -75,6 +75,64 @@ func CRIOf(rt Runtime) string {
 	return CRIServerContainerd
 }
 
+// A runtime setup is a runtime and the CRI server its kubelet talks to: what the unit
+// catalog depends on (SetupOf).
+const (
+	SetupContainerd       = "containerd"         // containerd and its CRI
+	SetupDocker           = "docker"             // docker beside the kubelet, on containerd's CRI
+	SetupDockerCRIDockerd = "docker+cri-dockerd" // docker behind cri-dockerd
+)
+
+// Setups are every runtime setup, for tests and messages.
+var Setups = []string{SetupContainerd, SetupDocker, SetupDockerCRIDockerd}
+
+// SetupOf is a runtime's setup. A runtime other than docker reads as containerd (the
+// default), as in StorageDriverFor.
+func SetupOf(rt Runtime) string {
+	switch {
+	case rt.Name != RuntimeDocker:
+		return SetupContainerd
+	case CRIOf(rt) == CRIServerDockerd:
+		return SetupDockerCRIDockerd
+	}
+	return SetupDocker
+}
+
+// ExplainRuntime says, in a line, how a recipe's kubelet reaches its container runtime and
+// why: what lint reports for each recipe.
+func ExplainRuntime(rt Runtime) string {
+	switch SetupOf(rt) {
+	case SetupDocker:
+		return "docker beside the kubelet on containerd's CRI: the kubelet runs pods through containerd, docker runs on the same containerd (pods do not appear in docker ps); give runtime.criDockerd to put the kubelet on docker through cri-dockerd"
+	case SetupDockerCRIDockerd:
+		return "docker through cri-dockerd (runtime.criDockerd): the kubelet runs pods as docker containers"
+	}
+	return "containerd: the kubelet runs pods through containerd's CRI"
+}
+
+// DescribeSetup says which runtime setup a recipe has, and from which fields.
+func DescribeSetup(setup string) string {
+	switch setup {
+	case SetupDocker:
+		return "docker on containerd's CRI (runtime.name docker, no runtime.criDockerd)"
+	case SetupDockerCRIDockerd:
+		return "docker+cri-dockerd (runtime.name docker with runtime.criDockerd)"
+	}
+	return "containerd"
+}
+
+// setupParts splits a setup into its runtime and CRI server; an unknown one reads as
+// containerd.
+func setupParts(setup string) (runtime, cri string) {
+	switch setup {
+	case SetupDocker:
+		return RuntimeDocker, CRIServerContainerd
+	case SetupDockerCRIDockerd:
+		return RuntimeDocker, CRIServerDockerd
+	}
+	return RuntimeContainerd, CRIServerContainerd
+}
+
 // StorageDriverFor is the one storage driver accepted for a runtime.
 func StorageDriverFor(runtime string) string {
 	if runtime == RuntimeDocker {
@@ -102,9 +160,11 @@ const (
 	// GrowRootUnit grows the root partition to the disk when cloud-init did not.
 	GrowRootUnit = "kubebake-growroot.service"
 	// NodeEnvUnit works out the node's address and kubelet flags; ImagesUnit imports the
-	// baked container images into containerd.
-	NodeEnvUnit = "kubebake-node-env.service"
-	ImagesUnit  = "kubebake-images.service"
+	// baked container images into containerd; DockerImagesUnit loads them into docker too
+	// (docker beside the kubelet keeps images of its own).
+	NodeEnvUnit      = "kubebake-node-env.service"
+	ImagesUnit       = "kubebake-images.service"
+	DockerImagesUnit = "kubebake-docker-images.service"
 	// CSRApproverUnit (master) approves a kubelet's first certificate only for the node name
 	// its join token is bound to; JoinCleanupUnit (minion) removes the join credentials once
 	// the kubelet has its own.
@@ -131,8 +191,10 @@ type UnitDef struct {
 	// Foreign units come from a Debian package (containerd.service): the layer carries only
 	// their role drop-in and enablement link.
 	Foreign bool
-	// Runtime limits the unit to one container runtime ("" for any).
+	// Runtime limits the unit to one container runtime ("" for any), CRI to one CRI server
+	// (CRIOf; "" for any).
 	Runtime string
+	CRI     string
 	// PodNetwork units exist only when the recipe has a podNetwork section.
 	PodNetwork bool
 	// Bins are the node binaries (lock artifact names) its ExecStart needs.
@@ -161,10 +223,15 @@ func unitCatalog() []UnitDef {
 		{Name: JoinCleanupUnit},
 		{Name: FlannelUnit, PodNetwork: true, Bins: []string{FlanneldBinary}, Needs: []string{"kubelet.service", NodeEnvUnit}, Listable: true},
 		{Name: NodeEnvUnit},
-		{Name: ImagesUnit, Runtime: RuntimeContainerd, Needs: []string{"containerd.service"}},
-		{Name: "containerd.service", Foreign: true, Runtime: RuntimeContainerd, Listable: true},
-		{Name: "docker.service", Foreign: true, Runtime: RuntimeDocker, Listable: true},
-		{Name: "cri-docker.service", Runtime: RuntimeDocker, Bins: []string{"cri-dockerd"}, Needs: []string{"docker.service"}, Listable: true},
+		{Name: ImagesUnit, CRI: CRIServerContainerd, Needs: []string{"containerd.service"}},
+		{Name: "containerd.service", Foreign: true, CRI: CRIServerContainerd, Listable: true},
+		// docker on containerd's CRI: docker needs containerd, and loads the baked images too,
+		// so that docker run of a baked image works offline.
+		{Name: "docker.service", Foreign: true, Runtime: RuntimeDocker, CRI: CRIServerContainerd, Needs: []string{DockerImagesUnit}, Listable: true},
+		{Name: DockerImagesUnit, Runtime: RuntimeDocker, CRI: CRIServerContainerd, Needs: []string{ImagesUnit}},
+		// docker behind cri-dockerd.
+		{Name: "docker.service", Foreign: true, Runtime: RuntimeDocker, CRI: CRIServerDockerd, Listable: true},
+		{Name: "cri-docker.service", Runtime: RuntimeDocker, CRI: CRIServerDockerd, Bins: []string{"cri-dockerd"}, Needs: []string{"docker.service"}, Listable: true},
 		{Name: IgnitionUnit},
 		{Name: RolesTarget},
 		{Name: SSHKeygenUnit},
@@ -172,22 +239,21 @@ func unitCatalog() []UnitDef {
 	}
 }
 
-// Units is the unit catalog for a runtime, with the pod network agent or not, in catalog
-// order. Each call returns fresh slices. A runtime other than docker reads as containerd (the
-// default), as in StorageDriverFor.
-func Units(runtime string, podNetwork bool) []UnitDef {
-	runtime = catalogRuntime(runtime)
+// Units is the unit catalog for a runtime setup (SetupOf), with the pod network agent or
+// not, in catalog order. Each call returns fresh slices.
+func Units(setup string, podNetwork bool) []UnitDef {
+	runtime, cri := setupParts(setup)
 	var out []UnitDef
 	for _, d := range unitCatalog() {
 		if d.PodNetwork && !podNetwork {
 			continue
 		}
-		if d.Runtime != "" && d.Runtime != runtime {
+		if d.Runtime != "" && d.Runtime != runtime || d.CRI != "" && d.CRI != cri {
 			continue
 		}
 		if d.Name == "kubelet.service" {
-			d.Needs = append(d.Needs, CRIUnit(runtime))
-			if runtime == RuntimeContainerd {
+			d.Needs = append(d.Needs, CRIUnit(setup))
+			if cri == CRIServerContainerd {
 				d.Needs = append(d.Needs, ImagesUnit)
 			}
 		}
@@ -196,16 +262,9 @@ func Units(runtime string, podNetwork bool) []UnitDef {
 	return out
 }
 
-func catalogRuntime(runtime string) string {
-	if runtime == RuntimeDocker {
-		return RuntimeDocker
-	}
-	return RuntimeContainerd
-}
-
-// CRIUnit is the unit that serves the kubelet's CRI socket for a runtime.
-func CRIUnit(runtime string) string {
-	if runtime == RuntimeDocker {
+// CRIUnit is the unit that serves the kubelet's CRI socket in a runtime setup.
+func CRIUnit(setup string) string {
+	if _, cri := setupParts(setup); cri == CRIServerDockerd {
 		return "cri-docker.service"
 	}
 	return "containerd.service"
@@ -249,13 +308,12 @@ var (
 	minionUnits = []string{"kubebake-minion-join.service"}
 )
 
-// RuntimeUnits are the listable units that run a container runtime (docker needs
-// cri-dockerd's unit to speak CRI), from the catalog.
-func RuntimeUnits(runtime string) []string {
-	runtime = catalogRuntime(runtime)
+// RuntimeUnits are the listable units that run a setup's container runtime and CRI server
+// (containerd; docker beside containerd; docker and cri-dockerd), from the catalog.
+func RuntimeUnits(setup string) []string {
 	var out []string
-	for _, d := range unitCatalog() {
-		if d.Listable && d.Runtime == runtime {
+	for _, d := range Units(setup, false) {
+		if d.Listable && (d.Runtime != "" || d.CRI != "") {
 			out = append(out, d.Name)
 		}
 	}
@@ -265,8 +323,8 @@ func RuntimeUnits(runtime string) []string {
 // BuiltinRoles are the master and minion roles used when a recipe has no roles section:
 // both run the node units (and flannel with a pod network); the master adds the control
 // plane, the minion its join.
-func BuiltinRoles(runtime string, podNetwork bool) []Role {
-	node := append(RuntimeUnits(runtime), nodeUnits...)
+func BuiltinRoles(setup string, podNetwork bool) []Role {
+	node := append(RuntimeUnits(setup), nodeUnits...)
 	if podNetwork {
 		node = append(node, FlannelUnit)
 	}
@@ -275,11 +333,11 @@ func BuiltinRoles(runtime string, podNetwork bool) []Role {
 	return []Role{{Name: RoleMaster, Units: master}, {Name: RoleMinion, Units: minion}}
 }
 
-// KnownUnits are the unit names roles may list for a runtime (the listable units of the
+// KnownUnits are the unit names roles may list in a runtime setup (the listable units of the
 // catalog, the pod network agent's included), sorted.
-func KnownUnits(runtime string) []string {
+func KnownUnits(setup string) []string {
 	var u []string
-	for _, d := range Units(runtime, true) {
+	for _, d := range Units(setup, true) {
 		if d.Listable {
 			u = append(u, d.Name)
 		}
@@ -288,15 +346,19 @@ func KnownUnits(runtime string) []string {
 	return u
 }
 
-// runtimeOfUnit is the runtime of a listable runtime-bound unit ("" for any other unit), to
-// explain a unit of the other runtime.
-func runtimeOfUnit(unit string) string {
-	for _, d := range unitCatalog() {
-		if d.Name == unit && d.Listable {
-			return d.Runtime
+// SetupsOfUnit are the runtime setups whose roles may list unit (none for a unit of every
+// setup or none), to explain a unit of another setup.
+func SetupsOfUnit(unit string) []string {
+	var out []string
+	for _, setup := range Setups {
+		if slices.Contains(KnownUnits(setup), unit) {
+			out = append(out, setup)
 		}
 	}
-	return ""
+	if len(out) == len(Setups) {
+		return nil
+	}
+	return out
 }
 
 // ImageFormats the builder can write.

@@ -133,7 +133,7 @@ func SetDefaults(r *Recipe) {
 		r.Modules = DefaultModules()
 	}
 	if unset("roles", len(r.Roles) == 0) {
-		r.Roles = BuiltinRoles(r.Runtime.Name, r.PodNetwork != nil)
+		r.Roles = BuiltinRoles(SetupOf(r.Runtime), r.PodNetwork != nil)
 	}
 
 	if unset("image.size", r.Image.Size == "") {

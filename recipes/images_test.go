@@ -203,15 +203,15 @@ func TestImagesLint(t *testing.T) {
 		})
 	}
 
-	// Only containerd nodes import images.
-	docker := strings.Replace(minimal, "name: mini\n", "name: mini\nruntime: {name: docker, packages: [docker.io, runc], sandboxImage: registry.k8s.io/pause:3.10}\nstorage: {driver: overlay2}\n", 1)
+	// Only nodes on containerd's CRI import images: not docker behind cri-dockerd.
+	docker := strings.Replace(minimal, "name: mini\n", "name: mini\nruntime: {name: docker, packages: [docker.io, runc], sandboxImage: registry.k8s.io/pause:3.10, criDockerd: {version: 0.3.16, source: {type: url, url: \"https://example.org/cri-dockerd-{version}.tgz\", member: \"cri-dockerd/{name}\"}}}\nstorage: {driver: overlay2}\n", 1)
 	r, err := Parse("d.yaml", []byte(docker+"images:\n  - name: hello\n    archive: images/hello.tar\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var found bool
 	for _, f := range Lint(r) {
-		if f.Field == "images[0]" && strings.Contains(f.Message, "runtime docker imports no baked images") {
+		if f.Field == "images[0]" && strings.Contains(f.Message, "docker through cri-dockerd imports no baked images") {
 			found = true
 		}
 	}

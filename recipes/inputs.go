@@ -129,7 +129,7 @@ func (r *Recipe) Inputs() []Input {
 		binary(CRIServerDockerd, cd.Source, cd.Version, "")
 		ins[len(ins)-1].Version = strings.TrimPrefix(ins[len(ins)-1].Version, "v")
 	}
-	// containerd nodes bake their container images (the pod sandbox, busybox): nodes pull
+	// Nodes on containerd's CRI bake their container images (the pod sandbox, busybox): nodes pull
 	// nothing. Both are made from Debian's statically linked busybox (artifacts/images.go).
 	if r.bakesImages() {
 		binary(BusyboxArtifact, Source{Type: SourceDeb, Package: BusyboxPackage}, "", "")
@@ -205,9 +205,10 @@ func (r *Recipe) BakedImages() []BakedImage {
 	return out
 }
 
-// bakesImages says the nodes run containerd, which imports baked images at boot.
+// bakesImages says the kubelet runs pods through containerd's CRI, into which the baked
+// images are imported at boot (docker beside it loads them from there).
 func (r *Recipe) bakesImages() bool {
-	return r.Runtime.Name == "" || r.Runtime.Name == RuntimeContainerd
+	return CRIOf(r.Runtime) == CRIServerContainerd
 }
 
 // ExpandURL fills a url source template: {version} (as locked, e.g. v1.35.4), {name} (the

@@ -363,8 +363,8 @@ func (l *linter) runtime() {
 	}
 	l.packages("runtime.packages", rt.Packages)
 	switch img := rt.SandboxImage; {
-	case img == "" && rt.Name == RuntimeDocker:
-		l.atKey("runtime.sandboxImage", "is empty: name a pinned pause image, e.g. "+ExampleSandboxImage, "only containerd nodes get a baked pause image; docker would fall back to its own, which kubelet then garbage-collects or pulls from the network")
+	case img == "" && CRIOf(rt) == CRIServerDockerd:
+		l.atKey("runtime.sandboxImage", "is empty: name a pinned pause image, e.g. "+ExampleSandboxImage, "only nodes on containerd's CRI get a baked pause image; cri-dockerd would fall back to its own, which kubelet then garbage-collects or pulls from the network")
 	case img == "":
 		// containerd: the pause image baked into the node image (nothing to pull).
 	default:
@@ -547,8 +547,8 @@ func (l *linter) images() {
 	for i, img := range l.r.Images {
 		p := indexPath("images", i)
 		if !l.r.bakesImages() {
-			l.atKey(p, fmt.Sprintf("runtime %s imports no baked images: remove images or use runtime containerd", l.r.Runtime.Name),
-				"only containerd nodes import the images baked into the node image at boot")
+			l.atKey(p, "docker through cri-dockerd imports no baked images: remove images, or leave runtime.criDockerd out (docker beside the kubelet on containerd's CRI)",
+				"only nodes on containerd's CRI import the images baked into the node image at boot")
 			continue
 		}
 		switch {
@@ -672,9 +672,9 @@ func (l *linter) modules() {
 }
 
 func (l *linter) roles() {
-	rt := l.r.Runtime.Name
-	known := KnownUnits(rt)
-	catalog := Units(rt, true)
+	setup := SetupOf(l.r.Runtime)
+	known := KnownUnits(setup)
+	catalog := Units(setup, true)
 	defs := map[string]UnitDef{}
 	for _, d := range catalog {
 		defs[d.Name] = d
@@ -738,8 +738,8 @@ func (l *linter) roles() {
 					l.at(up, fmt.Sprintf("%s is the pod network agent, but the recipe has no podNetwork section", u),
 						"flanneld is only built and installed for a podNetwork, so the unit is not in the image")
 				}
-			case runtimeOfUnit(u) != "":
-				l.at(up, fmt.Sprintf("%s belongs to runtime %s, but runtime.name is %s: use %s", u, runtimeOfUnit(u), rt, fmtList(RuntimeUnits(rt))),
+			case len(SetupsOfUnit(u)) > 0:
+				l.at(up, fmt.Sprintf("%s belongs to runtime %s, but this recipe's runtime is %s: use %s", u, strings.Join(SetupsOfUnit(u), " or "), DescribeSetup(setup), fmtList(RuntimeUnits(setup))),
 					"the unit is not in the image, so the role never comes up")
 			case grammarErr != nil:
 				l.at(up, fmt.Sprintf("%v: %s", grammarErr, suggestName(u, known)), "kubebake ships no such unit, so the role never comes up")

@@ -16,10 +16,8 @@ func (l *linter) criDockerd() {
 	rt := l.r.Runtime
 	cd := rt.CRIDockerd
 	if cd == nil {
-		if rt.Name == RuntimeDocker {
-			l.warn("runtime.name", "docker without runtime.criDockerd: the kubelet runs pods on containerd's CRI and docker runs beside it; add runtime.criDockerd (an exact version and upstream's release tarball) for the kubelet to use docker through cri-dockerd",
-				"pods are then not docker containers: docker ps does not show them, and docker's settings do not apply to them")
-		}
+		// docker without it is a path of its own, not a pitfall: lint's runtime line says
+		// which path a recipe takes (ExplainRuntime).
 		return
 	}
 	if rt.Name != RuntimeDocker {

@@ -124,7 +124,7 @@ etcd: {}
 
 func TestEmbeddedRecipesLintClean(t *testing.T) {
 	names := EmbeddedNames()
-	if !reflect.DeepEqual(names, []string{"debian-12", "debian-13"}) {
+	if !reflect.DeepEqual(names, []string{"debian-12", "debian-12-docker", "debian-13"}) {
 		t.Fatalf("embedded recipes: %v", names)
 	}
 	for _, name := range names {
@@ -147,7 +147,7 @@ func TestEmbeddedRecipesLintClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if list[0].Release != "bookworm" || list[1].Release != "trixie" || list[0].Kubernetes != "1.35" {
+	if len(list) != 3 || list[0].Release != "bookworm" || list[1].Release != "bookworm" || list[2].Release != "trixie" || list[0].Kubernetes != "1.35" {
 		t.Errorf("List: %+v", list)
 	}
 }
@@ -189,7 +189,7 @@ func TestLoad(t *testing.T) {
 	if err != nil || r.Name != "mine" || r.File != p || r.Embedded {
 		t.Errorf("Load(%q) = %+v, %v", p, r, err)
 	}
-	if _, err := Load("debian-99"); err == nil || !strings.Contains(err.Error(), "embedded: debian-12, debian-13") {
+	if _, err := Load("debian-99"); err == nil || !strings.Contains(err.Error(), "embedded: debian-12, debian-12-docker, debian-13") {
 		t.Errorf("Load(debian-99): %v", err)
 	}
 	if _, err := Load(filepath.Join(dir, "nope.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
@@ -263,11 +263,23 @@ func TestDefaults(t *testing.T) {
 	if r.Storage.Driver != "overlay2" || r.Runtime.CgroupDriver != "systemd" {
 		t.Errorf("docker: storage %q cgroup %q", r.Storage.Driver, r.Runtime.CgroupDriver)
 	}
-	if got := r.Roles[1].Units; !reflect.DeepEqual(got, []string{"docker.service", "cri-docker.service", "kubelet.service", "kube-proxy.service", "flanneld.service", "kubebake-minion-join.service"}) {
+	// Without criDockerd the kubelet is on containerd's CRI, docker beside it: lint is clean.
+	if got := r.Roles[1].Units; !reflect.DeepEqual(got, []string{"containerd.service", "docker.service", "kubelet.service", "kube-proxy.service", "flanneld.service", "kubebake-minion-join.service"}) {
 		t.Errorf("docker minion units: %v", got)
 	}
-	if fs := Lint(r); LintError(fs) != nil || len(fs) != 1 || !strings.Contains(fs[0].Message, "cri-dockerd") {
+	if fs := Lint(r); len(fs) != 0 {
 		t.Errorf("docker recipe: %v", fs)
+	}
+	if got := ExplainRuntime(r.Runtime); !strings.Contains(got, "containerd's CRI") || !strings.Contains(got, "runtime.criDockerd") {
+		t.Errorf("docker recipe's runtime: %s", got)
+	}
+	// With criDockerd, cri-dockerd serves the kubelet.
+	r, err = Parse("docker.yaml", []byte(strings.Replace(docker, "sandboxImage:", "criDockerd: {version: 0.3.16, source: {type: url, url: \"https://example.org/cri-dockerd-{version}.tgz\", member: \"cri-dockerd/{name}\"}}, sandboxImage:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Roles[1].Units; !reflect.DeepEqual(got, []string{"docker.service", "cri-docker.service", "kubelet.service", "kube-proxy.service", "flanneld.service", "kubebake-minion-join.service"}) {
+		t.Errorf("docker+cri-dockerd minion units: %v", got)
 	}
 
 	// IPv6 on and no sysctls section: the default sysctls include IPv6 forwarding.

@@ -21,7 +21,7 @@ func embeddedRecipes(t *testing.T) []*recipes.Recipe {
 }
 
 func init() {
-	for _, name := range []string{"debian-12", "debian-13"} {
+	for _, name := range recipes.EmbeddedNames() {
 		goldenCases = append(goldenCases, goldenCase{name, func(t *testing.T) *recipes.Recipe {
 			r, err := recipes.Load(name)
 			if err != nil {
@@ -30,24 +30,12 @@ func init() {
 			return r
 		}})
 	}
-	// The embedded recipe with the docker runtime, as a user would write it.
-	goldenCases = append(goldenCases, goldenCase{"debian-12-docker", func(t *testing.T) *recipes.Recipe {
-		r, err := recipes.Load("debian-12")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Name = "debian-12-docker"
-		r.Runtime = recipes.Runtime{Name: recipes.RuntimeDocker, Packages: []string{"docker.io", "runc"}, SandboxImage: r.Runtime.SandboxImage, CgroupDriver: "systemd"}
-		r.Storage.Driver = recipes.StorageDriverFor(recipes.RuntimeDocker)
-		r.Roles = recipes.BuiltinRoles(recipes.RuntimeDocker, r.PodNetwork != nil)
-		return r
-	}})
 }
 
 // TestEmbeddedRecipesLint: the embedded recipes render, and every unit lint accepts is one the
 // layer can render (recipes.KnownUnits and the roles catalog agree).
 func TestEmbeddedRecipesLint(t *testing.T) {
-	for _, rt := range []string{recipes.RuntimeContainerd, recipes.RuntimeDocker} {
+	for _, rt := range recipes.Setups {
 		listable := map[string]bool{}
 		for _, d := range recipes.Units(rt, true) {
 			if d.Listable {

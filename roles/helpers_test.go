@@ -18,7 +18,8 @@ import (
 	"github.com/kubebake/kubebake/recipes"
 )
 
-// goRecipe builds a recipe in Go shaped like the embedded Debian recipes (defaults applied).
+// goRecipe builds a recipe in Go shaped like the embedded Debian recipes (defaults applied),
+// for a runtime setup (recipes.Setups).
 func goRecipe(name, release, runtime string) *recipes.Recipe {
 	comps := []recipes.Component{}
 	for _, c := range []string{"kubelet", "kube-proxy", "kubeadm", "kubectl", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
@@ -26,9 +27,12 @@ func goRecipe(name, release, runtime string) *recipes.Recipe {
 	}
 	rt := recipes.Runtime{Name: recipes.RuntimeContainerd, Packages: []string{"containerd", "runc"}, SandboxImage: "registry.k8s.io/pause:3.10", CgroupDriver: "systemd"}
 	storage := "overlayfs"
-	if runtime == recipes.RuntimeDocker {
+	if runtime == recipes.RuntimeDocker || runtime == recipes.SetupDockerCRIDockerd {
 		rt = recipes.Runtime{Name: recipes.RuntimeDocker, Packages: []string{"docker.io", "runc"}, SandboxImage: "registry.k8s.io/pause:3.10", CgroupDriver: "systemd"}
 		storage = "overlay2"
+	}
+	if runtime == recipes.SetupDockerCRIDockerd {
+		rt.CRIDockerd = &recipes.CRIDockerd{Version: "0.3.16", Source: recipes.Source{Type: recipes.SourceURL, URL: "https://example.org/cri-dockerd-{version}.{arch}.tgz", Member: "cri-dockerd/{name}"}}
 	}
 	return &recipes.Recipe{
 		APIVersion: recipes.APIVersion, Kind: recipes.KindRecipe, Name: name,
@@ -41,7 +45,7 @@ func goRecipe(name, release, runtime string) *recipes.Recipe {
 		Network:    recipes.Network{PodCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/12"},
 		Sysctls:    recipes.DefaultSysctls(false),
 		Modules:    recipes.DefaultModules(),
-		Roles:      recipes.BuiltinRoles(runtime, false),
+		Roles:      recipes.BuiltinRoles(recipes.SetupOf(rt), false),
 		Image:      recipes.Image{Size: "4GiB", Formats: []string{"raw", "qcow2"}},
 	}
 }

@@ -135,8 +135,8 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 			return nil, fieldErr(r, "cni.plugins", fmt.Sprintf("lacks %s: the kubelet's loopback and the pod network %s need %s", p, CNIConfigPath, strings.Join(recipes.RequiredCNIPlugins, ", ")))
 		}
 	}
-	if data.Runtime == recipes.RuntimeDocker {
-		if err := addBin("/usr/bin/cri-dockerd", "cri-dockerd", "runtime.name"); err != nil {
+	if data.CRI == recipes.CRIServerDockerd {
+		if err := addBin("/usr/bin/cri-dockerd", "cri-dockerd", "runtime.criDockerd"); err != nil {
 			return nil, err
 		}
 	}
@@ -146,7 +146,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 		}
 	}
 	// Baked container images, each an OCI archive the lock pins; the recipe's own among them.
-	if l != nil && data.Runtime == recipes.RuntimeContainerd {
+	if l != nil && data.Images {
 		for i, img := range r.Images {
 			if a, ok := arts[recipes.ImageArtifact(img.Name)]; !ok || a.Kind != recipes.KindImage {
 				return nil, fieldErr(r, fmt.Sprintf("images[%d]", i), fmt.Sprintf("the lock has no image %s; run \"kubebake lock\" to pin it", recipes.ImageArtifact(img.Name)))
@@ -253,6 +253,7 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	// Scripts of the units the layer holds (a unit file without its script would fail).
 	for unit, script := range map[string]string{
 		NodeEnvUnit: "node-env", FlannelUnit: "cni-config", ImagesUnit: "import-images",
+		recipes.DockerImagesUnit: "docker-images",
 	} {
 		if _, ok := plan.unit(unit); ok {
 			if err := data.addTemplate(b, "scripts/"+script, ScriptDir+"/"+script, 0o755); err != nil {
@@ -267,12 +268,12 @@ func Render(r *recipes.Recipe, l *recipes.Lock) (*Layer, error) {
 	}
 
 	// Runtime, kubelet, kube-proxy and pod network configuration.
-	switch data.Runtime {
-	case recipes.RuntimeContainerd:
+	if data.CRI == recipes.CRIServerContainerd {
 		if err := data.addTemplate(b, "config/containerd.toml", "/etc/containerd/config.toml", 0o644); err != nil {
 			return nil, err
 		}
-	case recipes.RuntimeDocker:
+	}
+	if data.Runtime == recipes.RuntimeDocker {
 		b.file("/etc/docker/daemon.json", 0o644, dockerDaemonJSON(data))
 	}
 	if bins["kubelet"] {
@@ -452,6 +453,7 @@ type templateData struct {
 	// JoinTokenGroup and JoinTokenNodeLabel: recipes' names for join tokens.
 	JoinTokenGroup, JoinTokenNodeLabel string
 	Runtime                            string
+	CRI                                string // recipes.CRIOf: the kubelet's CRI server
 	RuntimeUnit                        string
 	CRISocket                          string
 	CgroupDriver                       string
@@ -502,7 +504,8 @@ func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) 
 	if d.Runtime == "" {
 		d.Runtime = recipes.RuntimeContainerd
 	}
-	d.RuntimeUnit = runtimeService(d.Runtime)
+	d.CRI = recipes.CRIOf(r.Runtime)
+	d.RuntimeUnit = recipes.CRIUnit(recipes.SetupOf(r.Runtime))
 
 	d.KubernetesVersion = r.Kubernetes.Version
 	if l != nil {
@@ -543,10 +546,12 @@ func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) 
 	if d.StorageDriver != want {
 		return nil, fieldErr(r, "storage.driver", fmt.Sprintf("%q with runtime %s: only %s is accepted (devicemapper and loopback storage corrupt nodes)", d.StorageDriver, d.Runtime, want))
 	}
-	d.Snapshotter = d.StorageDriver
+	// containerd's snapshotter: overlayfs, also under docker beside it (docker's own
+	// storage driver, overlay2, is StorageDriver).
+	d.Snapshotter = recipes.StorageDriverFor(recipes.RuntimeContainerd)
 
-	switch d.Runtime {
-	case recipes.RuntimeDocker:
+	switch d.CRI {
+	case recipes.CRIServerDockerd:
 		d.CRISocket = "unix:///run/cri-dockerd.sock"
 	default:
 		d.CRISocket = "unix:///run/containerd/containerd.sock"
@@ -607,7 +612,7 @@ func newTemplateData(r *recipes.Recipe, l *recipes.Lock) (*templateData, error) 
 		}
 	}
 	sort.Slice(d.ImageArchives, func(i, j int) bool { return d.ImageArchives[i].artifact < d.ImageArchives[j].artifact })
-	d.Images = d.Runtime == recipes.RuntimeContainerd
+	d.Images = d.CRI == recipes.CRIServerContainerd
 	return d, nil
 }
 
@@ -759,14 +764,18 @@ func cniConfig(d *templateData) []byte {
 	return marshalJSON(conf)
 }
 
-// dockerDaemonJSON: overlay2 storage (never devicemapper/loopback) and the kubelet's cgroup
-// driver.
+// dockerDaemonJSON: overlay2 storage (never devicemapper/loopback), the kubelet's cgroup
+// driver, bounded json-file logs (a chatty container must not fill the disk), and
+// live-restore (restarting or upgrading docker leaves containers running). docker uses the
+// system's containerd because its unit says so (--containerd=/run/containerd/containerd.sock,
+// Debian's and docker-ce's alike): dockerd refuses a setting given both as a flag and here.
 func dockerDaemonJSON(d *templateData) []byte {
 	return marshalJSON(map[string]any{
 		"exec-opts":      []string{"native.cgroupdriver=" + d.CgroupDriver},
 		"storage-driver": d.StorageDriver,
 		"log-driver":     "json-file",
-		"log-opts":       map[string]string{"max-size": "100m"},
+		"log-opts":       map[string]string{"max-size": "10m", "max-file": "3"},
+		"live-restore":   true,
 	})
 }
 
@@ -877,7 +886,7 @@ func releaseFile(r *recipes.Recipe, l *recipes.Lock, d *templateData) ([]byte, e
 		}
 		kv = append(kv, [2]string{envName(p) + "_VERSION", v})
 	}
-	if d.Runtime == recipes.RuntimeDocker {
+	if d.CRI == recipes.CRIServerDockerd {
 		v := ""
 		if a, ok := arts["cri-dockerd"]; ok {
 			v = a.Version

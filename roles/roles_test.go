@@ -50,14 +50,19 @@ func TestConditions(t *testing.T) {
 	for _, r := range []*recipes.Recipe{
 		goRecipe("go-containerd", "bookworm", recipes.RuntimeContainerd),
 		goRecipe("go-docker", "bookworm", recipes.RuntimeDocker),
+		goRecipe("go-docker-cri", "bookworm", recipes.SetupDockerCRIDockerd),
 	} {
 		t.Run(r.Name, func(t *testing.T) {
 			l := mustRender(t, r, fakeLock(r))
 			master := append(append([]string(nil), recipes.MasterUnits...), MasterPKIUnit, recipes.CSRApproverUnit)
 			// Both roles are nodes of the pod network: the node units carry both markers.
-			node := append([]string{"kubelet.service", "kube-proxy.service", "kubebake-minion-join.service", recipes.JoinCleanupUnit, NodeEnvUnit}, recipes.RuntimeUnits(r.Runtime.Name)...)
-			if r.Runtime.Name == recipes.RuntimeContainerd {
+			setup := recipes.SetupOf(r.Runtime)
+			node := append([]string{"kubelet.service", "kube-proxy.service", "kubebake-minion-join.service", recipes.JoinCleanupUnit, NodeEnvUnit}, recipes.RuntimeUnits(setup)...)
+			if recipes.CRIOf(r.Runtime) == recipes.CRIServerContainerd {
 				node = append(node, ImagesUnit)
+			}
+			if setup == recipes.SetupDocker {
+				node = append(node, recipes.DockerImagesUnit)
 			}
 			for _, u := range master {
 				m, trig, after := conditions(t, l, u)
@@ -181,7 +186,7 @@ func TestRenderErrors(t *testing.T) {
 		{"unit without suffix", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[0].Units[0] = "etcd" },
 			`roles[0].units[0]: unknown unit "etcd"; did you mean "etcd.service"?`},
 		{"other runtime's unit", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[1].Units[0] = "docker.service" },
-			`roles[1].units[0]: unit docker.service belongs to runtime docker, but runtime.name is containerd`},
+			`roles[1].units[0]: unit docker.service belongs to runtime docker or docker+cri-dockerd, but this recipe's runtime is containerd`},
 		{"dependency is not listable", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[0].Units[0] = MasterPKIUnit },
 			`roles[0].units[0]: unknown unit "kubebake-master-pki.service"`},
 		{"bad role name", func(r *recipes.Recipe, _ *recipes.Lock) { r.Roles[1].Name = "Big Minion" },
@@ -239,6 +244,7 @@ func TestDeterminism(t *testing.T) {
 	for _, r := range []*recipes.Recipe{
 		goRecipe("go-containerd", "bookworm", recipes.RuntimeContainerd),
 		goRecipe("go-docker", "trixie", recipes.RuntimeDocker),
+		goRecipe("go-docker-cri", "trixie", recipes.SetupDockerCRIDockerd),
 		customRoleRecipe(),
 	} {
 		a, b := mustRender(t, r, fakeLock(r)), mustRender(t, r, fakeLock(r))
@@ -336,6 +342,7 @@ func TestNoSecrets(t *testing.T) {
 	for _, r := range []*recipes.Recipe{
 		goRecipe("go-containerd", "bookworm", recipes.RuntimeContainerd),
 		goRecipe("go-docker", "bookworm", recipes.RuntimeDocker),
+		goRecipe("go-docker-cri", "bookworm", recipes.SetupDockerCRIDockerd),
 	} {
 		l := mustRender(t, r, fakeLock(r))
 		var buf bytes.Buffer
@@ -440,9 +447,35 @@ func TestLayerShape(t *testing.T) {
 		t.Errorf("kubelet config DNS:\n%s", kubelet.Content)
 	}
 
-	d := goRecipe("go-docker", "bookworm", recipes.RuntimeDocker)
+	// docker beside the kubelet on containerd's CRI: containerd's config and socket, docker on
+	// the same containerd, the baked images loaded into docker too.
+	dc := goRecipe("go-docker", "bookworm", recipes.RuntimeDocker)
+	dcl := mustRender(t, dc, fakeLock(dc))
+	daemon, ok := dcl.File("/etc/docker/daemon.json")
+	for _, want := range []string{`"storage-driver": "overlay2"`, `"native.cgroupdriver=systemd"`, `"live-restore": true`, `"max-file": "3"`} {
+		if !ok || !strings.Contains(string(daemon.Content), want) {
+			t.Errorf("docker daemon.json lacks %s:\n%s", want, daemon.Content)
+		}
+	}
+	if c, ok := dcl.File("/etc/containerd/config.toml"); !ok || !strings.Contains(string(c.Content), `snapshotter = "overlayfs"`) {
+		t.Errorf("docker beside containerd: containerd config:\n%s", c.Content)
+	}
+	if k, _ := dcl.File("/etc/kubernetes/kubelet.yaml"); !strings.Contains(string(k.Content), "containerRuntimeEndpoint: unix:///run/containerd/containerd.sock") {
+		t.Errorf("docker beside containerd: kubelet config:\n%s", k.Content)
+	}
+	for _, p := range []string{ScriptDir + "/docker-images", ScriptDir + "/import-images", UnitDir + "/" + recipes.DockerImagesUnit, EnableDir + "/" + RolesTarget + ".wants/" + recipes.DockerImagesUnit} {
+		if _, ok := dcl.File(p); !ok {
+			t.Errorf("docker beside containerd: no %s", p)
+		}
+	}
+	if _, ok := dcl.File("/usr/bin/cri-dockerd"); ok {
+		t.Errorf("docker beside containerd has cri-dockerd")
+	}
+
+	// docker behind cri-dockerd.
+	d := goRecipe("go-docker-cri", "bookworm", recipes.SetupDockerCRIDockerd)
 	dl := mustRender(t, d, fakeLock(d))
-	daemon, ok := dl.File("/etc/docker/daemon.json")
+	daemon, ok = dl.File("/etc/docker/daemon.json")
 	if !ok || !strings.Contains(string(daemon.Content), `"storage-driver": "overlay2"`) || !strings.Contains(string(daemon.Content), `"native.cgroupdriver=systemd"`) {
 		t.Errorf("docker daemon.json:\n%s", daemon.Content)
 	}

@@ -115,7 +115,7 @@ func TestRequiredCNIPluginsIsTheOneList(t *testing.T) {
 // TestUnitsFromRecipesCatalog: the layer's units are the catalog's (recipes.Units): every
 // unit a layer holds is in it, with the catalog's Foreign flag.
 func TestUnitsFromRecipesCatalog(t *testing.T) {
-	for _, rt := range []string{recipes.RuntimeContainerd, recipes.RuntimeDocker} {
+	for _, rt := range recipes.Setups {
 		r := goRecipe("go-"+rt, "bookworm", rt)
 		units, err := Units(r)
 		if err != nil {

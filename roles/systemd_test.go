@@ -141,6 +141,7 @@ func TestSystemdVerify(t *testing.T) {
 	cases := []*recipes.Recipe{
 		goRecipe("go-containerd", "bookworm", recipes.RuntimeContainerd),
 		goRecipe("go-docker", "bookworm", recipes.RuntimeDocker),
+		goRecipe("go-docker-cri", "bookworm", recipes.SetupDockerCRIDockerd),
 		customRoleRecipe(),
 	}
 	cases = append(cases, embeddedRecipes(t)...)

@@ -37,8 +37,6 @@ type Unit = manifest.Unit
 // DropInPath is the role drop-in of a unit.
 func DropInPath(unit string) string { return UnitDir + "/" + unit + ".d/" + RoleDropInName }
 
-func runtimeService(runtime string) string { return recipes.CRIUnit(runtime) }
-
 // unitPlan is the validated role assignment of a recipe.
 type unitPlan struct {
 	defs  map[string]recipes.UnitDef
@@ -77,16 +75,13 @@ func LookupRole(r *recipes.Recipe, name string) (recipes.Role, error) {
 }
 
 func planUnits(r *recipes.Recipe) (*unitPlan, error) {
-	runtime := r.Runtime.Name
-	if runtime == "" {
-		runtime = recipes.RuntimeContainerd
+	if rt := r.Runtime.Name; rt != "" && rt != recipes.RuntimeContainerd && rt != recipes.RuntimeDocker {
+		return nil, fieldErr(r, "runtime.name", fmt.Sprintf("unknown runtime %q; use containerd or docker", rt))
 	}
-	if runtime != recipes.RuntimeContainerd && runtime != recipes.RuntimeDocker {
-		return nil, fieldErr(r, "runtime.name", fmt.Sprintf("unknown runtime %q; use containerd or docker", runtime))
-	}
+	setup := recipes.SetupOf(r.Runtime)
 	defs := map[string]recipes.UnitDef{}
 	var listable []string
-	for _, d := range recipes.Units(runtime, r.PodNetwork != nil) {
+	for _, d := range recipes.Units(setup, r.PodNetwork != nil) {
 		defs[d.Name] = d
 		if d.Listable {
 			listable = append(listable, d.Name)
@@ -116,7 +111,7 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 			field := fmt.Sprintf("roles[%d].units[%d]", i, j)
 			d, ok := defs[name]
 			if !ok || !d.Listable {
-				return nil, fieldErr(r, field, unknownUnitMsg(name, runtime, listable))
+				return nil, fieldErr(r, field, unknownUnitMsg(name, setup, listable))
 			}
 			if seenUnit[name] {
 				return nil, fieldErr(r, field, fmt.Sprintf("unit %s is listed twice in role %q", name, role.Name))
@@ -164,6 +159,9 @@ func planUnits(r *recipes.Recipe) (*unitPlan, error) {
 			u.Enabled = true
 		case name == RolesTarget || name == IgnitionUnit || name == SSHKeygenUnit || name == GrowRootUnit:
 			u.Enabled = true
+		case name == recipes.DockerImagesUnit && len(u.Roles) > 0:
+			// Nothing else pulls it in: docker.service is Debian's.
+			u.Enabled = true
 		}
 		if d.Foreign && len(u.Roles) == 0 {
 			continue // a Debian unit no role uses: the layer has nothing to say about it
@@ -183,16 +181,9 @@ func roleIndex(r *recipes.Recipe, name string) int {
 	return len(r.Roles)
 }
 
-func unknownUnitMsg(name, runtime string, listable []string) string {
-	for _, other := range []string{recipes.RuntimeContainerd, recipes.RuntimeDocker} {
-		if other == runtime {
-			continue
-		}
-		for _, d := range recipes.Units(other, true) {
-			if d.Name == name && d.Runtime == other {
-				return fmt.Sprintf("unit %s belongs to runtime %s, but runtime.name is %s", name, other, runtime)
-			}
-		}
+func unknownUnitMsg(name, setup string, listable []string) string {
+	if others := recipes.SetupsOfUnit(name); len(others) > 0 {
+		return fmt.Sprintf("unit %s belongs to runtime %s, but this recipe's runtime is %s", name, strings.Join(others, " or "), recipes.DescribeSetup(setup))
 	}
 	msg := fmt.Sprintf("unknown unit %q; a role may list: %s", name, strings.Join(listable, ", "))
 	if err := recipes.CheckUnitName(name); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -77,13 +78,7 @@ func TestVerifyLoneNodes(t *testing.T) {
 			t.Errorf("%s: %s: expected %s, got %s", r.Name(), c.Name, c.Expected, c.Got)
 		}
 		if !r.Pass {
-			for _, a := range r.Artifacts {
-				if strings.HasSuffix(a, ".journal.txt") || strings.HasSuffix(a, "serial.log") {
-					if data, err := os.ReadFile(a); err == nil {
-						t.Logf("--- %s (tail)\n%s", a, tail(string(data), 40))
-					}
-				}
-			}
+			logJournalTails(t, r)
 		}
 		if r.Role == customRole {
 			requireCustomRoleChecks(t, r)
@@ -115,17 +110,68 @@ type defect struct {
 	checks []string // checks that must fail
 }
 
-// TestVerifyCatchesDefects plants several independent defects in one copy of the default
-// image, boots it as a minion, and asserts that each defect's checks fail, by name, while
-// checks the defects do not touch still pass.
+// TestVerifyDocker boots the embedded recipe with docker beside the kubelet,
+// debian-12-docker, once per role, each node alone (cloud-init): both must pass every check,
+// the docker checks among them (storage and cgroup drivers docker reports, its version as
+// locked, docker run of a baked image offline, an empty docker group). Its defects are
+// planted in TestVerifyCatchesDefects, which boots a broken copy of this image.
+func TestVerifyDocker(t *testing.T) {
+	image := dockerTestImage(t)
+	rep, err := Run(context.Background(), Options{Image: image, Roles: []string{RoleMaster, RoleMinion}, UserData: []string{UserDataCloudInit},
+		ArtifactsDir: filepath.Join(t.TempDir(), "artifacts")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	rep.WriteText(&b)
+	t.Log("\n" + b.String())
+	recordTimes(t, rep)
+	for _, r := range rep.Results {
+		for _, c := range Failed(r.Checks) {
+			t.Errorf("%s: %s: expected %s, got %s", r.Name(), c.Name, c.Expected, c.Got)
+		}
+		if !r.Pass {
+			logJournalTails(t, r)
+		}
+		names := map[string]bool{}
+		for _, c := range r.Checks {
+			names[c.Name] = true
+		}
+		for _, want := range []string{"docker/storage-driver", "docker/cgroup-driver", "docker/version", "docker/run", "docker/group", "image/busybox", "unit/docker.service/active"} {
+			if !names[want] {
+				t.Errorf("%s: no check %s", r.Name(), want)
+			}
+		}
+	}
+	if len(rep.Results) != 2 {
+		t.Fatalf("%d results, want master and minion", len(rep.Results))
+	}
+}
+
+// logJournalTails logs the end of a failed node's serial log and journals.
+func logJournalTails(t *testing.T, r Result) {
+	t.Helper()
+	for _, a := range r.Artifacts {
+		if strings.HasSuffix(a, ".journal.txt") || strings.HasSuffix(a, "serial.log") {
+			if data, err := os.ReadFile(a); err == nil {
+				t.Logf("--- %s (tail)\n%s", a, tail(string(data), 40))
+			}
+		}
+	}
+}
+
+// TestVerifyCatchesDefects plants several independent defects in one copy of the docker
+// image (debian-12-docker: the default recipe's node with docker beside it, so its docker
+// checks get their defects in the same boot), boots it as a minion, and asserts that each
+// defect's checks fail, by name, while checks the defects do not touch still pass.
 func TestVerifyCatchesDefects(t *testing.T) {
-	image := defaultTestImage(t)
+	image := dockerTestImage(t)
 	target, err := ResolveTarget(image, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if target.Manifest == "" {
-		t.Fatal("the default image has no manifest.json beside it")
+		t.Fatal("the docker image has no manifest.json beside it")
 	}
 	m, err := LoadManifest(target.Manifest)
 	if err != nil {
@@ -216,8 +262,42 @@ func TestVerifyCatchesDefects(t *testing.T) {
 			},
 			checks: []string{"security/sandbox/kube-apiserver.service"},
 		},
+		{
+			// The pitfalls docker's defaults bring: devicemapper on loopback, and a cgroup
+			// driver of its own beside systemd's.
+			name: "docker on devicemapper with the cgroupfs driver",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				return e.WriteFile(ctx, "/etc/docker/daemon.json", []byte(`{"storage-driver": "devicemapper", "exec-opts": ["native.cgroupdriver=cgroupfs"]}`+"\n"), 0o644)
+			},
+			checks: []string{"docker/storage-driver", "docker/cgroup-driver"},
+		},
+		{
+			name: "a member in the docker group",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				group, err := e.ReadFile(ctx, "/etc/group")
+				if err != nil {
+					return err
+				}
+				re := regexp.MustCompile(`(?m)^(docker:[^:]*:[0-9]+:)$`)
+				if !re.Match(group) {
+					return fmt.Errorf("/etc/group has no empty docker group:\n%s", group)
+				}
+				return e.WriteFile(ctx, "/etc/group", re.ReplaceAll(group, []byte("${1}nobody")), 0o644)
+			},
+			checks: []string{"docker/group"},
+		},
+		{
+			name: "baked images never loaded into docker",
+			plant: func(ctx context.Context, e *diskedit.Editor, m *Manifest) error {
+				return e.WriteFile(ctx, roles.ScriptDir+"/docker-images", []byte("#!/bin/sh\nexit 0\n"), 0o755)
+			},
+			checks: []string{"docker/run"},
+		},
 	}
 	for _, d := range defects {
+		if d.plant == nil {
+			continue
+		}
 		if err := d.plant(ctx, e, m); err != nil {
 			t.Fatalf("planting %q: %v", d.name, err)
 		}
@@ -227,8 +307,14 @@ func TestVerifyCatchesDefects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The image runs another docker than its manifest (its lock) says.
+	defects = append(defects, defect{name: "docker of another version than the lock", checks: []string{"docker/version"}})
+	brokenManifest := filepath.Join(dir, "manifest.json")
+	if err := writeManifestWith(target.Manifest, brokenManifest, DockerPackage, "20.10.5+dfsg1-1+deb11u2"); err != nil {
+		t.Fatal(err)
+	}
 	rep, err := Run(ctx, Options{
-		Image: broken, Manifest: target.Manifest, Roles: []string{RoleMinion}, Bundle: bundle,
+		Image: broken, Manifest: brokenManifest, Roles: []string{RoleMinion}, Bundle: bundle,
 		ArtifactsDir: filepath.Join(dir, "artifacts"),
 	})
 	if err != nil {
@@ -265,6 +351,33 @@ func TestVerifyCatchesDefects(t *testing.T) {
 		t.Error("no serial log or journal saved for the failures")
 	}
 	assertPrivateArtifacts(t, filepath.Join(dir, "artifacts"), bundleSecrets(bundle))
+}
+
+// writeManifestWith copies a manifest with one package's version changed.
+func writeManifestWith(from, to, pkg, version string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return err
+	}
+	found := false
+	pkgs, _ := doc["packages"].([]any)
+	for _, p := range pkgs {
+		if p, ok := p.(map[string]any); ok && p["name"] == pkg {
+			p["version"], found = version, true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%s lists no package %s", from, pkg)
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, out, 0o644)
 }
 
 // assertPrivateArtifacts wants every saved failure artifact 0600 in 0700 folders, holding

@@ -26,6 +26,21 @@ func defaultTestImage(t *testing.T) string {
 	return path
 }
 
+// dockerTestImage returns the output folder of `kubebake build debian-12-docker` (the embedded
+// recipe with docker beside the kubelet), built once per test binary like the default image.
+func dockerTestImage(t *testing.T) string {
+	t.Helper()
+	requireQEMU(t)
+	path, err := testimage.Embedded(dockerRecipe)
+	if err != nil {
+		t.Fatalf("building the docker image: %v", err)
+	}
+	return path
+}
+
+// dockerRecipe is the embedded recipe with the docker runtime.
+const dockerRecipe = "debian-12-docker"
+
 // customRole is the third role of the custom-role test image: a recipe's own name for nodes
 // that join a master, with the minion's units.
 const customRole = "edge"

@@ -68,11 +68,15 @@ func TestImageProbes(t *testing.T) {
 		t.Errorf("hello check: %+v", c)
 	}
 
+	// Docker beside the kubelet on containerd's CRI: containerd has them too.
+	if c := probeByName(t, Probes(func() Spec { s := imagesSpec(); s.Runtime = "docker"; return s }()), "image/hello"); c.Name == "" {
+		t.Errorf("docker beside containerd: no image check")
+	}
 	// Only where the role imports them: not on a role without kubebake-images.service, nor
-	// under docker.
+	// under docker behind cri-dockerd.
 	for _, s := range []Spec{
 		func() Spec { s := imagesSpec(); s.Role = RoleMinion; return s }(),
-		func() Spec { s := imagesSpec(); s.Runtime = "docker"; return s }(),
+		func() Spec { s := imagesSpec(); s.Runtime = "docker"; s.CRI = "cri-dockerd"; return s }(),
 	} {
 		for _, p := range Probes(s) {
 			if strings.HasPrefix(p.Name, "image/") {

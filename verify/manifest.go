@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kubebake/kubebake/manifest"
+	"github.com/kubebake/kubebake/recipes"
 )
 
 // GuestManifestPath is where an image carries a copy of its manifest.
@@ -112,6 +113,7 @@ func (m *Manifest) Spec(role string) Spec {
 	if r := m.Recipe; r != nil {
 		s.Sysctls, s.Modules, s.Runtime = r.Sysctls, r.Modules, r.Runtime.Name
 		s.StorageDriver, s.CNIPlugins = r.Storage.Driver, r.CNI.Plugins
+		s.CRI = recipes.CRIOf(r.Runtime)
 		if r.Security != nil {
 			s.Relaxed = r.Security.Relax
 		}

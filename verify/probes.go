@@ -40,8 +40,10 @@ type Spec struct {
 	// storage check expects overlay (recipes.StorageDriverFor) whatever StorageDriver says.
 	Runtime       string
 	StorageDriver string
-	CNIPlugins    []string
-	HostTools     []string
+	// CRI is the kubelet's CRI server (recipes.CRIOf): containerd's own, or cri-dockerd.
+	CRI        string
+	CNIPlugins []string
+	HostTools  []string
 
 	// UserDataPaths are the files the user-data wrote; Secrets are strings from the user-data
 	// (token, CA key) that must appear nowhere else on disk or in the journal.
@@ -73,11 +75,20 @@ type Package struct {
 	Version string `json:"version"`
 }
 
+// criRuntime is the runtime behind the kubelet's CRI: docker behind cri-dockerd, else
+// containerd (docker beside the kubelet runs on containerd's CRI).
+func (s Spec) criRuntime() string {
+	if s.Runtime == recipes.RuntimeDocker && s.CRI == recipes.CRIServerDockerd {
+		return recipes.RuntimeDocker
+	}
+	return recipes.RuntimeContainerd
+}
+
 // runsRuntime reports whether the node's role starts the container runtime (a master whose
 // control plane runs as plain services does not): only then can the daemon be asked.
 func (s Spec) runsRuntime() bool {
 	unit := "containerd.service"
-	if s.Runtime == "docker" {
+	if s.criRuntime() == recipes.RuntimeDocker {
 		unit = "docker.service"
 	}
 	inSomeRole := false
@@ -95,7 +106,7 @@ func (s Spec) runsRuntime() bool {
 // importsImages reports whether the node's role imports the baked images into containerd
 // (kubebake-images.service runs wherever a kubelet on containerd needs them).
 func (s Spec) importsImages() bool {
-	return s.Runtime == recipes.RuntimeContainerd && slices.Contains(s.Roles[s.Role], recipes.ImagesUnit)
+	return s.criRuntime() == recipes.RuntimeContainerd && slices.Contains(s.Roles[s.Role], recipes.ImagesUnit)
 }
 
 // runsKubelet reports whether the node's role starts the kubelet.
@@ -237,8 +248,12 @@ func Probes(s Spec) []Probe {
 		ps = append(ps, moduleProbes(m)...)
 	}
 	if s.Runtime != "" {
-		// Overlay storage whatever the spec's StorageDriver says (never devicemapper/loopback).
-		ps = append(ps, storageProbe(s.Runtime, recipes.StorageDriverFor(s.Runtime), s.runsRuntime()))
+		// Overlay storage whatever the spec's StorageDriver says (never devicemapper/loopback),
+		// of the runtime the kubelet's CRI uses; docker beside containerd has checks of its own.
+		ps = append(ps, storageProbe(s.criRuntime(), recipes.StorageDriverFor(s.criRuntime()), s.runsRuntime()))
+	}
+	if s.runsDocker() {
+		ps = append(ps, s.dockerProbes()...)
 	}
 	if s.importsImages() {
 		for _, img := range s.Images {

@@ -35,7 +35,7 @@ type Options struct {
 	Roles        []string
 	UserData     []string
 	RoleUserData map[string]string
-	Accel    string // auto (default), kvm or tcg
+	Accel        string // auto (default), kvm or tcg
 	// Stage timeouts: boot (QEMU start to SSH banner), ssh (banner to login), settle (no
 	// start jobs left; on a master the API server ready), checks (run every check). Each has
 	// its own budget, so a hung boot still gets its checks and journals. Zero means the

@@ -92,6 +92,8 @@ type lintResult struct {
 	OK       bool              `json:"ok"`
 	Findings []recipes.Finding `json:"findings"`
 	Errors   []recipes.Problem `json:"errors,omitempty"` // the recipe did not parse
+	// Runtime says how the kubelet reaches the container runtime, and why.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 func recipeLintCmd() *cobra.Command {
@@ -123,6 +125,7 @@ Exits non-zero when any recipe has an error; warnings alone pass.`,
 				default:
 					res.Recipe = r.File
 					res.Findings = recipes.Lint(r)
+					res.Runtime = recipes.ExplainRuntime(r.Runtime)
 				}
 				res.OK = len(res.Errors) == 0 && recipes.LintError(res.Findings) == nil
 				if !res.OK {
@@ -138,6 +141,9 @@ Exits non-zero when any recipe has an error; warnings alone pass.`,
 					}
 					for _, f := range res.Findings {
 						fmt.Fprintln(&b, f.String())
+					}
+					if res.Runtime != "" {
+						fmt.Fprintf(&b, "%s: runtime: %s\n", res.Recipe, res.Runtime)
 					}
 					if res.OK {
 						fmt.Fprintf(&b, "%s: ok\n", res.Recipe)

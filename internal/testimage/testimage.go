@@ -51,25 +51,45 @@ func Kubebake(timeout time.Duration, args ...string) error {
 	return nil
 }
 
-var defaultImage struct {
-	once sync.Once
-	path string
-	err  error
+var embeddedImages struct {
+	mu     sync.Mutex
+	built  map[string]string
+	failed map[string]error
 }
 
 // Default is the default image: $KUBEBAKE_TEST_IMAGE (an image file or a build output
-// folder), else the output folder of `kubebake build debian-12` in Dir(), built once per
-// test binary.
+// folder), else Embedded("debian-12").
 func Default() (string, error) {
-	defaultImage.once.Do(func() {
-		if p := os.Getenv("KUBEBAKE_TEST_IMAGE"); p != "" {
-			defaultImage.path = p
-			return
+	if p := os.Getenv("KUBEBAKE_TEST_IMAGE"); p != "" {
+		return p, nil
+	}
+	return Embedded("debian-12")
+}
+
+// Embedded is the output folder of `kubebake build NAME` (an embedded recipe) in Dir(),
+// built once per test binary.
+func Embedded(name string) (string, error) {
+	embeddedImages.mu.Lock()
+	defer embeddedImages.mu.Unlock()
+	if p, ok := embeddedImages.built[name]; ok {
+		return p, nil
+	}
+	if err, ok := embeddedImages.failed[name]; ok {
+		return "", err
+	}
+	out := filepath.Join(Dir(), name)
+	if err := Kubebake(60*time.Minute, "build", name, "--out", out); err != nil {
+		if embeddedImages.failed == nil {
+			embeddedImages.failed = map[string]error{}
 		}
-		out := filepath.Join(Dir(), "debian-12")
-		defaultImage.path, defaultImage.err = out, Kubebake(60*time.Minute, "build", "debian-12", "--out", out)
-	})
-	return defaultImage.path, defaultImage.err
+		embeddedImages.failed[name] = err
+		return "", err
+	}
+	if embeddedImages.built == nil {
+		embeddedImages.built = map[string]string{}
+	}
+	embeddedImages.built[name] = out
+	return out, nil
 }
 
 func isFile(p string) bool {
