@@ -50,7 +50,13 @@ var preferredBinDirs = []string{"usr/bin", "usr/sbin", "bin", "sbin", "usr/lib/c
 
 // extractedBinary finds a binary taken out of its package before (warm path).
 func (s *DebSource) extractedBinary(a recipes.LockedArtifact) (string, bool) {
-	data, err := os.ReadFile(filepath.Join(s.Cache.Dir(), scratchDir, "deb-extract", a.SHA256+"-"+binaryMember(a.Name)))
+	return s.Cache.extracted(filepath.Join(s.Cache.Dir(), scratchDir, "deb-extract", a.SHA256+"-"+binaryMember(a.Name)))
+}
+
+// extracted reads an extraction index (a file naming, by sha256, the blob taken out of an
+// archive) and returns that blob's path when the cache still has it.
+func (c *Cache) extracted(index string) (string, bool) {
+	data, err := os.ReadFile(index)
 	if err != nil {
 		return "", false
 	}
@@ -58,7 +64,7 @@ func (s *DebSource) extractedBinary(a recipes.LockedArtifact) (string, bool) {
 	if !ValidSHA256(h) {
 		return "", false
 	}
-	p, ok, err := s.Cache.Lookup(h)
+	p, ok, err := c.Lookup(h)
 	return p, ok && err == nil
 }
 

@@ -52,16 +52,7 @@ func (s *URLSource) memberIndex(a recipes.LockedArtifact) string {
 
 // extractedMember finds a member taken out of its tarball before (warm path).
 func (s *URLSource) extractedMember(a recipes.LockedArtifact) (string, bool) {
-	data, err := os.ReadFile(s.memberIndex(a))
-	if err != nil {
-		return "", false
-	}
-	h := strings.TrimSpace(string(data))
-	if !ValidSHA256(h) {
-		return "", false
-	}
-	p, ok, err := s.Cache.Lookup(h)
-	return p, ok && err == nil
+	return s.Cache.extracted(s.memberIndex(a))
 }
 
 // extractMember takes a.Member out of the verified .tar.gz at tgz, caches it as a blob and
